@@ -1,0 +1,30 @@
+# taler-ops: `make test` and `make demo` do all set-up on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PG_BIN ?= /usr/lib/postgresql/15/bin
+PYTEST_ARGS ?=
+
+.PHONY: test unit lint demo postgresql venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+# Debian's PostgreSQL 15 when absent (the tests start their own clusters with it).
+postgresql:
+	@test -x $(PG_BIN)/initdb || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; }
+
+test: venv postgresql
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ansible-lint --offline
+
+clean:
+	rm -rf $(VENV) .pytest_cache

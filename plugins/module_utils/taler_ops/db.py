@@ -1,0 +1,45 @@
+"""Connections: one place that turns a libpq URI into a psycopg connection.
+
+Connection failures become DatabaseNotReady (Taler's exit 5).  Messages name
+host, port, database and user, never the password.
+"""
+
+import psycopg
+from psycopg import conninfo as _conninfo
+
+from .errors import DatabaseNotReady
+
+APPLICATION_NAME = "taler-ops"
+
+
+def parse_conninfo(uri):
+    """Parse a libpq URI or keyword string; ValueError with libpq's reason if malformed."""
+    try:
+        return _conninfo.conninfo_to_dict(uri)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(str(exc).strip()) from None
+
+
+def describe(uri):
+    """A password-free description of where a conninfo points."""
+    try:
+        params = parse_conninfo(uri)
+    except ValueError:
+        return "<malformed connection string>"
+    parts = []
+    for key in ("host", "port", "dbname", "user"):
+        if params.get(key):
+            parts.append(f"{key}={params[key]}")
+    return " ".join(parts) or "<libpq defaults>"
+
+
+def connect(uri, what="database", autocommit=False, **kwargs):
+    params = {"application_name": APPLICATION_NAME}
+    params.update(kwargs)
+    try:
+        return psycopg.connect(uri, autocommit=autocommit, **params)
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        raise DatabaseNotReady(f"cannot connect to the {what} ({describe(uri)}): {reason}") from None
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseNotReady(f"invalid connection string for the {what}: {exc}") from None

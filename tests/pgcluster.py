@@ -1,0 +1,106 @@
+"""Throwaway PostgreSQL clusters for tests and benchmarks.
+
+Each cluster lives in its own temporary directory with its own port and
+socket directory, listens on loopback only, and is stopped and removed at
+the end.  initdb refuses to run as root, so as root the server runs as the
+``postgres`` system user (Debian's postgresql-common creates it).
+"""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+
+PG_BIN = os.environ.get("TALER_OPS_PG_BIN", "/usr/lib/postgresql/15/bin")
+FAST_SETTINGS = {
+    # Test clusters are disposable: durability off, speed on.
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+    "max_connections": "50",
+    "wal_level": "logical",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_as(user):
+    """preexec_fn that drops to ``user`` when we are root."""
+    if os.geteuid() != 0:
+        return None
+    pw = pwd.getpwnam(user)
+
+    def demote():
+        os.setgid(pw.pw_gid)
+        os.initgroups(user, pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return demote
+
+
+class Cluster:
+    def __init__(self, name="test", settings=None, user="postgres"):
+        self.name = name
+        self.user = user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.base = tempfile.mkdtemp(prefix=f"taler-ops-{name}-")
+        os.chmod(self.base, 0o755)
+        self.data = os.path.join(self.base, "data")
+        self.sockets = os.path.join(self.base, "run")
+        self.log = os.path.join(self.base, "server.log")
+        self.port = free_port()
+        self.settings = dict(FAST_SETTINGS, **(settings or {}))
+        self.superuser = "postgres"
+        os.makedirs(self.sockets)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(self.user)
+            for path in (self.base, self.sockets):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def _pg(self, tool, *args, check=True):
+        env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
+        return subprocess.run([os.path.join(PG_BIN, tool), *args], check=check, env=env,
+                              preexec_fn=_run_as(self.user), cwd=self.base,
+                              capture_output=True, text=True)
+
+    def start(self):
+        self._pg("initdb", "-D", self.data, "-E", "UTF8", "--locale=C.UTF-8", "-U",
+                 self.superuser, "--auth=trust", "--no-sync")
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as fh:
+            fh.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                     f"unix_socket_directories = '{self.sockets}'\n")
+            for key, value in self.settings.items():
+                fh.write(f"{key} = '{value}'\n")
+        self._pg("pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")
+        return self
+
+    def stop(self, mode="fast"):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._pg("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def uri(self, dbname="postgres", user=None):
+        user = user or self.superuser
+        return f"postgresql://{user}@/{dbname}?host={self.sockets}&port={self.port}"
+
+    def createdb(self, name):
+        import psycopg
+        with psycopg.connect(self.uri(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.uri(name)
+
+    def psql(self, dbname, query):
+        import psycopg
+        with psycopg.connect(self.uri(dbname), autocommit=True) as conn:
+            cur = conn.execute(query)
+            return cur.fetchall() if cur.description else None
