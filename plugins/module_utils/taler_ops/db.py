@@ -43,3 +43,16 @@ def connect(uri, what="database", autocommit=False, **kwargs):
         raise DatabaseNotReady(f"cannot connect to the {what} ({describe(uri)}): {reason}") from None
     except psycopg.ProgrammingError as exc:
         raise DatabaseNotReady(f"invalid connection string for the {what}: {exc}") from None
+
+
+def build_conninfo(dbname, host=None, port=None, user=None, password=None, sslmode=None,
+                   sslrootcert=None, **extra):
+    """A libpq conninfo from parts, every value quoted by libpq's own rules.
+
+    Used by the Ansible modules, whose parameters arrive as separate options;
+    never log the result (it may hold the password).
+    """
+    params = {"dbname": dbname, "host": host, "port": port, "user": user,
+              "password": password, "sslmode": sslmode, "sslrootcert": sslrootcert}
+    params.update(extra)
+    return _conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v not in (None, "")})
