@@ -66,6 +66,8 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "reset": False, "gc": None}
         if check:
+            if setup is not None and not reset:
+                _refuse_changed_layout(setup, partitions, role)
             result["patches_after"] = before
             result["setup"] = _setup_dict(setup)
             return result
@@ -130,7 +132,21 @@ def _drop_exchange(conn):
         conn.execute("DROP SCHEMA IF EXISTS exchange CASCADE")
 
 
-def auditor_dbinit(uri, check=False, restart=False, drop=False):
+def exchange_drop(uri):
+    """Drop the exchange schema and unregister its patches (dbinit -r without re-creating)."""
+    conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
+    try:
+        versioning.lock(conn)
+        before = _state(conn, "exchange-")
+        existed = _schema_exists(conn, "exchange")
+        _drop_exchange(conn)
+        return {"patches_before": before, "patches_after": [], "applied": [], "pending": [],
+                "dropped": bool(existed or before), "setup": None}
+    finally:
+        conn.close()
+
+
+def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
     conn = connect(uri, AUDITOR_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
@@ -142,12 +158,16 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False):
             result["patches_after"] = before
             return result
         if drop:
+            existed = _schema_exists(conn, "auditor") or bool(before)
             with conn.transaction():
                 if versioning.has_versioning(conn):
                     versioning.unregister(conn, reversed(versioning.applied(conn, "auditor-")))
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
-            result["dropped"] = True
+            result["dropped"] = existed
             pending = list(auditor_schema.PATCHES)
+            if not recreate:
+                result["patches_after"] = []
+                return result
         elif restart and _schema_exists(conn, "auditor"):
             result["restarted"] = _restart_auditor(conn)
         versioning.ensure_versioning(conn)
@@ -158,13 +178,34 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False):
         conn.close()
 
 
+def _audit_state_tables(conn):
+    """Every auditor table a restart clears (all but the deposit confirmations)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'auditor' AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()
+    return [r[0] for r in rows if r[0] not in auditor_schema.KEPT_ON_RESTART]
+
+
+def auditor_has_audit_state(uri):
+    """None without an auditor schema, else whether a restart would clear any row."""
+    conn = connect(uri, AUDITOR_WHAT, autocommit=True)
+    try:
+        if not _schema_exists(conn, "auditor"):
+            return None
+        for name in _audit_state_tables(conn):
+            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+                sql.Identifier("auditor", name))
+            if conn.execute(query).fetchone()[0]:
+                return True
+        return False
+    finally:
+        conn.close()
+
+
 def _restart_auditor(conn):
     """Clear progress, balances, running state and findings; keep deposit confirmations."""
     with conn.transaction():
-        rows = conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'auditor' AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()
-        names = [r[0] for r in rows if r[0] not in auditor_schema.KEPT_ON_RESTART]
+        names = _audit_state_tables(conn)
         if names:
             conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
                 sql.SQL(", ").join(sql.Identifier("auditor", n) for n in names)))

@@ -1,0 +1,159 @@
+"""The exchange schema as created on a real server agrees with the table registry."""
+
+import pytest
+
+from taler_ops import dbinit, exchange_schema, hashing, registry
+from taler_ops.exchange_tables import TABLES
+
+TALER_44 = set("""denominations denomination_revocations wire_targets legitimization_measures
+legitimization_outcomes legitimization_processes reserves reserves_in reserves_close
+reserves_open_requests reserves_open_deposits reserves_out auditors auditor_denom_sigs
+exchange_sign_keys signkey_revocations known_coins refresh_commitments refresh_revealed_coins
+refresh_transfer_keys batch_deposits coin_deposits refunds wire_out aggregation_tracking
+wire_fee global_fee recoup recoup_refresh extensions policy_details policy_fulfillments
+purse_requests purse_decision purse_merges purse_deposits account_merges history_requests
+close_requests wads_out wad_out_entries wads_in wad_in_entries profit_drains""".split())
+
+
+def _catalog_columns(conn, table):
+    return conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+             FROM pg_attribute a
+            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum""", (f"exchange.{table}",)).fetchall()
+
+
+def test_registry_covers_taler_44_plus_partners():
+    names = {e.name for e in registry.REPLICATED}
+    assert len(TALER_44) == 44
+    assert set(registry.TALER_SYNC_TABLES) == TALER_44
+    assert names == TALER_44 | {"partners"}
+
+
+def test_copy_order_puts_parents_first():
+    seen = set()
+    for entry in registry.REPLICATED:
+        for parent in entry.parents:
+            assert parent.table in seen or parent.table == entry.name, \
+                f"{entry.name} copied before its parent {parent.table}"
+        seen.add(entry.name)
+    order = [e.name for e in registry.REPLICATED]
+    # taler-facts §8.6: Taler copied these children first.
+    assert order.index("policy_fulfillments") < order.index("policy_details") \
+        < order.index("batch_deposits")
+    assert order.index("partners") < order.index("purse_merges")
+
+
+def test_mutable_columns_are_never_copied():
+    reserves = registry.entry("reserves")
+    assert "current_balance" in [c.name for c in reserves.mutable_columns]
+    assert "current_balance" not in reserves.copy_column_names
+    assert "remaining" not in registry.entry("known_coins").copy_column_names
+    assert "done" not in registry.entry("batch_deposits").copy_column_names
+    for entry in registry.REPLICATED:
+        assert entry.copy_column_names[0] == entry.serial
+        for col in entry.mutable_columns:
+            assert col.default is not None or col.nullable, \
+                f"{entry.name}.{col.name}: a safe copy needs a default for it"
+
+
+def test_dbinit_creates_every_table_with_keys_and_fks(exchange_db):
+    import psycopg
+    with psycopg.connect(exchange_db) as conn:
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'exchange'")}
+        assert TALER_44 <= tables
+        for entry in registry.REPLICATED:
+            catalog = _catalog_columns(conn, entry.name)
+            by_name = {name: (typ, notnull) for name, typ, notnull in catalog}
+            for col in entry.copy_columns + entry.mutable_columns:
+                assert col.name in by_name, f"{entry.name}.{col.name} missing"
+                assert by_name[col.name][0] == col.sql_type, f"{entry.name}.{col.name}"
+                assert by_name[col.name][1] == (not col.nullable), f"{entry.name}.{col.name}"
+            # The serial is an identity column (explicit values allowed, as Taler's sync needs).
+            ident = conn.execute(
+                "SELECT attidentity FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attname = %s", (entry.qualified, entry.serial)).fetchone()[0]
+            assert ident == "d"
+        fks = conn.execute(
+            """SELECT cl.relname, rf.relname FROM pg_constraint c
+                 JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_class rf ON rf.oid = c.confrelid
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace
+                WHERE c.contype = 'f' AND n.nspname = 'exchange'""").fetchall()
+        expected = {(e.name, p.table) for e in registry.REPLICATED for p in e.parents}
+        assert expected <= set(fks)
+        keys = conn.execute(
+            """SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+                WHERE n.nspname = 'exchange' AND c.contype IN ('p', 'u')""").fetchone()[0]
+        assert keys >= sum(1 + len(t.uniques) for t in TABLES)
+
+
+@pytest.mark.parametrize("pub,sig", [(b"p" * 31, b"s" * 64), (b"p" * 32, b"s" * 63),
+                                     (b"p" * 33, b"s" * 64)])
+def test_length_checks_reject_wrong_sizes(exchange_db, pub, sig):
+    import psycopg
+    insert = ("INSERT INTO exchange.exchange_sign_keys (exchange_pub, master_sig, valid_from, "
+              "expire_sign, expire_legal) VALUES (%s, %s, 1, 2, 3)")
+    with psycopg.connect(exchange_db, autocommit=True) as conn:
+        conn.execute(insert, (b"k" * 32, b"s" * 64))  # the right sizes pass
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(insert, (pub, sig))
+
+
+def test_amount_checks_reject_unnormalized_and_negative(exchange_db):
+    import psycopg
+    base = ("INSERT INTO exchange.wire_fee (wire_method, start_date, end_date, wire_fee, "
+            "closing_fee, master_sig) VALUES ('x', %s, 1, ROW(%s, %s), ROW(0, 0), %s)")
+    with psycopg.connect(exchange_db, autocommit=True) as conn:
+        conn.execute(base, (1, 1, 99_999_999, b"s" * 64))
+        for start, val, frac in ((2, 0, 100_000_000), (3, -1, 0), (4, 0, -1), (5, 2 ** 52 + 1, 0)):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute(base, (start, val, frac, b"s" * 64))
+
+
+def test_partitioned_schema_has_partitions_and_no_fks(fresh_db):
+    import psycopg
+    dbinit.exchange_dbinit(fresh_db, partitions=3)
+    with psycopg.connect(fresh_db) as conn:
+        parts = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'exchange.reserves'::regclass"
+        ).fetchone()[0]
+        assert parts == 3
+        fks = conn.execute(
+            "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+            "WHERE n.nspname = 'exchange' AND c.contype = 'f'").fetchone()[0]
+        assert fks == 0
+        # Natural keys still hold inside a partition (here the partition key is the key).
+        conn.execute("INSERT INTO exchange.reserves (reserve_pub, expiration_date, gc_date) "
+                     "VALUES (%s, 1, 1)", (b"r" * 32,))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO exchange.reserves (reserve_pub, expiration_date, gc_date) "
+                         "VALUES (%s, 2, 2)", (b"r" * 32,))
+
+
+@pytest.mark.parametrize("rule,value", [
+    ("sha512", b"\x00denomination key"),
+    ("sha256", "payto://x-taler-bank/bank.example/Alice?receiver-name=A%20B"),
+    ("sha256_normalized_payto", "PAYTO://IBAN/DE12ÄÖ?receiver-name=Ünï"),
+])
+def test_hash_rules_agree_between_python_and_sql(exchange_db, rule, value):
+    import psycopg
+    with psycopg.connect(exchange_db) as conn:
+        typ = "bytea" if isinstance(value, bytes) else "text"
+        got = conn.execute(f"SELECT {hashing.sql_expression(rule, f'%s::{typ}')}",
+                           (value,)).fetchone()[0]
+    assert bytes(got) == hashing.compute(rule, value)
+
+
+def test_derived_hash_columns_are_in_the_registry():
+    derived = {(e.name, d.column) for e in registry.REPLICATED for d in e.derived}
+    assert derived == {("denominations", "denom_pub_hash"),
+                       ("wire_targets", "wire_target_h_payto"),
+                       ("wire_targets", "h_normalized_payto"),
+                       ("refresh_revealed_coins", "h_coin_ev")}
+
+
+def test_patch_rendering_is_stable():
+    first = exchange_schema.render("exchange-0001")
+    assert first == exchange_schema.render("exchange-0001")
+    assert not any("FOREIGN KEY" in s for s in exchange_schema.render("exchange-0001", 2))
