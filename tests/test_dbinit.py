@@ -114,6 +114,10 @@ def test_runtime_components_refuse_outdated_or_newer_schema(fresh_db):
         conn.execute("SELECT _v.register_patch('exchange-0999')")
         with pytest.raises(DatabaseNotReady, match="exchange-0999.*newer than this tool"):
             dbinit.assert_exchange_current(conn)
+    # An older dbinit must not touch (upgrade, GC) a newer schema either; -r still may.
+    with pytest.raises(DatabaseNotReady, match="newer than this tool"):
+        dbinit.exchange_dbinit(fresh_db, run_gc=True)
+    assert dbinit.exchange_dbinit(fresh_db, reset=True)["reset"] is True
 
 
 # -- bad input: exit codes as Taler's -------------------------------------------------------

@@ -46,10 +46,6 @@ def _apply(conn, patches, render, what):
     return applied
 
 
-def _state(conn, prefix):
-    return versioning.applied(conn, prefix)
-
-
 def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None, role=None,
                     now_us=None):
     """Bring an exchange database to the current schema; returns a result dict."""
@@ -60,11 +56,13 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = _state(conn, "exchange-")
+        before = versioning.applied(conn, "exchange-")
         setup = read_setup(conn)
         pending = _pending(conn, exchange_schema.PATCHES, "exchange-")
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "reset": False, "gc": None}
+        if not reset:
+            versioning.refuse_unknown(before, exchange_schema.PATCHES, EXCHANGE_WHAT)
         if check:
             if setup is not None and not reset:
                 _refuse_changed_layout(setup, partitions, role)
@@ -97,7 +95,7 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         result["applied"] = _apply(conn, pending, render, EXCHANGE_WHAT)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
-        result["patches_after"] = _state(conn, "exchange-")
+        result["patches_after"] = versioning.applied(conn, "exchange-")
         result["setup"] = _setup_dict(read_setup(conn))
         return result
     finally:
@@ -137,7 +135,7 @@ def exchange_drop(uri):
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = _state(conn, "exchange-")
+        before = versioning.applied(conn, "exchange-")
         existed = _schema_exists(conn, "exchange")
         _drop_exchange(conn)
         return {"patches_before": before, "patches_after": [], "applied": [], "pending": [],
@@ -150,10 +148,12 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
     conn = connect(uri, AUDITOR_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = _state(conn, "auditor-")
+        before = versioning.applied(conn, "auditor-")
         pending = _pending(conn, auditor_schema.PATCHES, "auditor-")
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "restarted": False, "dropped": False}
+        if not drop:
+            versioning.refuse_unknown(before, auditor_schema.PATCHES, AUDITOR_WHAT)
         if check:
             result["patches_after"] = before
             return result
@@ -172,7 +172,7 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
             result["restarted"] = _restart_auditor(conn)
         versioning.ensure_versioning(conn)
         result["applied"] = _apply(conn, pending, auditor_schema.render, AUDITOR_WHAT)
-        result["patches_after"] = _state(conn, "auditor-")
+        result["patches_after"] = versioning.applied(conn, "auditor-")
         return result
     finally:
         conn.close()

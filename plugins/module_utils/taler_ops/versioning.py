@@ -118,20 +118,23 @@ def unregister(conn, names):
         conn.execute("SELECT _v.unregister_patch(%s)", (name,))
 
 
+def refuse_unknown(have, patches, what):
+    """An older taler-ops must not upgrade, GC, read or vouch for a schema it does not know."""
+    unknown = sorted(set(have) - {p.name for p in patches})
+    if unknown:
+        raise DatabaseNotReady(
+            f"the {what} has patch {unknown[0]}, which this taler-ops does not know: the "
+            "schema is newer than this tool; upgrade taler-ops")
+
+
 def check_current(conn, patches, what):
     """Raise DatabaseNotReady unless exactly ``patches`` (and none newer) are applied."""
     prefix = patches[0].name.rsplit("-", 1)[0] + "-"
-    have = set(applied(conn, prefix))
-    known = [p.name for p in patches]
-    missing = [p for p in known if p not in have]
+    have = applied(conn, prefix)
+    missing = [p.name for p in patches if p.name not in have]
     if missing:
         raise DatabaseNotReady(
             f"the {what} is outdated: patch {missing[0]} is missing"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + "; run dbinit first")
-    newer = sorted(have - set(known))
-    if newer:
-        raise DatabaseNotReady(
-            f"the {what} has patch {newer[0]}, which this taler-ops does not know: "
-            "the schema is newer than this tool; upgrade taler-ops")
-
+    refuse_unknown(have, patches, what)
