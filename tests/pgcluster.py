@@ -81,6 +81,11 @@ class Cluster:
         self._pg("pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")
         return self
 
+    def start_existing(self):
+        """Start again after stop(), keeping data and port."""
+        self._pg("pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")
+        return self
+
     def stop(self, mode="fast"):
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
             self._pg("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
