@@ -108,3 +108,51 @@ def run_module(module, args, check=False, diff=False, verbosity=0):
 @pytest.fixture
 def module_runner():
     return run_module
+
+
+def wait_for(predicate, timeout=30, interval=0.2):
+    """Poll until predicate() is truthy; return its value or fail the test."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not reached within {timeout} s")
+
+
+@pytest.fixture
+def replication_pair(cluster, request):
+    """An exchange primary (session cluster) replicating into an ingres (own cluster).
+
+    Yields (exchange uri, ingres uri, ingres Cluster); the subscription is
+    ``taler_sub`` on publication ``taler_pub`` of every replicated table.
+    """
+    import psycopg
+    from taler_ops import dbinit, registry
+    name = "repl_" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
+    ingres = Cluster("ingres").start()
+    src = cluster.createdb(name)
+    dst = ingres.createdb("ingres")
+    try:
+        dbinit.exchange_dbinit(src)
+        dbinit.exchange_dbinit(dst, role="ingres")
+        tables = ", ".join(e.qualified for e in registry.REPLICATED)
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute(f"CREATE PUBLICATION taler_pub FOR TABLE {tables}")
+        with psycopg.connect(dst, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={cluster.sockets} "
+                f"port={cluster.port} dbname={name} user=postgres' "
+                "PUBLICATION taler_pub WITH (disable_on_error = true)")
+            wait_for(lambda: conn.execute(
+                "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'"
+            ).fetchone()[0])
+        yield src, dst, ingres
+    finally:
+        ingres.destroy()  # its subscription dies with it; drop the slot it leaves behind
+        with psycopg.connect(cluster.uri(), autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE database = %s AND NOT active", (name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,58 +1,14 @@
 """Replication health read from a real publisher/subscriber pair."""
 
-import time
-
 import psycopg
-import pytest
 
 import builders as b
-from pgcluster import Cluster
-from taler_ops import dbinit, registry, replication
+from conftest import wait_for as _wait
+from taler_ops import replication
 
 
-def _wait(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-def pair(cluster):
-    """exchange primary (session cluster) -> ingres (own cluster), logical replication."""
-    ingres = Cluster("ingres").start()
-    try:
-        src = cluster.createdb("repl_exchange")
-        dst = ingres.createdb("repl_ingres")
-        dbinit.exchange_dbinit(src)
-        dbinit.exchange_dbinit(dst, role="ingres")
-        tables = ", ".join(e.qualified for e in registry.REPLICATED)
-        with psycopg.connect(src, autocommit=True) as conn:
-            conn.execute(f"CREATE PUBLICATION taler_pub FOR TABLE {tables}")
-        with psycopg.connect(dst, autocommit=True) as conn:
-            conn.execute(
-                f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={cluster.sockets} "
-                f"port={cluster.port} dbname=repl_exchange user=postgres' "
-                "PUBLICATION taler_pub WITH (disable_on_error = true)")
-        yield src, dst, ingres
-    finally:
-        try:
-            with psycopg.connect(dst, autocommit=True) as conn:
-                conn.execute("DROP SUBSCRIPTION IF EXISTS taler_sub")
-        except psycopg.Error:
-            with psycopg.connect(src, autocommit=True) as conn:
-                conn.execute("SELECT pg_drop_replication_slot(slot_name) "
-                             "FROM pg_replication_slots WHERE slot_name = 'taler_sub'")
-        ingres.destroy()
-        with psycopg.connect(cluster.uri(), autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS repl_exchange")
-
-
-def test_slot_and_subscription_report_health_and_lag(pair):
-    src, dst, ingres = pair
+def test_slot_and_subscription_report_health_and_lag(replication_pair):
+    src, dst, ingres = replication_pair
     with psycopg.connect(dst, autocommit=True) as conn:
         # The slot alone says nothing while tables are still in their initial copy.
         _wait(lambda: replication.subscriptions(conn)[0]["tables_not_ready"] == 0)

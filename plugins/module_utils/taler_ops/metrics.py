@@ -1,0 +1,102 @@
+"""Prometheus metrics from a status report (``status.collect``).
+
+Written for node_exporter's textfile collector (atomically: temp file + rename)
+or served over HTTP by a long-running process.  Metric names are documented in
+docs/operations.md.
+"""
+
+import os
+import tempfile
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+
+def _gauge(reg, name, doc, labels=()):
+    return Gauge(name, doc, labels, registry=reg)
+
+
+def registry_from(report):
+    reg = CollectorRegistry()
+    up = _gauge(reg, "taler_ops_instance_up", "1 if the PostgreSQL instance answers", ["instance"])
+    for part in ("publisher", "ingres", "safe_copy"):
+        if part in report:
+            up.labels(part).set(1 if report[part]["instance"]["up"] else 0)
+
+    if "slots" in report.get("publisher", {}):
+        lag = _gauge(reg, "taler_ops_slot_lag_bytes",
+                     "WAL the subscriber has not confirmed yet", ["slot"])
+        kept = _gauge(reg, "taler_ops_slot_retained_bytes", "WAL retained for the slot", ["slot"])
+        active = _gauge(reg, "taler_ops_slot_active", "1 if a consumer is connected", ["slot"])
+        lost = _gauge(reg, "taler_ops_slot_lost", "1 if the slot's WAL is lost or unreserved",
+                      ["slot"])
+        for s in report["publisher"]["slots"]:
+            lag.labels(s["slot_name"]).set(s["lag_bytes"] or 0)
+            kept.labels(s["slot_name"]).set(s["retained_bytes"] or 0)
+            active.labels(s["slot_name"]).set(1 if s["active"] else 0)
+            lost.labels(s["slot_name"]).set(1 if s["wal_status"] in ("lost", "unreserved") else 0)
+
+    if "subscriptions" in report.get("ingres", {}):
+        worker = _gauge(reg, "taler_ops_subscription_worker_up",
+                        "1 if the subscription is enabled and its apply worker runs",
+                        ["subscription"])
+        errors = _gauge(reg, "taler_ops_subscription_apply_errors",
+                        "apply errors since the statistics were reset", ["subscription"])
+        age = _gauge(reg, "taler_ops_subscription_last_message_age_seconds",
+                     "seconds since the last message from the publisher", ["subscription"])
+        for s in report["ingres"]["subscriptions"]:
+            worker.labels(s["name"]).set(1 if s["enabled"] and s["worker_pid"] else 0)
+            errors.labels(s["name"]).set(s["apply_error_count"] or 0)
+            if s.get("last_msg_age_seconds") is not None:
+                age.labels(s["name"]).set(s["last_msg_age_seconds"])
+
+    sync = report.get("sync")
+    if sync and "tables" in sync:
+        _gauge(reg, "taler_ops_sync_halted", "1 if the sync stopped on an invariant violation"
+               ).set(1 if sync.get("halted") else 0)
+        mark = _gauge(reg, "taler_ops_sync_watermark", "last serial copied", ["table"])
+        smax = _gauge(reg, "taler_ops_sync_source_max_serial", "largest serial on ingres",
+                      ["table"])
+        lrows = _gauge(reg, "taler_ops_sync_lag_rows", "serials not yet copied", ["table"])
+        lsecs = _gauge(reg, "taler_ops_sync_lag_seconds",
+                       "seconds rows have waited since the table last advanced", ["table"])
+        for table, row in sync["tables"].items():
+            mark.labels(table).set(row["watermark"])
+            if "source_max" in row:
+                smax.labels(table).set(row["source_max"])
+                lrows.labels(table).set(row["lag_rows"])
+                lsecs.labels(table).set(row["lag_seconds"] or 0)
+        if sync.get("last_pass") is not None:
+            _gauge(reg, "taler_ops_sync_last_pass_timestamp_seconds",
+                   "when a watermark last moved").set(sync["last_pass"].timestamp())
+
+    audit = report.get("audit", {})
+    if "progress" in audit:
+        prog = _gauge(reg, "taler_ops_audit_progress", "next serial the check examines", ["key"])
+        for key, offset in audit["progress"].items():
+            prog.labels(key).set(offset)
+        found = _gauge(reg, "taler_ops_audit_findings", "unsuppressed findings", ["kind"])
+        for kind, count in audit["findings"].items():
+            found.labels(kind).set(count)
+
+    _gauge(reg, "taler_ops_healthy", "1 if status found no problem").set(
+        1 if report["healthy"] else 0)
+    return reg
+
+
+def render(report):
+    return generate_latest(registry_from(report)).decode()
+
+
+def write_textfile(report, path):
+    """Atomically replace ``path`` so node_exporter never reads half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".taler-ops-", suffix=".prom")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(render(report))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
