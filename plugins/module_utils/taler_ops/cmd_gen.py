@@ -1,0 +1,75 @@
+"""``taler-ops gen``: fill an exchange database with traffic (bulk or live)."""
+
+import json
+
+from . import config, inject, workload
+from .errors import UsageError
+
+
+def _handler(args):
+    bulk_mode = args.rows is not None
+    live_mode = args.rate is not None or args.duration is not None
+    if bulk_mode == live_mode:
+        raise UsageError("give either --rows N (bulk) or --rate R --duration S (live)")
+    kinds = inject.parse_kinds(args.inject)
+    if bulk_mode:
+        if args.gc_every is not None:
+            raise UsageError("--gc-every belongs to live mode (--rate/--duration)")
+        workload.validate_bulk_args(args.rows, args.seed)
+    else:
+        if args.rate is None or args.duration is None:
+            raise UsageError("live mode needs both --rate R and --duration S")
+        workload.validate_live_args(args.rate, args.duration, args.gc_every)
+    cfg = config.load(args.config)
+    uri = config.exchangedb_uri(cfg)
+    progress = None if args.json else workload.tty_progress()
+    try:
+        if bulk_mode:
+            result = workload.bulk(uri, args.rows, seed=args.seed, inject=kinds,
+                                   record_path=args.record, now_us=args.now, progress=progress)
+        else:
+            result = workload.live(uri, args.rate, args.duration, seed=args.seed,
+                                   gc_every=args.gc_every, inject=kinds,
+                                   record_path=args.record, progress=progress)
+    finally:
+        if progress is not None:
+            progress.done()
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif bulk_mode:
+        print(f"inserted {sum(result.values())} rows into {len(result)} tables")
+    else:
+        print(f"inserted {sum(result['inserted'].values())} rows "
+              f"({result['rows_per_second']} rows/s) in {result['transactions']} transactions; "
+              f"updated {sum(result['updated'].values())} rows; "
+              f"GC deleted {sum(result['deleted'].values())} rows")
+    if kinds and not args.json:
+        print(f"planted {len(kinds)} misbehaviour(s)"
+              + (f", recorded in {args.record}" if args.record else ""))
+    return 0
+
+
+def add_parser(sub):
+    kinds = ", ".join(f"{k} ({v})" for k, v in sorted(inject.KINDS.items()))
+    p = sub.add_parser(
+        "gen", help="generate exchange traffic: a bulk history or live business",
+        description="Bulk (--rows): write a consistent exchange history touching every "
+                    "replicated table, with binary COPY. Live (--rate, --duration): act as "
+                    "the exchange at R rows/s, updating balances and GC-ing on request.")
+    p.add_argument("-c", "--config", required=True, metavar="FILE",
+                   help="configuration with [exchangedb-postgres] CONFIG")
+    p.add_argument("--rows", type=int, metavar="N", help="bulk: about N rows of history")
+    p.add_argument("--rate", type=float, metavar="R", help="live: rows per second")
+    p.add_argument("--duration", type=float, metavar="S", help="live: seconds to run")
+    p.add_argument("--gc-every", type=float, metavar="SECONDS",
+                   help="live: run the exchange's garbage collection this often (primary only)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--now", type=int, metavar="MICROSECONDS",
+                   help="bulk: the history ends at this time (default: now); with --seed "
+                        "it makes the output reproducible")
+    p.add_argument("--inject", metavar="KIND[,KIND...]", action="append",
+                   help=f"plant exchange misbehaviour an audit must find: {kinds}")
+    p.add_argument("--record", metavar="FILE",
+                   help="write what was planted as a JSON list of {kind, table, serial, ...}")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_handler)

@@ -1,0 +1,130 @@
+"""Planted exchange misbehaviour (``taler-ops gen --inject``) and its record.
+
+Each kind breaks exactly one rule of docs/economics.md at one row, so the
+audit's tests can compare its findings with the record: a JSON list of
+``{"kind", "table", "serial", ...}`` (amounts in 1e-8 units).
+"""
+
+import json
+import os
+
+from .errors import UsageError
+from .exchange_model import CENT, DAY, HOUR, MARGIN, UNIT, WEEK
+
+KINDS = {
+    "coin_overspend": "a deposit that takes a coin past its value (coin_overspent)",
+    "reserve_overdraft": "a withdrawal beyond the reserve's balance "
+                         "(reserve_balance_insufficient)",
+    "wire_out_mismatch": "a wire transfer whose amount differs from its deposits minus fees "
+                         "(wire_out_inconsistency)",
+    "reserve_balance_mismatch": "reserves.current_balance off by one unit "
+                                "(reserve_balance_summary_wrong, internal audit only)",
+}
+
+
+def parse_kinds(kinds):
+    """'a,b' or an iterable of names -> list of kinds (repeats plant several); exit 2 if unknown."""
+    if kinds is None:
+        return []
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    out = []
+    for item in kinds:
+        for name in str(item).split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in KINDS:
+                raise UsageError(f"unknown --inject kind {name!r}; known kinds: "
+                                 + ", ".join(sorted(KINDS)))
+            out.append(name)
+    return out
+
+
+def _amount(units):
+    return f"{units // UNIT}.{units % UNIT:08d}"
+
+
+class Injector:
+    """Plants the requested kinds at the first chance the history offers."""
+
+    def __init__(self, kinds):
+        self.pending = list(kinds)
+        self.record = []
+
+    def _take(self, kind):
+        if kind in self.pending:
+            self.pending.remove(kind)
+            return True
+        return False
+
+    def _note(self, kind, table, serial, **details):
+        entry = {"kind": kind, "table": table, "serial": serial}
+        for key, value in details.items():
+            if isinstance(value, bytes):
+                value = value.hex()
+            entry[key] = value
+        self.record.append(entry)
+
+    # Called by the model -------------------------------------------------------
+    def wire_out_amount(self, serial, expected):
+        if not self._take("wire_out_mismatch"):
+            return expected
+        claimed = expected + 50 * CENT
+        self._note("wire_out_mismatch", "wire_out", serial, expected=expected, claimed=claimed,
+                   expected_amount=_amount(expected), claimed_amount=_amount(claimed))
+        return claimed
+
+    def after_lifecycle(self, ex, res, coins, t_end):
+        """Plant per-wallet kinds into a finished history, before the reserve is written."""
+        if "coin_overspend" in self.pending:
+            coin = next((c for c in coins if c.fully_spent_by_deposit and not c.denom.revoked
+                         and c.spent == c.denom.value), None)
+            if coin is not None and t_end + HOUR < ex.now - MARGIN:
+                self._take("coin_overspend")
+                spent_before = coin.spent
+                merchant = ex.pick_merchant()
+                # Wire deadline far ahead: the deposit is not aggregated, so the
+                # only rule it breaks is C1.
+                _, deposit_serials, _, _ = ex.batch_deposit(
+                    merchant, t_end + HOUR, [(coin, coin.denom.value)],
+                    wire_delay=max(WEEK, ex.now + MARGIN + DAY - t_end), pending=True)
+                self.record_overspend(coin, deposit_serials[0], spent_before)
+        if "reserve_overdraft" in self.pending and res.balance == 0 and not res.closed \
+                and res.origin is not None:
+            t = max(res.last_activity, t_end) + HOUR
+            denom = next((d for d in ex.denoms if d.value == UNIT
+                          and d.valid_from <= t < d.expire_withdraw), None)
+            if denom is not None and t < ex.now - MARGIN:
+                self._take("reserve_overdraft")
+                serial = ex.w.peek_serial("reserves_out")
+                ex.withdraw(res, denom, t)
+                self.record_overdraft(res, serial, 0, denom.cost)
+        if "reserve_balance_mismatch" in self.pending and res.balance >= 0:
+            self._take("reserve_balance_mismatch")
+            res.balance_offset = UNIT     # finish_reserve stores it; reserve_written records it
+
+    def record_overspend(self, coin, deposit_serial, spent_before=None):
+        value = coin.denom.value
+        self._note("coin_overspend", "coin_deposits", deposit_serial, coin_pub=coin.pub,
+                   value=value, spent_before=value if spent_before is None else spent_before,
+                   amount=value)
+
+    def record_overdraft(self, res, serial, balance_before, amount):
+        self._note("reserve_overdraft", "reserves_out", serial, reserve_pub=res.pub,
+                   reserve_uuid=res.uuid, balance_before=balance_before, amount=amount)
+
+    def reserve_written(self, res, stored):
+        if res.balance_offset:
+            self._note("reserve_balance_mismatch", "reserves", res.uuid, reserve_pub=res.pub,
+                       expected=res.balance, stored=stored)
+
+
+def write_record(path, record):
+    """Write the record atomically (a reader never sees half a file)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
