@@ -139,7 +139,19 @@ def _preamble():
     table_name TEXT PRIMARY KEY,
     last_serial INT8 NOT NULL DEFAULT 0 CHECK (last_serial >= 0),
     rows_copied INT8 NOT NULL DEFAULT 0,
+    -- last_serial as of the end of the last complete pass: a consistent cut for the audit
+    complete_serial INT8 NOT NULL DEFAULT 0,
     updated_tsz TIMESTAMPTZ NOT NULL DEFAULT now()
+)""",
+        # Why the sync stopped (one row per distinct halt); cleared once it copied past it.
+        f"""CREATE TABLE {SCHEMA}.sync_halts (
+    halt_id INT8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name TEXT NOT NULL,
+    serial INT8,
+    rule TEXT NOT NULL,
+    message TEXT NOT NULL,
+    halted_tsz TIMESTAMPTZ NOT NULL DEFAULT now(),
+    cleared_tsz TIMESTAMPTZ
 )""",
     ]
 

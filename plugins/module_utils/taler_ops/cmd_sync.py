@@ -1,0 +1,186 @@
+"""``taler-ops sync`` and ``taler-ops verify``.
+
+sync:   taler-ops sync -s SRC.conf -d DST.conf [-t] [-b N] [--settle S] [--pidfile FILE]
+        Exit 0: synchronized (-t) or stopped by SIGTERM/SIGINT; 1: HALT (an
+        invariant violation, one ``HALT table=... serial=... rule=...`` line on
+        stderr) or another sync holds the destination; 2: bad arguments;
+        5: a database is unreachable (with -t) or not at the current patch
+        level; 6: configuration.
+verify: taler-ops verify -s SRC.conf -d DST.conf [--block N] [--json]
+        Exit 0: no changed, suspiciously deleted or missing rows; 1: some found.
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import config, sync, verify
+from .errors import UsageError
+
+log = logging.getLogger("taler_ops.sync")
+
+
+def _uris(args):
+    src, dst = os.path.realpath(args.source), os.path.realpath(args.destination)
+    if src == dst:
+        raise UsageError("source and destination configuration files must differ")
+    src_uri = config.exchangedb_uri(config.load(args.source))
+    dst_uri = config.exchangedb_uri(config.load(args.destination))
+    if src_uri == dst_uri:
+        raise UsageError(f"{args.source} and {args.destination} name the same database "
+                         "([exchangedb-postgres] CONFIG)")
+    return src_uri, dst_uri
+
+
+class _Progress:
+    """A live line on a terminal; structured log lines otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, ev):
+        rate = ev["rows_per_s"] or 0
+        if self.tty:
+            self.stream.write(f"\r{ev['table']:<26} {ev['rows']:>10} rows {rate:>10.0f} rows/s "
+                              f"(serial {ev['watermark']}/{ev['source_max']})\033[K")
+            self.stream.flush()
+        else:
+            log.info("event=batch table=%s rows=%d watermark=%d source_max=%d rows_per_s=%.0f",
+                     ev["table"], ev["rows"], ev["watermark"], ev["source_max"], rate)
+
+    def end_line(self):
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _print_pass(result, progress, as_json):
+    progress.end_line()
+    if as_json:
+        return
+    for name, info in result["tables"].items():
+        if info["copied"]:
+            print(f"event=table table={name} copied={info['copied']} "
+                  f"watermark={info['watermark']}", flush=True)
+
+
+def _stop_on_signals(stop):
+    def handler(signum, frame):
+        log.warning("event=signal signal=%s: finishing the current batch", signum)
+        stop.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def _write_pidfile(path):
+    with open(path, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+def _sync(args):
+    if args.settle is not None and (args.terminate or args.dry_run):
+        raise UsageError("--settle applies to the daemon only (not with -t or --dry-run)")
+    if args.settle is not None and args.settle < 0:
+        raise UsageError("--settle takes a number of seconds >= 0")
+    src_uri, dst_uri = _uris(args)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    progress = _Progress()
+    if args.pidfile:
+        _write_pidfile(args.pidfile)
+    try:
+        if args.terminate or args.dry_run:
+            result = sync.sync_once(src_uri, dst_uri, args.batch, dry_run=args.dry_run,
+                                    progress=progress, stop=stop)
+            _print_pass(result, progress, args.json)
+            if args.json:
+                print(json.dumps(result, indent=2, sort_keys=True))
+            else:
+                verb = "would copy" if args.dry_run else "copied"
+                state = "stopped" if result.get("stopped") else (
+                    "dry run" if args.dry_run else "synchronized")
+                print(f"{state}: {verb} {result['copied']} rows in {result['passes']} pass(es)")
+            return 0
+        result = sync.run_daemon(src_uri, dst_uri, args.batch, progress=progress, stop=stop,
+                                 on_pass=lambda r: _print_pass(r, progress, args.json),
+                                 settle=sync.DEFAULT_SETTLE if args.settle is None else args.settle)
+        print(f"stopped: copied {result['copied']} rows in {result['passes']} pass(es)")
+        return 0
+    except sync.SyncHalt as halt:
+        progress.end_line()
+        print(str(halt), file=sys.stderr)
+        if args.json:
+            print(json.dumps({"halt": halt.as_dict()}, indent=2, sort_keys=True))
+        return halt.exit_code
+    finally:
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except OSError:
+                pass
+
+
+def _verify(args):
+    src_uri, dst_uri = _uris(args)
+    report = verify.verify(src_uri, dst_uri, block_size=args.block)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        for f in report["findings"]:
+            print(f"{f['kind']} table={f['table']} serial={f['serial']} {f['detail']}")
+        checked = sum(t["rows_checked"] for t in report["tables"].values())
+        summary = ", ".join(f"{k} {n}" for k, n in sorted(report["summary"].items())) or "no findings"
+        print(f"verified {checked} rows in {len(report['tables'])} tables: {summary}"
+              + (" (truncated)" if report["truncated"] else ""))
+    return 0 if report["clean"] else 1
+
+
+def _common(p):
+    p.add_argument("-s", "--source-configuration", dest="source", required=True, metavar="FILE",
+                   help="configuration of the source (ingres) database: [exchangedb-postgres] CONFIG")
+    p.add_argument("-d", "--destination-configuration", dest="destination", required=True,
+                   metavar="FILE", help="configuration of the safe copy: [exchangedb-postgres] CONFIG")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def add_parser(sub):
+    p = sub.add_parser("sync", help="copy new, valid records from the ingres copy to the safe copy",
+                       description="Copy every new, valid, append-only record from the ingres "
+                                   "copy into the auditor's safe copy, one consistent snapshot "
+                                   "per pass; halt on any invariant violation.")
+    _common(p)
+    p.add_argument("-t", "--terminate-when-synchronized", dest="terminate", action="store_true",
+                   help="exit 0 after a pass that copied nothing (otherwise run as a daemon)")
+    p.add_argument("-b", "--batch", type=_positive, default=sync.DEFAULT_BATCH, metavar="N",
+                   help=f"rows per destination transaction (default {sync.DEFAULT_BATCH})")
+    p.add_argument("--dry-run", action="store_true",
+                   help="one pass that validates and counts what would be copied; writes nothing")
+    p.add_argument("--settle", type=float, metavar="SECONDS",
+                   help="daemon: copy only serials visible for at least this long, so rows "
+                        "committed out of serial order are not stepped over "
+                        f"(default {sync.DEFAULT_SETTLE})")
+    p.add_argument("--pidfile", metavar="FILE", help="write the process id here while running")
+    p.set_defaults(handler=_sync)
+
+    p = sub.add_parser("verify", help="report rows changed or deleted upstream after copying",
+                       description="Compare the copied columns of already-copied rows between "
+                                   "the ingres copy and the safe copy (read-only).")
+    _common(p)
+    p.add_argument("--block", type=_positive, default=verify.DEFAULT_BLOCK, metavar="N",
+                   help=f"serials per digest block (default {verify.DEFAULT_BLOCK})")
+    p.set_defaults(handler=_verify)

@@ -1,0 +1,87 @@
+"""Helpers shared by the sync and verify tests: template databases and digests."""
+
+import itertools
+
+import psycopg
+
+from taler_ops import dbinit, registry
+
+import sync_data
+
+_names = itertools.count(1)
+
+
+def new_name(prefix):
+    return f"{prefix}_{next(_names)}"
+
+
+def clone(cluster, template, prefix):
+    name = new_name(prefix)
+    with psycopg.connect(cluster.uri(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return cluster.uri(name)
+
+
+def make_template(cluster, name, role, rows=0, partitions=None):
+    """A database used only as a template: dbinit'ed, with ``rows`` rows per table."""
+    uri = cluster.createdb(name)
+    dbinit.exchange_dbinit(uri, role=role, partitions=partitions)
+    if rows:
+        sync_data.populate(uri, rows)
+    return uri
+
+
+def table_digest(uri_or_conn, table, upto=None):
+    entry = registry.entry(table)
+    cols = ", ".join(f'"{c.name}"' for c in entry.copy_columns)
+    where = f'WHERE "{entry.serial}" <= {int(upto)}' if upto is not None else ""
+    query = (f'SELECT count(*), md5(string_agg(md5(ROW({cols})::text), \'\' '
+             f'ORDER BY "{entry.serial}")) FROM exchange."{table}" {where}')
+    if isinstance(uri_or_conn, str):
+        with psycopg.connect(uri_or_conn) as conn:
+            return tuple(conn.execute(query).fetchone())
+    return tuple(uri_or_conn.execute(query).fetchone())
+
+
+def all_digests(uri):
+    with psycopg.connect(uri) as conn:
+        return {e.name: table_digest(conn, e.name) for e in registry.REPLICATED}
+
+
+def watermarks(uri):
+    with psycopg.connect(uri) as conn:
+        return dict(conn.execute(
+            "SELECT table_name, last_serial FROM exchange.sync_watermarks").fetchall())
+
+
+def execute(uri, *statements, params=None):
+    with psycopg.connect(uri, autocommit=True) as conn:
+        out = None
+        for stmt in statements:
+            cur = conn.execute(stmt, params)
+            out = cur.fetchall() if cur.description else None
+        return out
+
+
+def drop_checks(uri, table):
+    """What an attacker on ingres can do: remove the CHECK constraints of a table."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'",
+            (f"exchange.{table}",)).fetchall()]
+        for name in names:
+            conn.execute(f'ALTER TABLE exchange."{table}" DROP CONSTRAINT "{name}"')
+
+
+def drop_keys(uri, table):
+    with psycopg.connect(uri, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
+            "AND contype IN ('p', 'u')", (f"exchange.{table}",)).fetchall()]
+        for name in names:
+            conn.execute(f'ALTER TABLE exchange."{table}" DROP CONSTRAINT "{name}" CASCADE')
+
+
+def conf_pair(conf, src, dst):
+    return (conf("src.conf", {"exchangedb-postgres": {"CONFIG": src}}),
+            conf("dst.conf", {"exchangedb-postgres": {"CONFIG": dst}}))
