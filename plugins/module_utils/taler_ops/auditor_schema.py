@@ -22,11 +22,14 @@ _FINDINGS = {
     "auditor_reserve_balance_insufficient_inconsistency":
         "reserve_pub BYTEA NOT NULL, problem_table TEXT NOT NULL, problem_serial INT8 NOT NULL,"
         " inconsistency_gain BOOLEAN NOT NULL, inconsistency_amount auditor.taler_amount NOT NULL",
+    # problem_serial: the reserve's reserve_uuid, so a report names table and row.
     "auditor_reserve_balance_summary_wrong_inconsistency":
-        "reserve_pub BYTEA NOT NULL, exchange_amount auditor.taler_amount NOT NULL,"
+        "reserve_pub BYTEA NOT NULL, problem_serial INT8 NOT NULL,"
+        " exchange_amount auditor.taler_amount NOT NULL,"
         " auditor_amount auditor.taler_amount NOT NULL",
     "auditor_reserve_not_closed_inconsistency":
-        "reserve_pub BYTEA NOT NULL, balance auditor.taler_amount NOT NULL,"
+        "reserve_pub BYTEA NOT NULL, problem_serial INT8 NOT NULL,"
+        " balance auditor.taler_amount NOT NULL,"
         " expiration_time INT8 NOT NULL, diagnostic TEXT",
     # coins check
     "auditor_coin_inconsistency":

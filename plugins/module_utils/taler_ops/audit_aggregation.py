@@ -1,0 +1,149 @@
+"""The aggregation check (docs/economics.md, rules A1 and A2).
+
+A1: each new wire_out row must carry the sum of its batch deposits (coin
+amounts minus each coin's deposit fee, minus the batch's refunds) minus the
+wire fee of its execution date.  The sum is computed on the exchange side in
+one statement, so a different auditor database costs no round trip per row.
+
+A2: batch deposits past their wire deadline without aggregation_tracking row.
+The progress point is the lowest batch deposit not yet settled (aggregated or
+reported), so each run re-reads only the still-open tail; a deposit is
+reported once even when rows below it keep the progress point back.
+"""
+
+from .audit_common import Units, num, units
+
+NAME = "aggregation"
+
+P_WIRE_OUT = "aggregation_last_wire_out_serial_id"
+P_LAG = "aggregation_lag_batch_deposit_serial_id"
+PROGRESS_KEYS = (P_WIRE_OUT, P_LAG)
+
+B_WIRE_OUT = "aggregation_total_wire_out"
+B_WIRE_FEE = "aggregation_total_wire_fee_revenue"
+B_DELTA_PLUS = "aggregation_wire_out_delta_plus"
+B_DELTA_MINUS = "aggregation_wire_out_delta_minus"
+BALANCE_KEYS = (B_WIRE_OUT, B_WIRE_FEE, B_DELTA_PLUS, B_DELTA_MINUS)
+
+WIRE_METHOD = "x-taler-bank"
+
+_WIRE_OUTS = f"""
+WITH wo AS (
+    SELECT * FROM exchange.wire_out WHERE wireout_uuid BETWEEN %(p)s AND %(hi)s
+), tracked AS (
+    SELECT t.wtid_raw, t.batch_deposit_serial_id
+      FROM exchange.aggregation_tracking t JOIN wo USING (wtid_raw)
+), deposits AS (
+    SELECT t.wtid_raw, count(DISTINCT t.batch_deposit_serial_id) AS batches,
+           sum({num('cd.amount_with_fee')} - COALESCE({num('d.fee_deposit')}, 0)) AS total,
+           count(*) FILTER (WHERE d.denominations_serial IS NULL) AS unknown_coins
+      FROM tracked t
+      JOIN exchange.coin_deposits cd USING (batch_deposit_serial_id)
+      LEFT JOIN exchange.known_coins kc ON kc.coin_pub = cd.coin_pub
+      LEFT JOIN exchange.denominations d ON d.denominations_serial = kc.denominations_serial
+     GROUP BY t.wtid_raw
+), refunded AS (
+    SELECT t.wtid_raw, sum({num('rf.amount_with_fee')}) AS total
+      FROM tracked t JOIN exchange.refunds rf USING (batch_deposit_serial_id)
+     GROUP BY t.wtid_raw
+)
+SELECT wo.wireout_uuid, wo.execution_date, wo.wire_target_h_payto, {num('wo.amount')},
+       COALESCE(dp.total, 0), COALESCE(rf.total, 0), COALESCE(dp.batches, 0),
+       COALESCE(dp.unknown_coins, 0),
+       (SELECT {num('wf.wire_fee')} FROM exchange.wire_fee wf
+         WHERE wf.wire_method = %(method)s AND wf.start_date <= wo.execution_date
+           AND wo.execution_date < wf.end_date
+         ORDER BY wf.start_date DESC LIMIT 1)
+  FROM wo
+  LEFT JOIN deposits dp USING (wtid_raw)
+  LEFT JOIN refunded rf USING (wtid_raw)
+ ORDER BY wo.wireout_uuid
+"""
+
+_OPEN_DEPOSITS = f"""
+SELECT bd.batch_deposit_serial_id, bd.wire_deadline,
+       EXISTS (SELECT 1 FROM exchange.aggregation_tracking t
+                WHERE t.batch_deposit_serial_id = bd.batch_deposit_serial_id) AS aggregated,
+       (SELECT sum({num('cd.amount_with_fee')}) FROM exchange.coin_deposits cd
+         WHERE cd.batch_deposit_serial_id = bd.batch_deposit_serial_id)
+  FROM exchange.batch_deposits bd
+ WHERE bd.batch_deposit_serial_id BETWEEN %(p)s AND %(hi)s
+   AND NOT EXISTS (SELECT 1 FROM exchange.aggregation_tracking t
+                    WHERE t.batch_deposit_serial_id = bd.batch_deposit_serial_id)
+ ORDER BY 1
+"""
+
+
+def run(check):
+    check.load_progress(PROGRESS_KEYS)
+    for key in BALANCE_KEYS:
+        check.add(key, 0)
+    _wire_outs(check)
+    _lags(check)
+
+
+def _wire_outs(check):
+    params = {"p": check.next_serial(P_WIRE_OUT), "hi": check.hi("wire_out"),
+              "method": WIRE_METHOD}
+    for rows in check.stream(_WIRE_OUTS, params):
+        for (serial, executed, h_payto, claimed, deposits, refunds, batches, unknown,
+             fee) in rows:
+            claimed = units(claimed)
+            check.add(B_WIRE_OUT, claimed)
+            account = bytes(h_payto).hex()
+            if fee is None:
+                check.finding("row_inconsistency", row_table="wire_out", problem_serial=serial,
+                              diagnostic=f"no {WIRE_METHOD} wire fee covers execution date "
+                                         f"{executed}")
+                fee = 0
+            fee = units(fee)
+            check.add(B_WIRE_FEE, fee)
+            expected = units(deposits) - units(refunds) - fee
+            if unknown:
+                check.finding("row_inconsistency", row_table="wire_out", problem_serial=serial,
+                              diagnostic=f"{unknown} aggregated coin deposit(s) of unknown "
+                                         "coins or denominations")
+            if expected == claimed:
+                continue
+            if not batches:
+                diagnostic = "wire transfer without aggregated deposits"
+            elif expected < 0:
+                diagnostic = "wire transfer although fees and refunds exceed the deposits"
+            else:
+                diagnostic = "wire transfer amount differs from its aggregated deposits"
+            check.finding("wire_out_inconsistency", wire_out_serial=serial,
+                          destination_account=account, diagnostic=diagnostic,
+                          expected=Units(max(expected, 0)), claimed=Units(claimed))
+            if claimed > expected:
+                check.add(B_DELTA_PLUS, claimed - max(expected, 0))
+            else:
+                check.add(B_DELTA_MINUS, expected - claimed)
+        check.count("wire_out", len(rows))
+        check.processed(P_WIRE_OUT, rows[-1][0])
+
+
+def _lags(check):
+    start = check.next_serial(P_LAG)
+    hi = check.hi("batch_deposits")
+    top = check.ex.execute("SELECT max(batch_deposit_serial_id) FROM exchange.batch_deposits "
+                           "WHERE batch_deposit_serial_id BETWEEN %s AND %s",
+                           (start, hi)).fetchone()[0]
+    if top is None:
+        return
+    reported = {r[0] for r in check.aud.execute(
+        "SELECT batch_deposit_serial_id FROM auditor.auditor_deposit_aggregation_lags "
+        "WHERE batch_deposit_serial_id >= %s", (start,)).fetchall()}
+    first_open = None
+    examined = 0
+    for rows in check.stream(_OPEN_DEPOSITS, {"p": start, "hi": hi}):
+        for serial, deadline, _aggregated, amount in rows:
+            examined += 1
+            if deadline >= check.now_us:
+                if first_open is None:
+                    first_open = serial    # not due yet: look again next run
+                continue
+            if serial not in reported:
+                check.finding("deposit_aggregation_lag", batch_deposit_serial_id=serial,
+                              wire_deadline=deadline, amount=Units(units(amount)))
+    check.count("batch_deposits", examined)
+    check.processed(P_LAG, (first_open - 1) if first_open is not None else top)

@@ -1,0 +1,233 @@
+"""What every audit check shares: amounts, progress points, balances and findings.
+
+Amounts are Python ints of 1e-8 units (Taler's frac base), so arithmetic is
+exact and has no overflow; SQL hands them over as numeric.  A check collects
+everything it wants to write in a ``Check`` and ``Check.write`` stores it in
+the auditor transaction that also moves the check's progress points, so a
+crash loses a whole increment or nothing.
+"""
+
+import itertools
+
+from psycopg import sql
+
+FRAC_BASE = 100_000_000
+MAX_SERIAL = 2 ** 63 - 1
+
+# kind -> (findings table, column naming the exchange table or the fixed table,
+#          column holding the exchange serial)
+KINDS = {
+    "reserve_balance_insufficient":
+        ("auditor_reserve_balance_insufficient_inconsistency", "problem_table", "problem_serial"),
+    "reserve_balance_summary_wrong":
+        ("auditor_reserve_balance_summary_wrong_inconsistency", "=reserves", "problem_serial"),
+    "reserve_not_closed":
+        ("auditor_reserve_not_closed_inconsistency", "=reserves", "problem_serial"),
+    "coin_overspent":
+        ("auditor_coin_inconsistency", "problem_table", "problem_serial"),
+    "denomination_key_validity_withdraw":
+        ("auditor_denomination_key_validity_withdraw_inconsistency", "=reserves_out",
+         "problem_serial"),
+    "revoked_denomination_spend":
+        ("auditor_revoked_denomination_spend", "problem_table", "problem_serial"),
+    "wire_out_inconsistency":
+        ("auditor_wire_out_inconsistency", "=wire_out", "wire_out_serial"),
+    "deposit_aggregation_lag":
+        ("auditor_deposit_aggregation_lags", "=batch_deposits", "batch_deposit_serial_id"),
+    "amount_arithmetic_inconsistency":
+        ("auditor_amount_arithmetic_inconsistency", "problem_table", "problem_serial"),
+    "row_inconsistency":
+        ("auditor_row_inconsistency", "row_table", "problem_serial"),
+}
+
+_cursor_names = itertools.count(1)
+
+
+class Units(int):
+    """An amount in 1e-8 units; stored as auditor.taler_amount, reported as a string."""
+
+
+def num(expr):
+    """SQL numeric (1e-8 units) of a taler_amount expression; NULL stays NULL."""
+    return f"(({expr}).val::numeric * {FRAC_BASE} + ({expr}).frac)"
+
+
+def units(value):
+    """An int of 1e-8 units from SQL's numeric (None -> 0)."""
+    return 0 if value is None else int(value)
+
+
+def split(amount):
+    if amount < 0:
+        raise ValueError(f"negative amount {amount} cannot be stored as a taler_amount")
+    return divmod(int(amount), FRAC_BASE)
+
+
+def fmt(amount, currency=None):
+    """'KUDOS:1.5' with a currency, {"val", "frac"} without one."""
+    sign = "-" if amount < 0 else ""
+    val, frac = divmod(abs(int(amount)), FRAC_BASE)
+    if not currency:
+        if sign:
+            return {"val": -val, "frac": frac, "negative": True}
+        return {"val": val, "frac": frac}
+    text = f"{sign}{val}"
+    if frac:
+        text += "." + f"{frac:08d}".rstrip("0")
+    return f"{currency}:{text}"
+
+
+def findings_table_of(kind):
+    return KINDS[kind][0]
+
+
+class Check:
+    """One check's increment: progress points read and moved, balance deltas, findings."""
+
+    def __init__(self, name, ex, aud, now_us, currency=None, bounds=None):
+        self.name = name
+        self.ex = ex          # exchange connection inside its REPEATABLE READ snapshot
+        self.aud = aud        # auditor connection inside the check's transaction
+        self.now_us = now_us
+        self.currency = currency
+        self.progress_before = {}
+        self.progress = {}
+        self.balance_deltas = {}
+        self.findings = []    # (kind, columns) to insert
+        self.examined = {}    # exchange table -> rows examined
+        self.bounds = bounds  # {table: last serial of a consistent cut}, None: no bound
+
+    def hi(self, table):
+        """Highest serial of ``table`` this run may examine (see audit.sync_cut)."""
+        if self.bounds is None:
+            return MAX_SERIAL
+        return self.bounds.get(table, 0)
+
+    # -- progress points ("next serial to process", as Taler's helpers) --------
+    def load_progress(self, keys):
+        rows = self.aud.execute(
+            "SELECT progress_key, progress_offset FROM auditor.auditor_progress "
+            "WHERE progress_key = ANY(%s)", (list(keys),)).fetchall()
+        found = dict(rows)
+        for key in keys:
+            self.progress_before[key] = found.get(key, 0)
+            self.progress[key] = found.get(key, 0)
+
+    def next_serial(self, key):
+        return self.progress[key]
+
+    def processed(self, key, serial):
+        """Rows up to ``serial`` are done: the next run starts after it."""
+        if serial is not None and serial + 1 > self.progress[key]:
+            self.progress[key] = serial + 1
+
+    def count(self, table, n=1):
+        self.examined[table] = self.examined.get(table, 0) + n
+
+    @property
+    def moved(self):
+        return self.progress != self.progress_before
+
+    # -- balances ---------------------------------------------------------------
+    def add(self, key, amount):
+        if amount:
+            self.balance_deltas[key] = self.balance_deltas.get(key, 0) + int(amount)
+        else:
+            self.balance_deltas.setdefault(key, 0)
+
+    # -- findings ---------------------------------------------------------------
+    def finding(self, kind, **columns):
+        self.findings.append((kind, columns))
+
+    def report_findings(self):
+        return [report_entry(kind, cols, self.currency) for kind, cols in self.findings]
+
+    # -- exchange reads -----------------------------------------------------------
+    def stream(self, query, params=None, size=5000):
+        """Rows of an exchange query in batches, through a server-side cursor."""
+        name = f"taler_ops_audit_{next(_cursor_names)}"
+        with self.ex.cursor(name=name) as cur:
+            cur.itersize = size
+            cur.execute(query, params or {})
+            while True:
+                rows = cur.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
+
+    # -- writing, inside the auditor transaction -------------------------------------
+    def write(self):
+        self._write_balances()
+        self._write_findings()
+        self._write_progress()
+
+    def _write_balances(self):
+        keys = [k for k, v in self.balance_deltas.items()]
+        if not keys:
+            return
+        have = dict(self.aud.execute(
+            f"SELECT balance_key, {num('balance_value')} FROM auditor.auditor_balances "
+            "WHERE balance_key = ANY(%s) FOR UPDATE", (keys,)).fetchall())
+        rows = []
+        for key in sorted(keys):
+            new = units(have.get(key)) + self.balance_deltas[key]
+            if key in have and not self.balance_deltas[key]:
+                continue
+            rows.append((key, *split(max(new, 0))))
+        with self.aud.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO auditor.auditor_balances (balance_key, balance_value) "
+                "VALUES (%s, ROW(%s, %s)::auditor.taler_amount) ON CONFLICT (balance_key) "
+                "DO UPDATE SET balance_value = EXCLUDED.balance_value", rows)
+
+    def _write_findings(self):
+        by_table = {}
+        for kind, cols in self.findings:
+            by_table.setdefault((findings_table_of(kind), tuple(cols)), []).append(cols)
+        for (table, names), rows in by_table.items():
+            placeholders = []
+            for name in names:
+                if isinstance(rows[0][name], Units):
+                    placeholders.append(sql.SQL("ROW(%s, %s)::auditor.taler_amount"))
+                else:
+                    placeholders.append(sql.SQL("%s"))
+            query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                sql.Identifier("auditor", table),
+                sql.SQL(", ").join(map(sql.Identifier, names)),
+                sql.SQL(", ").join(placeholders))
+            params = []
+            for row in rows:
+                values = []
+                for name in names:
+                    value = row[name]
+                    values.extend(split(value) if isinstance(value, Units) else (value,))
+                params.append(values)
+            with self.aud.cursor() as cur:
+                cur.executemany(query, params)
+
+    def _write_progress(self):
+        rows = [(k, v) for k, v in self.progress.items() if v != self.progress_before[k]]
+        if rows:
+            with self.aud.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO auditor.auditor_progress (progress_key, progress_offset) "
+                    "VALUES (%s, %s) ON CONFLICT (progress_key) DO UPDATE "
+                    "SET progress_offset = EXCLUDED.progress_offset, updated_tsz = now()", rows)
+
+
+def report_entry(kind, cols, currency=None):
+    """A finding as the JSON report shows it: kind, table, serial and the details."""
+    _, table_col, serial_col = KINDS[kind]
+    entry = {"kind": kind,
+             "table": table_col[1:] if table_col.startswith("=") else cols.get(table_col),
+             "serial": cols.get(serial_col)}
+    for name, value in cols.items():
+        if name in (table_col, serial_col):
+            continue
+        if isinstance(value, Units):
+            entry[name] = fmt(value, currency)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            entry[name] = bytes(value).hex()
+        else:
+            entry[name] = value
+    return entry

@@ -1,0 +1,311 @@
+"""The reserves check (docs/economics.md, rules R1-R3).
+
+Per reserve, the audit keeps a running balance in auditor.auditor_reserves:
+credits (reserves_in, recoups into the reserve, merged purses, wad-in
+entries, open deposits) minus debits (withdrawals with fee, closes with
+closing fee, history and open fees).
+
+Order inside one increment: all new credits first, then the new debits
+merged by their timestamp (execution_date / request_timestamp; ties by table,
+then serial).  Crediting first is deliberate: within one snapshot of the
+exchange every visible debit was authorised against credits that are visible
+too, so applying them first can only hide an overdraft that the exchange would
+have had to commit out of order, never invent one.  A debit larger than the
+balance is a finding ``reserve_balance_insufficient`` naming its table and
+serial; the shortfall is booked as loss and the balance stays at zero, as in
+Taler's helper.
+"""
+
+from .audit_common import Units, num, units
+
+NAME = "reserves"
+CACHE_LIMIT = 200_000      # reserves held in memory before their state is written out
+
+P_RESERVES = "reserves_reserves_serial_id"
+P_IN = "reserves_reserve_in_serial_id"
+P_RECOUP = "reserves_reserve_recoup_serial_id"
+P_MERGES = "reserves_account_merges_serial_id"
+P_WAD_IN = "reserves_wad_in_entries_serial_id"
+P_OPEN_DEPOSITS = "reserves_open_deposits_serial_id"
+P_OUT = "reserves_reserve_out_serial_id"
+P_CLOSE = "reserves_reserve_close_serial_id"
+P_HISTORY = "reserves_history_requests_serial_id"
+P_OPEN = "reserves_reserve_open_serial_id"
+PROGRESS_KEYS = (P_RESERVES, P_IN, P_RECOUP, P_MERGES, P_WAD_IN, P_OPEN_DEPOSITS,
+                 P_OUT, P_CLOSE, P_HISTORY, P_OPEN)
+
+B_TOTAL = "reserves_reserve_total_balance"
+B_LOSS = "reserves_reserve_loss"
+B_WITHDRAW_FEE = "reserves_withdraw_fee_revenue"
+B_CLOSE_FEE = "reserves_close_fee_revenue"
+B_HISTORY_FEE = "reserves_history_fee_revenue"
+B_OPEN_FEE = "reserves_open_fee_revenue"
+BALANCE_KEYS = (B_TOTAL, B_LOSS, B_WITHDRAW_FEE, B_CLOSE_FEE, B_HISTORY_FEE, B_OPEN_FEE)
+
+# (progress key, table, serial column, SELECT returning serial, reserve_pub, amount, origin)
+_CREDITS = (
+    (P_IN, "reserves_in", "reserve_in_serial_id",
+     f"""SELECT ri.reserve_in_serial_id, ri.reserve_pub, {num('ri.credit')},
+               ri.wire_source_h_payto
+          FROM exchange.reserves_in ri WHERE ri.reserve_in_serial_id BETWEEN %(p)s AND %(hi)s"""),
+    (P_RECOUP, "recoup", "recoup_uuid",
+     f"""SELECT rc.recoup_uuid, r.reserve_pub, {num('rc.amount')}, NULL::bytea
+          FROM exchange.recoup rc
+          LEFT JOIN exchange.reserves_out ro USING (reserve_out_serial_id)
+          LEFT JOIN exchange.reserves r ON r.reserve_uuid = ro.reserve_uuid
+         WHERE rc.recoup_uuid BETWEEN %(p)s AND %(hi)s"""),
+    (P_MERGES, "account_merges", "account_merge_request_serial_id",
+     f"""SELECT am.account_merge_request_serial_id, am.reserve_pub,
+               {num('pr.amount_with_fee')}, NULL::bytea
+          FROM exchange.account_merges am
+          LEFT JOIN exchange.purse_requests pr USING (purse_pub)
+         WHERE am.account_merge_request_serial_id BETWEEN %(p)s AND %(hi)s"""),
+    (P_WAD_IN, "wad_in_entries", "wad_in_entry_serial_id",
+     f"""SELECT wi.wad_in_entry_serial_id, wi.reserve_pub, {num('wi.amount_with_fee')},
+               NULL::bytea
+          FROM exchange.wad_in_entries wi
+         WHERE wi.wad_in_entry_serial_id BETWEEN %(p)s AND %(hi)s"""),
+    (P_OPEN_DEPOSITS, "reserves_open_deposits", "reserve_open_deposit_uuid",
+     f"""SELECT od.reserve_open_deposit_uuid, od.reserve_pub, {num('od.contribution')},
+               NULL::bytea
+          FROM exchange.reserves_open_deposits od
+         WHERE od.reserve_open_deposit_uuid BETWEEN %(p)s AND %(hi)s"""),
+)
+
+# rank, table, progress key; the query yields
+# (ts, rank, serial, reserve_pub, amount, fee, expected withdraw amount)
+_DEBIT_TABLES = ((0, "reserves_out", P_OUT), (1, "reserves_close", P_CLOSE),
+                 (2, "history_requests", P_HISTORY), (3, "reserves_open_requests", P_OPEN))
+_DEBITS = f"""
+SELECT ro.execution_date, 0, ro.reserve_out_serial_id, r.reserve_pub,
+       {num('ro.amount_with_fee')}, {num('d.fee_withdraw')},
+       {num('d.coin')} + {num('d.fee_withdraw')}
+  FROM exchange.reserves_out ro
+  LEFT JOIN exchange.reserves r ON r.reserve_uuid = ro.reserve_uuid
+  LEFT JOIN exchange.denominations d ON d.denominations_serial = ro.denominations_serial
+ WHERE ro.reserve_out_serial_id BETWEEN %(p_out)s AND %(hi_out)s
+UNION ALL
+SELECT rc.execution_date, 1, rc.close_uuid, rc.reserve_pub,
+       {num('rc.amount')} + {num('rc.closing_fee')}, {num('rc.closing_fee')}, NULL
+  FROM exchange.reserves_close rc WHERE rc.close_uuid BETWEEN %(p_close)s AND %(hi_close)s
+UNION ALL
+SELECT hr.request_timestamp, 2, hr.history_request_serial_id, hr.reserve_pub,
+       {num('hr.history_fee')}, {num('hr.history_fee')}, NULL
+  FROM exchange.history_requests hr
+ WHERE hr.history_request_serial_id BETWEEN %(p_history)s AND %(hi_history)s
+UNION ALL
+SELECT oq.request_timestamp, 3, oq.open_request_uuid, oq.reserve_pub,
+       {num('oq.reserve_payment')}, {num('oq.reserve_payment')}, NULL
+  FROM exchange.reserves_open_requests oq
+ WHERE oq.open_request_uuid BETWEEN %(p_open)s AND %(hi_open)s
+ORDER BY 1, 2, 3
+"""
+
+_DEBIT_PARAM = {"reserves_out": "out", "reserves_close": "close",
+                "history_requests": "history", "reserves_open_requests": "open"}
+_FEE_BALANCE = {0: B_WITHDRAW_FEE, 1: B_CLOSE_FEE, 2: B_HISTORY_FEE, 3: B_OPEN_FEE}
+
+
+class _Reserve:
+    __slots__ = ("balance", "loss", "withdraw_fee", "close_fee", "expiration", "origin",
+                 "initial", "dirty")
+
+    def __init__(self, balance=0, loss=0, withdraw_fee=0, close_fee=0, expiration=0,
+                 origin=None, new=True):
+        self.balance, self.loss = balance, loss
+        self.withdraw_fee, self.close_fee = withdraw_fee, close_fee
+        self.expiration, self.origin = expiration, origin
+        self.initial = None if new else balance
+        self.dirty = new
+
+
+class _Reserves:
+    """Running state of the reserves touched in this increment, loaded on demand."""
+
+    def __init__(self, aud):
+        self.aud = aud
+        self.known = {}
+
+    def load(self, pubs):
+        want = [bytes(p) for p in set(pubs) if p is not None and bytes(p) not in self.known]
+        if not want:
+            return
+        rows = self.aud.execute(
+            f"""SELECT reserve_pub, {num('reserve_balance')}, {num('reserve_loss')},
+                       {num('withdraw_fee_balance')}, {num('close_fee_balance')},
+                       expiration_date, origin_account
+                  FROM auditor.auditor_reserves WHERE reserve_pub = ANY(%s)""",
+            (want,)).fetchall()
+        for pub, bal, loss, wfee, cfee, exp, origin in rows:
+            self.known[bytes(pub)] = _Reserve(units(bal), units(loss), units(wfee),
+                                              units(cfee), exp, origin, new=False)
+
+    def get(self, pub):
+        pub = bytes(pub)
+        res = self.known.get(pub)
+        if res is None:
+            res = self.known[pub] = _Reserve()
+        res.dirty = True
+        return res
+
+    def trim(self, check):
+        """Bound memory on a large backlog: store and forget (same transaction)."""
+        if len(self.known) > CACHE_LIMIT:
+            self.write(check)
+            self.known.clear()
+
+    def write(self, check):
+        rows, delta = [], 0
+        for pub, r in self.known.items():
+            if not r.dirty:
+                continue
+            delta += r.balance - (r.initial or 0)
+            r.initial, r.dirty = r.balance, False
+            rows.append((pub, *_amt(r.balance), *_amt(r.loss), *_amt(r.withdraw_fee),
+                         *_amt(r.close_fee), r.expiration, r.origin))
+        check.add(B_TOTAL, delta)
+        if not rows:
+            return
+        with self.aud.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO auditor.auditor_reserves
+                     (reserve_pub, reserve_balance, reserve_loss, withdraw_fee_balance,
+                      close_fee_balance, expiration_date, origin_account)
+                   VALUES (%s, ROW(%s, %s)::auditor.taler_amount,
+                           ROW(%s, %s)::auditor.taler_amount,
+                           ROW(%s, %s)::auditor.taler_amount,
+                           ROW(%s, %s)::auditor.taler_amount, %s, %s)
+                   ON CONFLICT (reserve_pub) DO UPDATE SET
+                     reserve_balance = EXCLUDED.reserve_balance,
+                     reserve_loss = EXCLUDED.reserve_loss,
+                     withdraw_fee_balance = EXCLUDED.withdraw_fee_balance,
+                     close_fee_balance = EXCLUDED.close_fee_balance,
+                     expiration_date = EXCLUDED.expiration_date,
+                     origin_account = EXCLUDED.origin_account""", rows)
+
+
+def _amt(amount):
+    return divmod(amount, 100_000_000)
+
+
+def run(check):
+    check.load_progress(PROGRESS_KEYS)
+    for key in BALANCE_KEYS:
+        check.add(key, 0)
+    state = _Reserves(check.aud)
+    _reserve_rows(check, state)
+    _credits(check, state)
+    _debits(check, state)
+    state.write(check)
+    _not_closed(check)
+
+
+def _reserve_rows(check, state):
+    """New reserves: their expiration date, which R3 needs."""
+    for rows in check.stream(
+            "SELECT reserve_uuid, reserve_pub, expiration_date FROM exchange.reserves "
+            "WHERE reserve_uuid BETWEEN %(p)s AND %(hi)s ORDER BY reserve_uuid",
+            {"p": check.next_serial(P_RESERVES), "hi": check.hi("reserves")}):
+        state.load(r[1] for r in rows)
+        for serial, pub, expiration in rows:
+            state.get(pub).expiration = expiration
+        check.count("reserves", len(rows))
+        check.processed(P_RESERVES, rows[-1][0])
+        state.trim(check)
+
+
+def _missing_reserve(check, table, serial):
+    check.finding("row_inconsistency", row_table=table, problem_serial=serial,
+                  diagnostic="the reserve (or the row that names it) does not exist")
+
+
+def _credits(check, state):
+    for key, table, _, query in _CREDITS:
+        for rows in check.stream(query + " ORDER BY 1",
+                                 {"p": check.next_serial(key), "hi": check.hi(table)}):
+            state.load(r[1] for r in rows)
+            for serial, pub, amount, origin in rows:
+                if pub is None or amount is None:
+                    _missing_reserve(check, table, serial)
+                    continue
+                res = state.get(pub)
+                res.balance += units(amount)
+                if origin is not None and res.origin is None:
+                    res.origin = bytes(origin).hex()
+            check.count(table, len(rows))
+            check.processed(key, rows[-1][0])
+            state.trim(check)
+
+
+def _debits(check, state):
+    params = {}
+    for _, table, key in _DEBIT_TABLES:
+        short = _DEBIT_PARAM[table]
+        params[f"p_{short}"] = check.next_serial(key)
+        params[f"hi_{short}"] = check.hi(table)
+    tables = {rank: (table, key) for rank, table, key in _DEBIT_TABLES}
+    for rows in check.stream(_DEBITS, params):
+        state.load(r[3] for r in rows)
+        for ts, rank, serial, pub, amount, fee, expected in rows:
+            table, key = tables[rank]
+            check.count(table)
+            check.processed(key, serial)
+            if pub is None:
+                _missing_reserve(check, table, serial)
+                continue
+            amount, fee = units(amount), units(fee)
+            if rank == 0:
+                if expected is None:
+                    check.finding("row_inconsistency", row_table=table, problem_serial=serial,
+                                  diagnostic="withdrawal of an unknown denomination")
+                elif units(expected) != amount:
+                    # R2: amount_with_fee = coin value + withdraw fee
+                    check.finding("amount_arithmetic_inconsistency",
+                                  operation="withdraw amount_with_fee", problem_table=table,
+                                  problem_serial=serial, exchange_amount=Units(amount),
+                                  auditor_amount=Units(units(expected)),
+                                  profitable=amount > units(expected))
+            res = state.get(pub)
+            if amount > res.balance:
+                shortfall = amount - res.balance
+                check.finding("reserve_balance_insufficient", reserve_pub=bytes(pub),
+                              problem_table=table, problem_serial=serial,
+                              inconsistency_gain=False, inconsistency_amount=Units(shortfall))
+                res.loss += shortfall
+                check.add(B_LOSS, shortfall)
+                res.balance = 0
+            else:
+                res.balance -= amount
+            check.add(_FEE_BALANCE[rank], fee)
+            if rank == 0:
+                res.withdraw_fee += fee
+            elif rank == 1:
+                res.close_fee += fee
+        state.trim(check)
+
+
+def _not_closed(check):
+    """R3: expired, still holding money, never closed; reported once per reserve."""
+    candidates = check.aud.execute(
+        f"""SELECT ar.reserve_pub, {num('ar.reserve_balance')}, ar.expiration_date
+              FROM auditor.auditor_reserves ar
+             WHERE ar.expiration_date < %s
+               AND ((ar.reserve_balance).val > 0 OR (ar.reserve_balance).frac > 0)
+               AND NOT EXISTS (SELECT 1 FROM auditor.auditor_reserve_not_closed_inconsistency f
+                                WHERE f.reserve_pub = ar.reserve_pub)""",
+        (check.now_us,)).fetchall()
+    if not candidates:
+        return
+    info = {bytes(pub): (uuid, closed) for pub, uuid, closed in check.ex.execute(
+        """SELECT r.reserve_pub, r.reserve_uuid,
+                  EXISTS (SELECT 1 FROM exchange.reserves_close c
+                           WHERE c.reserve_pub = r.reserve_pub)
+             FROM exchange.reserves r WHERE r.reserve_pub = ANY(%s)""",
+        ([bytes(c[0]) for c in candidates],)).fetchall()}
+    for pub, balance, expiration in candidates:
+        uuid, closed = info.get(bytes(pub), (None, False))
+        if closed or uuid is None:
+            continue   # closed, or garbage-collected on the exchange side
+        check.finding("reserve_not_closed", reserve_pub=bytes(pub), problem_serial=uuid,
+                      balance=Units(units(balance)), expiration_time=expiration,
+                      diagnostic="expired with a positive balance and no reserves_close row")

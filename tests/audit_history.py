@@ -1,0 +1,145 @@
+"""Hand-made exchange histories for the audit tests: a few rows, every amount chosen.
+
+``History(uri)`` inserts rows directly (the tests' exchange databases have
+foreign keys, so parents are created first).  Amounts are decimal strings in
+currency units ("1.5"); timestamps are microseconds.
+"""
+
+import os
+from decimal import Decimal
+
+import psycopg
+from psycopg import sql
+
+from taler_ops.exchange_tables import TABLES
+
+SPECS = {t.name: t for t in TABLES}
+T0 = 1_700_000_000_000_000
+DAY = 86_400_000_000
+YEAR = 365 * DAY
+
+
+def amount(text):
+    u = int(Decimal(str(text)) * 100_000_000)
+    return divmod(u, 100_000_000)
+
+
+def _dummy(col):
+    if col.is_amount:
+        return "0"
+    if col.sql_type == "bytea":
+        return os.urandom(col.length or 16)
+    if col.sql_type == "text":
+        return "x"
+    if col.sql_type == "boolean":
+        return False
+    return 0
+
+
+class History:
+    def __init__(self, uri):
+        self.conn = psycopg.connect(uri, autocommit=True)
+        self.payto = self.insert("wire_targets", payto_uri="payto://x-taler-bank/ex/merchant",
+                                 wire_target_h_payto=os.urandom(32), returning="wire_target_h_payto")
+
+    def close_conn(self):
+        self.conn.close()
+
+    def insert(self, table, returning=None, **values):
+        spec = SPECS[table]
+        names, holders, params = [], [], []
+        for col in spec.columns:
+            if col.name in values:
+                value = values[col.name]
+            elif col.name == spec.serial or col.nullable or col.default is not None:
+                continue
+            else:
+                value = _dummy(col)
+            names.append(col.name)
+            if col.is_amount:
+                holders.append(sql.SQL("ROW(%s, %s)::exchange.taler_amount"))
+                params.extend(amount(value))
+            else:
+                holders.append(sql.SQL("%s"))
+                params.append(value)
+        query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
+            sql.Identifier("exchange", table), sql.SQL(", ").join(map(sql.Identifier, names)),
+            sql.SQL(", ").join(holders), sql.Identifier(returning or spec.serial))
+        row = self.conn.execute(query, params).fetchone()[0]
+        return bytes(row) if isinstance(row, (bytes, memoryview)) else row
+
+    # -- the domain, with sane defaults ------------------------------------------------
+    def denomination(self, coin="1", fee_withdraw="0.01", fee_deposit="0.02",
+                     fee_refresh="0.03", fee_refund="0.04", valid_from=T0 - YEAR,
+                     expire_withdraw=T0 + YEAR):
+        return self.insert("denominations", denom_pub=os.urandom(32),
+                           denom_pub_hash=os.urandom(64), valid_from=valid_from,
+                           expire_withdraw=expire_withdraw, expire_deposit=T0 + 2 * YEAR,
+                           expire_legal=T0 + 3 * YEAR, coin=coin, fee_withdraw=fee_withdraw,
+                           fee_deposit=fee_deposit, fee_refresh=fee_refresh,
+                           fee_refund=fee_refund)
+
+    def reserve(self, credit, expiration=T0 + YEAR, current_balance=None):
+        pub = os.urandom(32)
+        extra = {} if current_balance is None else {"current_balance": current_balance}
+        uuid = self.insert("reserves", reserve_pub=pub, expiration_date=expiration,
+                           gc_date=expiration + YEAR, **extra)
+        serial = None
+        if credit is not None:
+            serial = self.insert("reserves_in", reserve_pub=pub, credit=credit,
+                                 wire_source_h_payto=self.payto, execution_date=T0)
+        return pub, uuid, serial
+
+    def withdraw(self, reserve_uuid, denom, amount_with_fee, when=T0):
+        return self.insert("reserves_out", h_blind_ev=os.urandom(64), denominations_serial=denom,
+                           reserve_uuid=reserve_uuid, execution_date=when,
+                           amount_with_fee=amount_with_fee)
+
+    def close(self, reserve_pub, amount_, closing_fee="0", when=T0 + DAY):
+        return self.insert("reserves_close", reserve_pub=reserve_pub, execution_date=when,
+                           amount=amount_, closing_fee=closing_fee,
+                           wire_target_h_payto=self.payto)
+
+    def coin(self, denom, remaining=None):
+        pub = os.urandom(32)
+        extra = {} if remaining is None else {"remaining": remaining}
+        self.insert("known_coins", coin_pub=pub, denominations_serial=denom, **extra)
+        return pub
+
+    def batch(self, wire_deadline=T0 + YEAR, done=None):
+        extra = {} if done is None else {"done": done}
+        return self.insert("batch_deposits", shard=0, merchant_pub=os.urandom(32),
+                           h_contract_terms=os.urandom(64), wire_deadline=wire_deadline,
+                           exchange_timestamp=T0, wire_target_h_payto=self.payto,
+                           policy_blocked=False, **extra)
+
+    def deposit(self, coin_pub, amount_with_fee, batch=None):
+        batch = batch or self.batch()
+        serial = self.insert("coin_deposits", batch_deposit_serial_id=batch, coin_pub=coin_pub,
+                             coin_sig=os.urandom(64), amount_with_fee=amount_with_fee)
+        return batch, serial
+
+    def refund(self, coin_pub, batch, amount_with_fee):
+        return self.insert("refunds", coin_pub=coin_pub, batch_deposit_serial_id=batch,
+                           rtransaction_id=int.from_bytes(os.urandom(4), "big"),
+                           amount_with_fee=amount_with_fee)
+
+    def melt(self, coin_pub, amount_with_fee):
+        return self.insert("refresh_commitments", rc=os.urandom(64), old_coin_pub=coin_pub,
+                           amount_with_fee=amount_with_fee)
+
+    def revoke(self, denom):
+        return self.insert("denomination_revocations", denominations_serial=denom)
+
+    def wire_fee(self, fee, start=T0 - YEAR, end=T0 + YEAR):
+        return self.insert("wire_fee", wire_method="x-taler-bank", start_date=start,
+                           end_date=end, wire_fee=fee, closing_fee="0")
+
+    def wire_out(self, batches, amount_, when=T0 + DAY):
+        wtid = os.urandom(32)
+        serial = self.insert("wire_out", execution_date=when, wtid_raw=wtid,
+                             wire_target_h_payto=self.payto, exchange_account_section="x",
+                             amount=amount_)
+        for b in batches:
+            self.insert("aggregation_tracking", batch_deposit_serial_id=b, wtid_raw=wtid)
+        return serial

@@ -1,0 +1,697 @@
+"""The audit (taler-ops audit): rules of docs/economics.md on hand-made histories,
+incremental progress, crash consistency, -i, the CLI, the Ansible module and playbook."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from audit_history import DAY, T0, YEAR, History
+from taler_ops import audit, dbinit
+
+NOW = T0 + 10 * DAY
+
+
+@pytest.fixture
+def dbs(cluster, request):
+    """(exchange uri, auditor uri): a primary exchange database and a separate auditor one."""
+    base = "".join(ch if ch.isalnum() else "_" for ch in request.node.name[:30].lower())
+    ex = cluster.createdb(f"ax_{base}_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    au = cluster.createdb(f"aa_{base}_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    dbinit.exchange_dbinit(ex)
+    dbinit.auditor_dbinit(au)
+    return ex, au
+
+
+@pytest.fixture
+def hist(dbs):
+    h = History(dbs[0])
+    yield h
+    h.close_conn()
+
+
+def run(dbs, **kw):
+    kw.setdefault("now_us", NOW)
+    kw.setdefault("currency", "KUDOS")
+    return audit.run(dbs[0], dbs[1], **kw)
+
+
+def found(report, kind=None):
+    return sorted((f["kind"], f["table"], f["serial"]) for f in report["findings"]
+                  if kind is None or f["kind"] == kind)
+
+
+def q(uri, query, params=None):
+    with psycopg.connect(uri, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else None
+
+
+def progress(uri):
+    return dict(q(uri, "SELECT progress_key, progress_offset FROM auditor.auditor_progress"))
+
+
+def all_findings(uri):
+    """Every stored finding as (kind, table, serial), sorted, duplicates kept."""
+    from taler_ops.audit_common import KINDS
+    out = []
+    for kind, (table, table_col, serial_col) in KINDS.items():
+        tcol = f"'{table_col[1:]}'" if table_col.startswith("=") else table_col
+        out += [(kind, t, s) for t, s in q(uri, f"SELECT {tcol}, {serial_col} FROM auditor.{table}")]
+    return sorted(out)
+
+
+def clean_history(h):
+    """A small history that keeps every rule: no finding expected."""
+    d = h.denomination(coin="1", fee_withdraw="0.01", fee_deposit="0.02", fee_refresh="0.03",
+                       fee_refund="0.04")
+    h.wire_fee("0.1")
+    pub, uuid, _ = h.reserve("3.5")
+    h.withdraw(uuid, d, "1.01")
+    h.withdraw(uuid, d, "1.01")
+    h.close(pub, "1.38", closing_fee="0.1")            # 3.5 - 2.02 = 1.48 = 1.38 + 0.1
+    c1, c2 = h.coin(d), h.coin(d)
+    b1, _ = h.deposit(c1, "0.6")
+    h.refund(c1, b1, "0.1")
+    b2, _ = h.deposit(c1, "0.5")                      # 0.6 - 0.1 + 0.5 = 1.0: exactly the value
+    h.melt(c2, "1")
+    h.wire_out([b1], "0.38")                          # 0.6 - 0.02 - 0.1 refund - 0.1 fee
+    h.wire_out([b2], "0.38")                          # 0.5 - 0.02 - 0.1 fee
+    return d
+
+
+# -- the rules -------------------------------------------------------------------------------
+
+def test_clean_history_has_no_findings_and_balances_add_up(dbs, hist):
+    clean_history(hist)
+    report = run(dbs)
+    assert report["findings"] == [], report["findings"]
+    b = report["balances"]
+    assert b["reserves_withdraw_fee_revenue"] == "KUDOS:0.02"
+    assert b["reserves_close_fee_revenue"] == "KUDOS:0.1"
+    assert b["reserves_reserve_total_balance"] == "KUDOS:0"
+    assert b["coins_deposit_fee_revenue"] == "KUDOS:0.04"
+    assert b["coins_melt_fee_revenue"] == "KUDOS:0.03"
+    assert b["coins_refund_fee_revenue"] == "KUDOS:0.04"
+    # two coins issued (2), spent 0.6 + 0.5 + 1 - refunded 0.1 = 2.0
+    assert b["coins_total_escrowed"] == "KUDOS:0"
+    assert b["aggregation_total_wire_out"] == "KUDOS:0.76"
+    assert b["aggregation_total_wire_fee_revenue"] == "KUDOS:0.2"
+    assert report["rows_examined"] > 10 and report["progress_moved"]
+
+
+def test_overdraft_names_the_withdrawal_and_books_the_loss(dbs, hist):
+    d = hist.denomination(coin="1", fee_withdraw="0.01")
+    pub, uuid, _ = hist.reserve("2.02")
+    hist.withdraw(uuid, d, "1.01")
+    hist.withdraw(uuid, d, "1.01")
+    over = hist.withdraw(uuid, d, "1.01")
+    report = run(dbs)
+    assert found(report) == [("reserve_balance_insufficient", "reserves_out", over)]
+    f = report["findings"][0]
+    assert f["reserve_pub"] == pub.hex() and f["inconsistency_amount"] == "KUDOS:1.01"
+    assert report["balances"]["reserves_reserve_loss"] == "KUDOS:1.01"
+    row = q(dbs[1], "SELECT (reserve_balance).val, (reserve_balance).frac, (reserve_loss).val, "
+                    "(reserve_loss).frac FROM auditor.auditor_reserves WHERE reserve_pub = %s",
+            (pub,))
+    assert row == [(0, 0, 1, 1_000_000)]
+
+
+def test_withdraw_amount_must_be_value_plus_fee(dbs, hist):
+    d = hist.denomination(coin="1", fee_withdraw="0.01")
+    _, uuid, _ = hist.reserve("5")
+    bad = hist.withdraw(uuid, d, "1.00")
+    report = run(dbs)
+    assert found(report) == [("amount_arithmetic_inconsistency", "reserves_out", bad)]
+    assert report["findings"][0]["auditor_amount"] == "KUDOS:1.01"
+
+
+def test_expired_reserve_not_closed_reported_once(dbs, hist):
+    _, _, _ = hist.reserve("1", expiration=NOW + DAY)         # not expired yet
+    pub2, uuid2, _ = hist.reserve("1", expiration=NOW - DAY)  # expired, money left
+    pub3, _, _ = hist.reserve("1", expiration=NOW - DAY)      # expired, closed
+    hist.close(pub3, "0.9", closing_fee="0.1")
+    report = run(dbs)
+    assert found(report) == [("reserve_not_closed", "reserves", uuid2)]
+    assert report["findings"][0]["balance"] == "KUDOS:1"
+    assert run(dbs)["findings"] == [], "reported once per reserve"
+    later = run(dbs, now_us=NOW + 2 * DAY)                     # the first one expires too
+    assert len(found(later, "reserve_not_closed")) == 1
+
+
+def test_coin_rules_overspend_revoked_validity(dbs, hist):
+    d = hist.denomination(coin="1")
+    old = hist.denomination(coin="1", valid_from=T0 - 2 * YEAR, expire_withdraw=T0 - YEAR)
+    _, uuid, _ = hist.reserve("10")
+    hist.withdraw(uuid, d, "1.01")
+    late = hist.withdraw(uuid, old, "1.01")
+    coin = hist.coin(d)
+    hist.melt(coin, "0.7")
+    _, over = hist.deposit(coin, "0.5")                       # 1.2 > 1: names the deposit
+    revoked_coin = hist.coin(old)
+    hist.revoke(old)
+    _, spend = hist.deposit(revoked_coin, "0.5")
+    report = run(dbs)
+    assert found(report) == sorted([
+        ("coin_overspent", "coin_deposits", over),
+        ("denomination_key_validity_withdraw", "reserves_out", late),
+        ("revoked_denomination_spend", "coin_deposits", spend)])
+    spent = next(f for f in report["findings"] if f["kind"] == "coin_overspent")
+    assert spent["exchange_amount"] == "KUDOS:1.2" and spent["auditor_amount"] == "KUDOS:1"
+    assert report["balances"]["coins_irregular_loss"] == "KUDOS:0.2"
+
+
+def test_refund_gives_value_back_to_the_coin(dbs, hist):
+    d = hist.denomination(coin="1")
+    coin = hist.coin(d)
+    b, _ = hist.deposit(coin, "1")
+    run(dbs)
+    hist.refund(coin, b, "0.5")
+    hist.deposit(coin, "0.5")
+    assert run(dbs)["findings"] == []
+    _, over = hist.deposit(coin, "0.01")
+    assert found(run(dbs)) == [("coin_overspent", "coin_deposits", over)]
+
+
+def test_wire_out_mismatch_and_missing_fee(dbs, hist):
+    d = hist.denomination(coin="1", fee_deposit="0.02")
+    hist.wire_fee("0.1", start=T0, end=T0 + YEAR)
+    c1, c2 = hist.coin(d), hist.coin(d)
+    b1, _ = hist.deposit(c1, "1")
+    b2, _ = hist.deposit(c2, "1")
+    hist.deposit(hist.coin(d), "0.5", batch=b2)
+    ok = hist.wire_out([b1], "0.88")
+    bad = hist.wire_out([b2], "1.5")                 # expected 1 + 0.5 - 2 * 0.02 - 0.1 = 1.36
+    nofee = hist.wire_out([], "0", when=T0 - DAY)    # no fee covers it, no deposits
+    report = run(dbs)
+    assert ok not in [s for _, _, s in found(report)]
+    assert found(report) == sorted([("wire_out_inconsistency", "wire_out", bad),
+                                    ("row_inconsistency", "wire_out", nofee)])
+    mismatch = next(f for f in report["findings"] if f["kind"] == "wire_out_inconsistency")
+    assert (mismatch["expected"], mismatch["claimed"]) == ("KUDOS:1.36", "KUDOS:1.5")
+    assert report["balances"]["aggregation_wire_out_delta_plus"] == "KUDOS:0.14"
+
+
+def test_aggregation_lag_reported_once_when_due(dbs, hist):
+    d = hist.denomination(coin="1")
+    due = hist.deposit(hist.coin(d), "1", batch=hist.batch(wire_deadline=NOW - 1))[0]
+    later = hist.deposit(hist.coin(d), "1", batch=hist.batch(wire_deadline=NOW + DAY))[0]
+    paid = hist.deposit(hist.coin(d), "1", batch=hist.batch(wire_deadline=NOW - 1))[0]
+    hist.wire_fee("0")
+    hist.wire_out([paid], "0.98")
+    first = run(dbs)
+    assert found(first) == [("deposit_aggregation_lag", "batch_deposits", due)]
+    assert first["findings"][0]["amount"] == "KUDOS:1"
+    assert progress(dbs[1])["aggregation_lag_batch_deposit_serial_id"] == later
+    assert run(dbs)["findings"] == []
+    second = run(dbs, now_us=NOW + 2 * DAY)
+    assert found(second) == [("deposit_aggregation_lag", "batch_deposits", later)]
+    assert progress(dbs[1])["aggregation_lag_batch_deposit_serial_id"] == paid + 1
+
+
+# -- incrementality ----------------------------------------------------------------------------
+
+def test_second_run_adds_nothing_and_new_traffic_is_examined_alone(dbs, hist):
+    d = clean_history(hist)
+    first = run(dbs)
+    before = (progress(dbs[1]), first["balances"], all_findings(dbs[1]))
+    again = run(dbs)
+    assert again["rows_examined"] == 0 and not again["progress_moved"]
+    assert again["findings"] == []
+    assert (progress(dbs[1]), again["balances"], all_findings(dbs[1])) == before
+    # More traffic: one reserve credited in this increment, overdrawn in the next.
+    pub, uuid, _ = hist.reserve("1.01")
+    hist.withdraw(uuid, d, "1.01")
+    third = run(dbs)
+    assert third["checks"]["reserves"]["rows_examined"] == {
+        "reserves": 1, "reserves_in": 1, "reserves_out": 1}
+    assert third["checks"]["coins"]["rows_examined"] == {"reserves_out": 1}
+    assert third["findings"] == []
+    over = hist.withdraw(uuid, d, "1.01")
+    fourth = run(dbs)
+    assert found(fourth) == [("reserve_balance_insufficient", "reserves_out", over)]
+    assert fourth["checks"]["reserves"]["progress_after"]["reserves_reserve_out_serial_id"] == over + 1
+
+
+def test_audit_with_auditor_schema_in_the_exchange_database(exchange_db):
+    dbinit.auditor_dbinit(exchange_db)
+    h = History(exchange_db)
+    d = h.denomination()
+    _, uuid, _ = h.reserve("1")
+    over = h.withdraw(uuid, d, "1.01")
+    h.close_conn()
+    report = audit.run(exchange_db, exchange_db, now_us=NOW)
+    assert found(report) == [("reserve_balance_insufficient", "reserves_out", over)]
+    assert report["currency"] is None
+    assert report["findings"][0]["inconsistency_amount"] == {"val": 0, "frac": 1_000_000}
+
+
+def test_dry_run_stores_nothing(dbs, hist):
+    d = hist.denomination()
+    _, uuid, _ = hist.reserve("1")
+    hist.withdraw(uuid, d, "1.01")
+    report = run(dbs, dry_run=True, internal=True)
+    assert report["dry_run"] and len(report["findings"]) == 1
+    assert progress(dbs[1]) == {} and all_findings(dbs[1]) == []
+    assert len(run(dbs)["findings"]) == 1
+
+
+# -- internal audit ------------------------------------------------------------------------------
+
+def test_internal_finds_balance_mismatch_once(dbs, hist):
+    d = hist.denomination(coin="1", fee_withdraw="0.01")
+    _, u1, _ = hist.reserve("3", current_balance="1.99")    # 3 - 1.01 = 1.99: right
+    _, u2, _ = hist.reserve("3", current_balance="2.5")     # wrong
+    hist.withdraw(u1, d, "1.01")
+    hist.withdraw(u2, d, "1.01")
+    assert run(dbs)["findings"] == [], "without -i the summaries are not looked at"
+    report = run(dbs, internal=True)
+    wrong = found(report, "reserve_balance_summary_wrong")
+    assert wrong == [("reserve_balance_summary_wrong", "reserves", u2)]
+    f = next(f for f in report["findings"] if f["kind"] == "reserve_balance_summary_wrong")
+    assert (f["exchange_amount"], f["auditor_amount"]) == ("KUDOS:2.5", "KUDOS:1.99")
+    assert run(dbs, internal=True)["findings"] == []
+    q(dbs[0], "UPDATE exchange.reserves SET current_balance = ROW(7, 0) WHERE reserve_uuid = %s",
+      (u2,))
+    assert found(run(dbs, internal=True)) == [("reserve_balance_summary_wrong", "reserves", u2)]
+
+
+def test_internal_coin_remaining_and_done_flags(dbs, hist):
+    d = hist.denomination(coin="1")
+    good, bad = hist.coin(d, remaining="0.4"), hist.coin(d, remaining="0.9")
+    b1, _ = hist.deposit(good, "0.6")
+    hist.deposit(bad, "0.6")
+    q(dbs[0], "UPDATE exchange.batch_deposits SET done = TRUE WHERE batch_deposit_serial_id = %s",
+      (b1,))
+    report = run(dbs, internal=True)
+    kc = q(dbs[0], "SELECT known_coin_id FROM exchange.known_coins WHERE coin_pub = %s", (bad,))
+    assert found(report) == sorted([
+        ("amount_arithmetic_inconsistency", "known_coins", kc[0][0]),
+        ("row_inconsistency", "batch_deposits", b1)])
+
+
+def test_internal_refused_on_safe_copy_exit_2(cluster, conf, cli, tmp_path):
+    ex = cluster.createdb(f"safe_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    dbinit.exchange_dbinit(ex, role="safe-copy")
+    dbinit.auditor_dbinit(ex)
+    path = conf("a.conf", {"exchangedb-postgres": {"CONFIG": ex},
+                           "auditordb-postgres": {"CONFIG": ex}})
+    res = cli("audit", "-c", path, "-t", "-i")
+    assert res.returncode == 2 and "refused on a safe copy" in res.stderr
+    assert q(ex, "SELECT count(*) FROM auditor.auditor_progress") == [(0,)]
+    res = cli("audit", "-c", path, "-t")
+    assert res.returncode == 0, res.stderr
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+
+def _conf(conf, dbs, currency="KUDOS"):
+    sections = {"exchangedb-postgres": {"CONFIG": dbs[0]}, "auditordb-postgres": {"CONFIG": dbs[1]}}
+    if currency:
+        sections["exchange"] = {"CURRENCY": currency}
+    return conf("audit.conf", sections)
+
+
+def test_cli_findings_exit_0_with_report_and_summary(dbs, hist, conf, cli, tmp_path):
+    d = hist.denomination()
+    _, uuid, _ = hist.reserve("1")
+    over = hist.withdraw(uuid, d, "1.01")
+    report_path = tmp_path / "report.json"
+    res = cli("audit", "-c", _conf(conf, dbs), "-t", "--report", report_path,
+              "--now", NOW)
+    assert res.returncode == 0, res.stderr
+    assert "new findings: reserve_balance_insufficient 1" in res.stdout
+    report = json.loads(report_path.read_text())
+    assert found(report) == [("reserve_balance_insufficient", "reserves_out", over)]
+    assert report["findings"][0]["inconsistency_amount"] == "KUDOS:0.01"
+    res = cli("audit", "-c", _conf(conf, dbs), "-t", "--report", "-")
+    assert res.returncode == 0 and json.loads(res.stdout)["findings"] == []
+
+
+def test_cli_failures_of_the_audit_itself(dbs, cluster, conf, cli):
+    fresh = cluster.createdb(f"noaud_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    path = conf("x.conf", {"exchangedb-postgres": {"CONFIG": dbs[0]},
+                           "auditordb-postgres": {"CONFIG": fresh}})
+    res = cli("audit", "-c", path, "-t")
+    assert res.returncode == 5 and "auditor database" in res.stderr
+    res = cli("audit", "-c", conf("y.conf", {"exchangedb-postgres": {"CONFIG": dbs[0]}}), "-t")
+    assert res.returncode == 6 and "auditordb-postgres" in res.stderr
+    # A second audit while one holds the auditor database.
+    with audit.Audit(dbs[0], dbs[1]):
+        res = cli("audit", "-c", _conf(conf, dbs), "-t")
+    assert res.returncode == 1 and "another audit is running" in res.stderr
+
+
+def test_crash_mid_run_leaves_progress_and_findings_consistent(dbs, hist, cluster, conf, tmp_path):
+    """kill -9 while the coins check waits inside its transaction; the rerun is complete."""
+    d = hist.denomination(coin="1")
+    _, uuid, _ = hist.reserve("1")
+    over_w = hist.withdraw(uuid, d, "1.01")
+    coin = hist.coin(d)
+    hist.deposit(coin, "0.6")
+    _, over_d = hist.deposit(coin, "0.6")
+    expected = sorted([("reserve_balance_insufficient", "reserves_out", over_w),
+                       ("coin_overspent", "coin_deposits", over_d)])
+    blocker = psycopg.connect(dbs[1])
+    blocker.execute("LOCK TABLE auditor.auditor_coin_inconsistency IN ACCESS EXCLUSIVE MODE")
+    proc = subprocess.Popen([sys.executable, "-m", "taler_ops.cli", "audit", "-c",
+                             _conf(conf, dbs), "-t", "--now", str(NOW)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = q(cluster.uri(), "SELECT count(*) FROM pg_stat_activity WHERE "
+                        "application_name = 'taler-ops' AND wait_event_type = 'Lock'")[0][0]
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the audit never reached the coins findings"
+        # The reserves check has committed; the coins check is mid-transaction.
+        assert q(dbs[1], "SELECT problem_serial FROM "
+                         "auditor.auditor_reserve_balance_insufficient_inconsistency") == [(over_w,)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    prog = progress(dbs[1])
+    assert prog["reserves_reserve_out_serial_id"] == over_w + 1
+    assert "coins_deposit_serial_id" not in prog, "the killed check committed nothing"
+    assert q(dbs[1], "SELECT count(*) FROM auditor.auditor_coins") == [(0,)]
+    rerun = run(dbs)
+    assert found(rerun) == [("coin_overspent", "coin_deposits", over_d)]
+    assert all_findings(dbs[1]) == expected
+    assert rerun["balances"]["coins_irregular_loss"] == "KUDOS:0.2"
+    assert run(dbs)["findings"] == []
+
+
+def test_daemon_picks_up_new_data_and_stops_on_sigterm(dbs, hist, conf, tmp_path):
+    d = hist.denomination()
+    _, uuid, _ = hist.reserve("1")
+    report_path = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "taler_ops.cli", "audit", "-c",
+                             _conf(conf, dbs), "--poll-max", "0.5", "--report", str(report_path),
+                             "--now", str(NOW)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def wait_for(pred):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if pred():
+                    return True
+                time.sleep(0.1)
+            return False
+        assert wait_for(lambda: "reserves_reserve_in_serial_id" in progress(dbs[1]))
+        over = hist.withdraw(uuid, d, "1.01")
+        assert wait_for(lambda: all_findings(dbs[1]) == [
+            ("reserve_balance_insufficient", "reserves_out", over)])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "reserve_balance_insufficient 1" in out
+    assert json.loads(report_path.read_text())["role"] == "primary"
+
+
+# -- Ansible -----------------------------------------------------------------------------------------
+
+def test_module_check_mode_then_run(dbs, hist, conf, module_runner):
+    d = hist.denomination()
+    _, uuid, _ = hist.reserve("1", current_balance="5")
+    hist.withdraw(uuid, d, "1.01")
+    path = _conf(conf, dbs)
+    res, _ = module_runner("taler_audit", {"config": path, "internal": True}, check=True)
+    assert res["changed"] is True and res["new_findings"] == 2, res
+    assert progress(dbs[1]) == {}
+    res, _ = module_runner("taler_audit", {"config": path, "internal": True})
+    assert res["changed"] is True
+    assert res["new_findings_by_kind"] == {"reserve_balance_insufficient": 1,
+                                           "reserve_balance_summary_wrong": 1}
+    res, _ = module_runner("taler_audit", {"config": path, "internal": True})
+    assert res["changed"] is False and res["new_findings"] == 0
+    assert res["open_findings_by_kind"]["reserve_balance_summary_wrong"] == 1
+
+
+def test_internal_audit_playbook(dbs, hist, tmp_path):
+    # The playbook audits with the wall clock: keep the reserve from expiring.
+    _, uuid, _ = hist.reserve("1", current_balance="0.5", expiration=T0 + 100 * YEAR)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"exchange": {"hosts": {
+        "exchange-test": {"ansible_connection": "local",
+                          "ansible_python_interpreter": sys.executable}}}}}}))
+    report = tmp_path / "report.json"
+    extra = {"taler_audit_config": str(tmp_path / "internal.conf"),
+             "taler_audit_exchangedb_config": dbs[0], "taler_audit_auditordb_config": dbs[1],
+             "taler_audit_cli": os.path.join(os.path.dirname(sys.executable), "taler-ops"),
+             "taler_audit_report": str(report), "taler_audit_fail_on_findings": True,
+             "taler_audit_settle": 0.2}
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(root, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
+           str(inventory), os.path.join(root, "playbooks", "internal-audit.yml"),
+           "-e", json.dumps(extra)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    assert res.returncode != 0 and "stored 1 finding(s)" in res.stdout, res.stdout
+    data = json.loads(report.read_text())
+    assert found(data) == [("reserve_balance_summary_wrong", "reserves", uuid)]
+    assert dbs[0] not in res.stdout or "password" not in dbs[0]
+    assert oct((tmp_path / "internal.conf").stat().st_mode & 0o777) == "0o600"
+    # Without new data and without the fail switch, the play passes.
+    extra["taler_audit_fail_on_findings"] = False
+    cmd[-1] = json.dumps(extra)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "new findings: none" in res.stdout
+
+
+# -- generated histories (taler_ops.workload) -------------------------------------------------
+
+GEN_NOW = 1_760_000_000_000_000
+FINDING_OF = {"coin_overspend": "coin_overspent", "reserve_overdraft": "reserve_balance_insufficient",
+              "wire_out_mismatch": "wire_out_inconsistency",
+              "reserve_balance_mismatch": "reserve_balance_summary_wrong"}
+
+
+def test_generated_history_has_no_findings_even_internal(dbs):
+    from taler_ops import workload
+    workload.bulk(dbs[0], 4000, seed=3, now_us=GEN_NOW)
+    report = run(dbs, now_us=GEN_NOW, internal=True)
+    assert report["findings"] == [], report["findings"][:5]
+    assert report["rows_examined"] > 4000
+
+
+def test_generated_injections_are_found_with_table_and_serial(dbs, tmp_path):
+    from taler_ops import workload
+    record_path = tmp_path / "planted.json"
+    workload.bulk(dbs[0], 4000, seed=4, now_us=GEN_NOW, inject=list(FINDING_OF),
+                  record_path=str(record_path))
+    record = json.loads(record_path.read_text())
+    assert sorted(e["kind"] for e in record) == sorted(FINDING_OF)
+    expected = sorted((FINDING_OF[e["kind"]], e["table"], e["serial"]) for e in record)
+    plain = run(dbs, now_us=GEN_NOW)
+    assert found(plain) == [f for f in expected if f[0] != "reserve_balance_summary_wrong"]
+    internal = run(dbs, now_us=GEN_NOW, internal=True)
+    assert found(internal) == [f for f in expected if f[0] == "reserve_balance_summary_wrong"]
+    assert all_findings(dbs[1]) == expected
+
+
+def test_generated_more_traffic_examines_only_the_new_rows(dbs):
+    from taler_ops import workload
+    workload.bulk(dbs[0], 3000, seed=5, now_us=GEN_NOW)
+    first = run(dbs, now_us=GEN_NOW)
+    assert first["findings"] == []
+    inserted = workload.bulk(dbs[0], 1500, seed=6, now_us=GEN_NOW)
+    second = run(dbs, now_us=GEN_NOW)
+    assert second["findings"] == []
+    for name, check in second["checks"].items():
+        for table, n in check["rows_examined"].items():
+            if (name, table) != ("aggregation", "batch_deposits"):   # the open tail is re-read
+                assert n == inserted.get(table, 0), (name, table)
+        for key, before in check["progress_before"].items():
+            assert check["progress_after"][key] >= before
+    assert second["progress_moved"]
+
+
+def test_generated_safe_copy_after_sync(cluster, tmp_path):
+    """gen -> primary, sync -> safe copy, audit the copy; -i is refused there."""
+    from taler_ops import sync, workload
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    primary, safe, aud = (cluster.createdb(f"{n}_{tag}") for n in ("gp", "gs", "ga"))
+    dbinit.exchange_dbinit(primary)
+    dbinit.exchange_dbinit(safe, role="safe-copy")
+    dbinit.auditor_dbinit(aud)
+    record_path = tmp_path / "planted.json"
+    workload.bulk(primary, 3000, seed=7, now_us=GEN_NOW, inject=list(FINDING_OF),
+                  record_path=str(record_path))
+    sync.sync_once(primary, safe)
+    record = json.loads(record_path.read_text())
+    report = audit.run(safe, aud, now_us=GEN_NOW)
+    assert report["role"] == "safe-copy"
+    assert found(report) == sorted((FINDING_OF[e["kind"]], e["table"], e["serial"])
+                                   for e in record if e["kind"] != "reserve_balance_mismatch")
+    with pytest.raises(audit.UsageError, match="refused on a safe copy"):
+        audit.run(safe, aud, internal=True)
+
+
+def test_safe_copy_audit_stops_at_the_last_complete_sync_pass(cluster):
+    """Rows past sync_watermarks.complete_serial (the last complete pass) wait."""
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    safe, aud = cluster.createdb(f"cs_{tag}"), cluster.createdb(f"ca_{tag}")
+    dbinit.exchange_dbinit(safe, role="safe-copy")
+    dbinit.auditor_dbinit(aud)
+    h = History(safe)
+    d = h.denomination()
+    _, uuid, _ = h.reserve("1.01")
+    h.withdraw(uuid, d, "1.01")
+    q(safe, """INSERT INTO exchange.sync_watermarks (table_name, last_serial, complete_serial)
+               VALUES ('reserves', 1, 1), ('reserves_in', 1, 1), ('reserves_out', 1, 1)""")
+    # Mid-pass: a wire_out copied, its aggregation_tracking rows not yet.
+    wo = h.wire_out([], "5")
+    over = h.withdraw(uuid, d, "1.01")
+    h.close_conn()
+    first = audit.run(safe, aud, now_us=NOW)
+    assert first["bounded_by"] == "sync cut" and first["findings"] == []
+    assert progress(aud)["reserves_reserve_out_serial_id"] == 2
+    assert "aggregation_last_wire_out_serial_id" not in progress(aud)
+    q(safe, """UPDATE exchange.sync_watermarks SET complete_serial = 2
+                WHERE table_name = 'reserves_out'""")
+    q(safe, """INSERT INTO exchange.sync_watermarks (table_name, last_serial, complete_serial)
+               VALUES ('wire_out', 1, 1)""")
+    second = audit.run(safe, aud, now_us=NOW)
+    assert found(second) == sorted([("reserve_balance_insufficient", "reserves_out", over),
+                                    ("row_inconsistency", "wire_out", wo),
+                                    ("wire_out_inconsistency", "wire_out", wo)])
+
+
+def test_audit_runs_with_the_auditor_roles_privileges_only(cluster, exchange_db):
+    """As the safe_copy role grants: SELECT on exchange and _v, DML on auditor."""
+    dbinit.auditor_dbinit(exchange_db)
+    h = History(exchange_db)
+    d = h.denomination()
+    _, uuid, _ = h.reserve("1")
+    over = h.withdraw(uuid, d, "1.01")
+    h.close_conn()
+    role = f"aud_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    q(exchange_db, f"CREATE ROLE {role} LOGIN")
+    for stmt in ("GRANT USAGE ON SCHEMA exchange, _v, auditor TO {r}",
+                 "GRANT SELECT ON ALL TABLES IN SCHEMA exchange TO {r}",
+                 "GRANT SELECT ON ALL TABLES IN SCHEMA _v TO {r}",
+                 "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA auditor "
+                 "TO {r}"):
+        q(exchange_db, stmt.format(r=role))
+    uri = exchange_db.replace("postgresql://postgres@", f"postgresql://{role}@")
+    report = audit.run(uri, uri, now_us=NOW)
+    assert found(report) == [("reserve_balance_insufficient", "reserves_out", over)]
+    assert audit.run(uri, uri, now_us=NOW)["findings"] == []
+
+
+def _in_flight_overdraft(dbs, hist):
+    """A withdrawal with a low serial still in flight while a higher one is committed."""
+    d = hist.denomination()
+    _, poor, _ = hist.reserve("0.5")
+    _, rich, _ = hist.reserve("5")
+    flight = psycopg.connect(dbs[0])
+    flight.execute("INSERT INTO exchange.reserves_out (h_blind_ev, denominations_serial, "
+                   "denom_sig, reserve_uuid, reserve_sig, execution_date, amount_with_fee) "
+                   "VALUES (%s, %s, 'x', %s, %s, %s, ROW(1, 1000000))",
+                   (os.urandom(64), d, poor, os.urandom(64), T0))
+    hist.withdraw(rich, d, "1.01")
+    return flight
+
+
+def test_without_settle_a_row_committed_late_below_progress_is_missed(dbs, hist):
+    """The hazard --settle exists for (Taler's helpers share it)."""
+    flight = _in_flight_overdraft(dbs, hist)
+    assert run(dbs)["findings"] == []
+    flight.commit()
+    flight.close()
+    assert run(dbs)["findings"] == [], "serial 1 lies below the progress point now"
+
+
+def test_settle_waits_for_rows_in_flight(dbs, hist):
+    import threading
+    flight = _in_flight_overdraft(dbs, hist)
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(report=run(dbs, settle=3.0)))
+    worker.start()
+    time.sleep(0.5)           # the audit has read the maxima and waits; the row commits
+    flight.commit()
+    flight.close()
+    worker.join()
+    assert found(out["report"]) == [("reserve_balance_insufficient", "reserves_out", 1)]
+    assert out["report"]["bounded_by"] == "maxima settled for 3.0 s"
+
+
+def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkeypatch):
+    """State written out and reloaded mid-increment (large backlogs) changes nothing."""
+    from taler_ops import audit_coins, audit_reserves, workload
+    record_path = tmp_path / "planted.json"
+    workload.bulk(dbs[0], 3000, seed=8, now_us=GEN_NOW, inject=["coin_overspend",
+                                                                "reserve_overdraft"],
+                  record_path=str(record_path))
+    other = cluster.createdb(f"cache_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    dbinit.auditor_dbinit(other)
+    normal = run(dbs, now_us=GEN_NOW)
+    monkeypatch.setattr(audit_reserves, "CACHE_LIMIT", 7)
+    monkeypatch.setattr(audit_coins, "CACHE_LIMIT", 7)
+    small = audit.run(dbs[0], other, now_us=GEN_NOW, currency="KUDOS")
+    assert len(normal["findings"]) == 2
+    assert small["findings"] == normal["findings"]
+    assert small["balances"] == normal["balances"]
+    state = ("SELECT reserve_pub, reserve_balance::text, reserve_loss::text, "
+             "withdraw_fee_balance::text, close_fee_balance::text, expiration_date "
+             "FROM auditor.auditor_reserves ORDER BY 1")
+    assert q(other, state) == q(dbs[1], state)
+    coins = "SELECT coin_pub, spent::text, refunded::text FROM auditor.auditor_coins ORDER BY 1"
+    assert q(other, coins) == q(dbs[1], coins)
+
+
+def test_auditor_database_on_another_server(dbs, hist):
+    from pgcluster import Cluster
+    other = Cluster("audit-aud").start()
+    try:
+        aud = other.createdb("auditor")
+        dbinit.auditor_dbinit(aud)
+        d = hist.denomination()
+        _, uuid, _ = hist.reserve("1")
+        over = hist.withdraw(uuid, d, "1.01")
+        assert found(audit.run(dbs[0], aud, now_us=NOW)) == [
+            ("reserve_balance_insufficient", "reserves_out", over)]
+        assert audit.run(dbs[0], aud, now_us=NOW)["findings"] == []
+        assert progress(aud)["reserves_reserve_out_serial_id"] == over + 1
+        assert progress(dbs[1]) == {}, "the exchange server's auditor database is untouched"
+    finally:
+        other.destroy()
+
+
+def test_internal_with_settle_skips_what_committed_during_the_wait(dbs, hist):
+    """A live primary: a withdrawal and its current_balance update land while the audit
+    waits; the audit state does not hold them yet, so that reserve is compared next run."""
+    import threading
+    d = hist.denomination(coin="1", fee_withdraw="0.01")
+    pub, uuid, _ = hist.reserve("5", current_balance="3.99")
+    hist.withdraw(uuid, d, "1.01")
+    out = {}
+    worker = threading.Thread(
+        target=lambda: out.update(report=run(dbs, internal=True, settle=3.0)))
+    worker.start()
+    time.sleep(0.5)
+    with psycopg.connect(dbs[0]) as conn:       # the exchange at work: one transaction
+        conn.execute("INSERT INTO exchange.reserves_out (h_blind_ev, denominations_serial, "
+                     "denom_sig, reserve_uuid, reserve_sig, execution_date, amount_with_fee) "
+                     "VALUES (%s, %s, 'x', %s, %s, %s, ROW(1, 1000000))",
+                     (os.urandom(64), d, uuid, os.urandom(64), T0))
+        conn.execute("UPDATE exchange.reserves SET current_balance = ROW(2, 98000000) "
+                     "WHERE reserve_uuid = %s", (uuid,))
+    worker.join()
+    assert out["report"]["findings"] == []
+    later = run(dbs, internal=True)
+    assert later["findings"] == [] and later["checks"]["reserves"]["rows_examined"] == {
+        "reserves_out": 1}
