@@ -67,42 +67,16 @@ def cli():
 
 
 def run_module(module, args, check=False, diff=False, verbosity=0):
-    """Run one module from library/ on localhost through a real ansible-playbook.
+    """One module from library/ through a real ansible-playbook (tests/ansible_runner.py).
 
-    Returns (registered result, full output); the output is what an operator's
-    log would hold, so tests can grep it for secrets.
+    Returns (result dict, full output); the output is what an operator's log
+    would hold, so tests can grep it for secrets.
     """
-    import json
-    import tempfile
-    import yaml
-    with tempfile.TemporaryDirectory() as tmp:
-        out_file = os.path.join(tmp, "result.json")
-        play = [{
-            "hosts": "localhost", "gather_facts": False,
-            "tasks": [
-                {"name": "module under test", module: args, "register": "result",
-                 "ignore_errors": True},
-                {"name": "keep the result", "ansible.builtin.copy": {
-                    "content": "{{ result | to_json }}", "dest": out_file},
-                 "check_mode": False, "diff": False},
-            ]}]
-        playbook = os.path.join(tmp, "play.yml")
-        with open(playbook, "w") as fh:
-            yaml.safe_dump(play, fh)
-        env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-                   ANSIBLE_NOCOLOR="1")
-        cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
-               "localhost,", "-c", "local", playbook,
-               "-e", f"ansible_python_interpreter={sys.executable}"]
-        cmd += ["--check"] if check else []
-        cmd += ["--diff"] if diff else []
-        cmd += ["-" + "v" * verbosity] if verbosity else []
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-        if not os.path.exists(out_file):
-            raise AssertionError(f"no module result; rc={proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
-        with open(out_file) as fh:
-            return json.load(fh), proc.stdout + proc.stderr
+    from ansible_runner import run_module as run
+    done = run(module, args, check=check, diff=diff, verbosity=verbosity)
+    if not done.results:
+        raise AssertionError(f"no module result: {done!r}\n{done.stdout}")
+    return done.result, done.stdout + done.stderr
 
 
 @pytest.fixture
