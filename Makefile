@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PG_BIN ?= /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint demo postgresql venv clean
+.PHONY: test unit lint demo crashloop postgresql venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,14 @@ postgresql:
 
 test: venv postgresql
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The auditor topology on this machine (playbooks/site.yml), traffic, sync, audit, status.
+demo: venv postgresql
+	scripts/demo.sh
+
+# The full issue-9 crash loop: 50 kill -9 during a 1M-row pass (make test runs 8 on 150k).
+crashloop: venv postgresql
+	TALER_OPS_CRASH_RUNS=50 TALER_OPS_CRASH_ROWS=1000000 $(VENV)/bin/pytest -s tests/test_crashloop.py
 
 lint: venv
 	$(VENV)/bin/ansible-lint --offline

@@ -323,3 +323,18 @@ def test_versioning_lock_is_released(exchange_db):
     with psycopg.connect(exchange_db, autocommit=True) as conn:
         assert conn.execute("SELECT pg_try_advisory_lock(%s)",
                             (versioning.DBINIT_LOCK_KEY,)).fetchone()[0]
+
+
+def test_gc_on_safe_copy_refused_while_a_sync_runs(fresh_db):
+    from taler_ops.sync import SYNC_LOCK_KEY
+    dbinit.exchange_dbinit(fresh_db, role="safe-copy")
+    with psycopg.connect(fresh_db, autocommit=True) as sync_conn:
+        sync_conn.execute("SELECT pg_advisory_lock(%s)", (SYNC_LOCK_KEY,))
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            with pytest.raises(TalerOpsError, match="a taler-ops sync is running"):
+                gc.collect(conn)
+        sync_conn.execute("SELECT pg_advisory_unlock(%s)", (SYNC_LOCK_KEY,))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        assert gc.collect(conn)["deleted"] == {}
+        # and it released the lock again for the sync
+        assert conn.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]

@@ -30,6 +30,7 @@ Refused on an ingres copy: it follows the exchange's own GC by replication,
 and deleting there could remove rows the sync has not copied yet.
 """
 
+import contextlib
 import time
 
 import psycopg
@@ -133,6 +134,25 @@ def collect(conn, now_us=None, dry_run=False):
             "copied yet")
     now = now_us if now_us is not None else current_time_us()
     params = {"now": now, "ancient": now - TEN_YEARS_US}
+    if role == "safe-copy":
+        with _sync_excluded(conn):
+            return _collect(conn, role, now, params, dry_run)
+    return _collect(conn, role, now, params, dry_run)
+
+
+@contextlib.contextmanager
+def _sync_excluded(conn):
+    from .sync import SYNC_LOCK_KEY
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]:
+        raise TalerOpsError("garbage collection refused: a taler-ops sync is running on this "
+                            "safe copy; stop it (or wait for its pass to end) and retry")
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (SYNC_LOCK_KEY,))
+
+
+def _collect(conn, role, now, params, dry_run):
     with conn.transaction():
         before = _counts(conn)
         for step in _STEPS:
