@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# make demo: deploy the auditor topology on this machine (playbooks/site.yml
+# with inventories/local), write some exchange history, let it replicate,
+# sync and audit it, and print a short status.  Rerunnable: the deployment is
+# idempotent and the generator appends a new batch each time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+# The local inventory's layout (inventories/local/group_vars/all.yml).
+PG_BIN=/usr/lib/postgresql/15/bin
+RUN=/run/taler-ops
+ETC=/etc/taler-ops
+TALER_OPS=/opt/taler-ops/venv/bin/taler-ops
+ROWS=${DEMO_ROWS:-20000}
+STATE=demo-state
+declare -A PORT=([exchange]=5441 [ingres]=5442 [production]=5443)
+declare -A OWNER=([exchange]=taler-exchange-db [ingres]=taler-ingres [production]=taler-production)
+declare -A DB=([exchange]=taler_exchange [ingres]=taler_exchange [production]=taler_auditor)
+
+step() { printf '\n== %s\n' "$*"; }
+has_command() { "$TALER_OPS" "$1" --help >/dev/null 2>&1; }
+psql_as_admin() {  # instance, sql -- root is peer-mapped onto each instance's superuser
+    "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$RUN/$1" -p "${PORT[$1]}" -U "${OWNER[$1]}" -d "${DB[$1]}" -c "$2"
+}
+replicated_counts() {  # one line per replicated table: name count
+    local tables
+    tables=$("$TALER_OPS_PY" -c 'from taler_ops import registry; print(" ".join(e.name for e in registry.REPLICATED))')
+    local sql="" t
+    for t in $tables; do sql+="${sql:+ UNION ALL }SELECT '$t', count(*) FROM exchange.$t"; done
+    psql_as_admin "$1" "$sql ORDER BY 1" | tr '|' ' '
+}
+total() { awk '{s += $2} END {print s + 0}'; }
+
+step "Deploy (ansible-playbook playbooks/site.yml)"
+start=$(date +%s)
+ansible-playbook playbooks/site.yml
+echo "site.yml took $(( $(date +%s) - start )) s"
+TALER_OPS_PY=/opt/taler-ops/venv/bin/python
+
+mkdir -p "$STATE"
+chmod 0700 "$STATE"
+for inst in exchange ingres production; do
+    printf '[exchangedb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=%s\n' \
+        "${DB[$inst]}" "$RUN" "$inst" "${PORT[$inst]}" "${OWNER[$inst]}" > "$STATE/$inst.conf"
+done
+
+step "Exchange traffic (taler-ops gen --rows $ROWS on the exchange primary)"
+if has_command gen; then
+    "$TALER_OPS" gen -c "$STATE/exchange.conf" --rows "$ROWS" --seed "$(date +%s)"
+else
+    echo "skipped: not implemented yet"
+fi
+
+step "Replication to ingres"
+want=$(replicated_counts exchange | total)
+for _ in $(seq 1 120); do
+    got=$(replicated_counts ingres | total)
+    [ "$got" = "$want" ] && break
+    sleep 0.5
+done
+echo "exchange rows: $want, ingres rows: $got"
+[ "$got" = "$want" ] || { echo "replication did not catch up" >&2; exit 1; }
+
+step "Safe sync (ingres -> safe copy)"
+if ! has_command sync; then
+    echo "skipped: not implemented yet"
+elif [ -f "$RUN/sync/sync.pid" ] && kill -0 "$(cat "$RUN/sync/sync.pid")" 2>/dev/null; then
+    # The daemon holds the safe copy's sync lock, so a second `sync -t` would
+    # refuse to run; wait for the daemon to catch up instead.
+    echo "the sync daemon runs (supervisor pid $(cat "$RUN/sync/sync.pid")); waiting for it to catch up"
+    for _ in $(seq 1 240); do
+        copied=$(replicated_counts production | total)
+        [ "$copied" = "$want" ] && break
+        sleep 0.5
+    done
+    echo "safe copy rows: $copied"
+else
+    runuser -u taler-sync -- "$TALER_OPS" sync -s "$ETC/sync/ingres.conf" -d "$ETC/sync/production.conf" -t
+fi
+
+step "Audit of the safe copy (taler-ops audit -t, as the auditor)"
+if has_command audit; then
+    runuser -u taler-auditor -- "$TALER_OPS" audit -c "$ETC/auditor/auditor.conf" -t
+else
+    echo "skipped: not implemented yet"
+fi
+
+step "Status"
+printf '%-11s %-18s %-6s %-8s %s\n' INSTANCE "UNIX USER" PORT PID STATE
+for inst in exchange ingres production; do
+    pid=$(head -n1 "/var/lib/taler-ops/$inst/postmaster.pid" 2>/dev/null || true)
+    user=$( [ -n "$pid" ] && ps -o user= -p "$pid" || echo -)
+    state=$( [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo running || echo stopped)
+    printf '%-11s %-18s %-6s %-8s %s\n' "$inst" "${user:--}" "${PORT[$inst]}" "${pid:--}" "$state"
+done
+echo
+echo "replication (exchange slot -> ingres subscription):"
+psql_as_admin exchange "SELECT format('  slot %s: active=%s wal_status=%s lag=%s', slot_name, active, wal_status,
+    pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn))) FROM pg_replication_slots"
+psql_as_admin ingres "SELECT format('  subscription %s: enabled=%s worker=%s last message %s', s.subname, s.subenabled,
+    coalesce(st.pid::text, 'none'), coalesce(to_char(st.last_msg_receipt_time, 'HH24:MI:SS'), '-'))
+    FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL"
+echo
+echo "replicated rows: exchange $(replicated_counts exchange | total), ingres $(replicated_counts ingres | total)," \
+     "safe copy $(replicated_counts production | total)"
+if has_command status; then
+    echo
+    # Without the per-table sync listing, to keep it short.
+    "$TALER_OPS" status -p "$STATE/exchange.conf" -s "$STATE/ingres.conf" -d "$STATE/production.conf" \
+        -a "$ETC/auditor/auditor.conf" --table \
+        | awk '/^  table  /{skip=1; next} skip && /^  [a-z_]+ +[0-9]+ +[0-9]+ +[0-9]+$/{next} {skip=0; print}' || true
+fi
