@@ -134,7 +134,7 @@ def collect(conn, now_us=None, dry_run=False):
             "copied yet")
     now = now_us if now_us is not None else current_time_us()
     params = {"now": now, "ancient": now - TEN_YEARS_US}
-    if role == "safe-copy":
+    if role == "safe-copy" and not dry_run:  # a dry run rolls back: nothing to protect
         with _sync_excluded(conn):
             return _collect(conn, role, now, params, dry_run)
     return _collect(conn, role, now, params, dry_run)
