@@ -119,3 +119,36 @@ def test_status_bad_arguments(cli, conf):
     path = conf("x.conf", {"exchangedb-postgres": {"CONFIG": "postgresql:///x"}})
     assert cli("status", "-d", path).returncode == 2
     assert cli("status", "-s", "/nonexistent.conf").returncode == 6
+
+
+def test_sync_daemon_writes_metrics_and_exports_its_halt(cluster, conf, tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    ingres, safe = cluster.createdb("metrics_ingres"), cluster.createdb("metrics_safe")
+    dbinit.exchange_dbinit(ingres, role="ingres")
+    dbinit.exchange_dbinit(safe, role="safe-copy")
+    with psycopg.connect(ingres, autocommit=True) as conn:
+        b.wire_target(conn, "m1")
+    prom = tmp_path / "sync.prom"
+    cmd = [sys.executable, "-m", "taler_ops.cli", "sync",
+           "-s", conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}}),
+           "-d", conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}}),
+           "--settle", "0", "--metrics-textfile", str(prom)]
+    daemon = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        wait_for(lambda: prom.exists() and "taler_ops_sync_halted 0.0" in prom.read_text())
+        assert 'taler_ops_instance_up{instance="ingres"} 1.0' in prom.read_text()
+        with psycopg.connect(ingres, autocommit=True) as conn:
+            conn.execute("INSERT INTO exchange.wire_targets (wire_target_serial_id, "
+                         "wire_target_h_payto, payto_uri, h_normalized_payto) "
+                         "VALUES (2, sha256('x'::bytea), 'payto://evil/y', sha256('y'::bytea))")
+        _, err = daemon.communicate(timeout=60)
+        assert daemon.returncode == 1 and "rule=derived-hash" in err
+        body = prom.read_text()
+        assert "taler_ops_sync_halted 1.0" in body
+        assert 'taler_ops_sync_watermark{table="wire_targets"} 1.0' in body
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()

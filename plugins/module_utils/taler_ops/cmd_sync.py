@@ -1,6 +1,7 @@
 """``taler-ops sync`` and ``taler-ops verify``.
 
 sync:   taler-ops sync -s SRC.conf -d DST.conf [-t] [-b N] [--settle S] [--pidfile FILE]
+        [--metrics-textfile FILE]
         Exit 0: synchronized (-t) or stopped by SIGTERM/SIGINT; 1: HALT (an
         invariant violation, one ``HALT table=... serial=... rule=...`` line on
         stderr) or another sync holds the destination; 2: bad arguments;
@@ -17,9 +18,10 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from . import config, sync, verify
-from .errors import UsageError
+from .errors import TalerOpsError, UsageError
 
 log = logging.getLogger("taler_ops.sync")
 
@@ -106,12 +108,19 @@ def _sync(args):
                     "dry run" if args.dry_run else "synchronized")
                 print(f"{state}: {verb} {result['copied']} rows in {result['passes']} pass(es)")
             return 0
+        export = _metrics_exporter(args.metrics_textfile, src_uri, dst_uri)
+
+        def on_pass(result):
+            _print_pass(result, progress, args.json)
+            export()
+
         result = sync.run_daemon(src_uri, dst_uri, args.batch, progress=progress, stop=stop,
-                                 on_pass=lambda r: _print_pass(r, progress, args.json),
+                                 on_pass=on_pass,
                                  settle=sync.DEFAULT_SETTLE if args.settle is None else args.settle)
         print(f"stopped: copied {result['copied']} rows in {result['passes']} pass(es)")
         return 0
     except sync.SyncHalt as halt:
+        _metrics_exporter(args.metrics_textfile, src_uri, dst_uri)(force=True)
         progress.end_line()
         print(str(halt), file=sys.stderr)
         if args.json:
@@ -123,6 +132,28 @@ def _sync(args):
                 os.unlink(args.pidfile)
             except OSError:
                 pass
+
+
+METRICS_INTERVAL = 15.0  # seconds between two metrics files; a pass can be much shorter
+
+
+def _metrics_exporter(path, src_uri, dst_uri):
+    """Write status metrics for node_exporter's textfile collector, at most every 15 s.
+
+    A failure to export is logged, never fatal: metrics must not stop the sync.
+    """
+    last = [float("-inf")]
+
+    def export(force=False):
+        if not path or (not force and time.monotonic() - last[0] < METRICS_INTERVAL):
+            return
+        last[0] = time.monotonic()
+        from . import metrics, status
+        try:
+            metrics.write_textfile(status.collect(ingres_uri=src_uri, safe_uri=dst_uri), path)
+        except (OSError, TalerOpsError) as exc:
+            logging.getLogger(__name__).warning("metrics not written to %s: %s", path, exc)
+    return export
 
 
 def _verify(args):
@@ -175,6 +206,9 @@ def add_parser(sub):
                         "committed out of serial order are not stepped over "
                         f"(default {sync.DEFAULT_SETTLE})")
     p.add_argument("--pidfile", metavar="FILE", help="write the process id here while running")
+    p.add_argument("--metrics-textfile", metavar="FILE",
+                   help="daemon: keep Prometheus metrics of ingres and sync in FILE (node_exporter "
+                        "textfile collector; rewritten at most every 15 s and on a halt)")
     p.set_defaults(handler=_sync)
 
     p = sub.add_parser("verify", help="report rows changed or deleted upstream after copying",
