@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+import psycopg
+
 from . import config, sync, verify
 from .errors import TalerOpsError, UsageError
 
@@ -148,10 +150,10 @@ def _metrics_exporter(path, src_uri, dst_uri):
         if not path or (not force and time.monotonic() - last[0] < METRICS_INTERVAL):
             return
         last[0] = time.monotonic()
-        from . import metrics, status
         try:
+            from . import metrics, status
             metrics.write_textfile(status.collect(ingres_uri=src_uri, safe_uri=dst_uri), path)
-        except (OSError, TalerOpsError) as exc:
+        except (ImportError, OSError, TalerOpsError, psycopg.Error) as exc:
             logging.getLogger(__name__).warning("metrics not written to %s: %s", path, exc)
     return export
 

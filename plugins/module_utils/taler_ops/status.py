@@ -51,8 +51,13 @@ def ingres(uri):
         part["problems"].append("ingres database is down")
         return part
     now = _now()
-    with connect(uri, "ingres database", autocommit=True) as conn:
-        subs = replication.subscriptions(conn)
+    try:
+        with connect(uri, "ingres database", autocommit=True) as conn:
+            subs = replication.subscriptions(conn)
+    except psycopg.Error as exc:
+        # e.g. the sync's role may read the exchange tables but not every catalog
+        part["problems"].append(f"cannot read the subscriptions: {' '.join(str(exc).split())}")
+        return part
     for sub in subs:
         sub["last_msg_age_seconds"] = _age(sub["last_msg_receipt_time"], now)
         if not sub["enabled"]:
