@@ -5,10 +5,7 @@ returns the offending rows, so the tests can say which rule broke where.
 """
 
 from taler_ops import hashing, registry
-
-
-def _num(expr):
-    return f"(({expr}).val::numeric * 100000000 + ({expr}).frac)"
+from taler_ops.exchange_schema import amount_units as _num
 
 
 # Set-based (grouped) forms of the formulas in docs/economics.md, so they stay

@@ -11,7 +11,9 @@ import itertools
 
 from psycopg import sql
 
-FRAC_BASE = 100_000_000
+from .exchange_schema import AMOUNT_FRAC_BASE as FRAC_BASE
+from .exchange_schema import amount_units as num  # noqa: F401 (used by the checks)
+
 MAX_SERIAL = 2 ** 63 - 1
 
 # kind -> (findings table, column naming the exchange table or the fixed table,
@@ -45,11 +47,6 @@ _cursor_names = itertools.count(1)
 
 class Units(int):
     """An amount in 1e-8 units; stored as auditor.taler_amount, reported as a string."""
-
-
-def num(expr):
-    """SQL numeric (1e-8 units) of a taler_amount expression; NULL stays NULL."""
-    return f"(({expr}).val::numeric * {FRAC_BASE} + ({expr}).frac)"
 
 
 def units(value):

@@ -21,6 +21,11 @@ AMOUNT_FRAC_BASE = 100_000_000
 ROLES = ("primary", "ingres", "safe-copy")
 
 
+def amount_units(expr):
+    """SQL numeric of a taler_amount expression in 1e-8 units (exact; NULL stays NULL)."""
+    return f"(({expr}).val::numeric * {AMOUNT_FRAC_BASE} + ({expr}).frac)"
+
+
 @dataclass(frozen=True)
 class Patch:
     name: str

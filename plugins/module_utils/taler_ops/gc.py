@@ -37,35 +37,32 @@ import psycopg
 from psycopg import sql
 
 from .errors import TalerOpsError
+from .exchange_schema import amount_units
 from .exchange_tables import TABLES
 
 TEN_YEARS_US = 10 * 365 * 24 * 3600 * 1_000_000
 
 
-def _num(expr):
-    return f"(({expr}).val::numeric * 100000000 + ({expr}).frac)"
-
-
 _DERIVED_BALANCE = f"""
-      COALESCE((SELECT sum({_num('ri.credit')}) FROM exchange.reserves_in ri
+      COALESCE((SELECT sum({amount_units('ri.credit')}) FROM exchange.reserves_in ri
                  WHERE ri.reserve_pub = r.reserve_pub), 0)
-    + COALESCE((SELECT sum({_num('rc.amount')}) FROM exchange.recoup rc
+    + COALESCE((SELECT sum({amount_units('rc.amount')}) FROM exchange.recoup rc
                   JOIN exchange.reserves_out ro USING (reserve_out_serial_id)
                  WHERE ro.reserve_uuid = r.reserve_uuid), 0)
-    + COALESCE((SELECT sum({_num('pr.amount_with_fee')}) FROM exchange.account_merges am
+    + COALESCE((SELECT sum({amount_units('pr.amount_with_fee')}) FROM exchange.account_merges am
                   JOIN exchange.purse_requests pr USING (purse_pub)
                  WHERE am.reserve_pub = r.reserve_pub), 0)
-    + COALESCE((SELECT sum({_num('wi.amount_with_fee')}) FROM exchange.wad_in_entries wi
+    + COALESCE((SELECT sum({amount_units('wi.amount_with_fee')}) FROM exchange.wad_in_entries wi
                  WHERE wi.reserve_pub = r.reserve_pub), 0)
-    + COALESCE((SELECT sum({_num('od.contribution')}) FROM exchange.reserves_open_deposits od
+    + COALESCE((SELECT sum({amount_units('od.contribution')}) FROM exchange.reserves_open_deposits od
                  WHERE od.reserve_pub = r.reserve_pub), 0)
-    - COALESCE((SELECT sum({_num('ro.amount_with_fee')}) FROM exchange.reserves_out ro
+    - COALESCE((SELECT sum({amount_units('ro.amount_with_fee')}) FROM exchange.reserves_out ro
                  WHERE ro.reserve_uuid = r.reserve_uuid), 0)
-    - COALESCE((SELECT sum({_num('cl.amount')} + {_num('cl.closing_fee')})
+    - COALESCE((SELECT sum({amount_units('cl.amount')} + {amount_units('cl.closing_fee')})
                   FROM exchange.reserves_close cl WHERE cl.reserve_pub = r.reserve_pub), 0)
-    - COALESCE((SELECT sum({_num('hr.history_fee')}) FROM exchange.history_requests hr
+    - COALESCE((SELECT sum({amount_units('hr.history_fee')}) FROM exchange.history_requests hr
                  WHERE hr.reserve_pub = r.reserve_pub), 0)
-    - COALESCE((SELECT sum({_num('oq.reserve_payment')}) FROM exchange.reserves_open_requests oq
+    - COALESCE((SELECT sum({amount_units('oq.reserve_payment')}) FROM exchange.reserves_open_requests oq
                  WHERE oq.reserve_pub = r.reserve_pub), 0)
 """
 
