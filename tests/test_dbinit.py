@@ -17,6 +17,9 @@ def exconf(conf, fresh_db):
     return conf("exchange.conf", {"exchangedb-postgres": {"CONFIG": fresh_db}}), fresh_db
 
 
+ALL_EXCHANGE = ["exchange-0001", "exchange-0002"]
+
+
 def _patches(uri):
     with psycopg.connect(uri) as conn:
         return conn.execute(
@@ -27,7 +30,7 @@ def test_create_then_rerun_changes_nothing(cli, exconf):
     path, uri = exconf
     first = cli("exchange-dbinit", "-c", path)
     assert first.returncode == 0, first.stderr
-    assert "applied exchange-0001" in first.stdout
+    assert "applied exchange-0001" in first.stdout and "applied exchange-0002" in first.stdout
     before = _patches(uri)
     second = cli("exchange-dbinit", "-c", path)
     assert second.returncode == 0, second.stderr
@@ -39,7 +42,7 @@ def test_check_lists_pending_and_changes_nothing(cli, exconf):
     path, uri = exconf
     out = cli("exchange-dbinit", "-c", path, "--check")
     assert out.returncode == 0
-    assert "pending patches: exchange-0001" in out.stdout
+    assert "pending patches: exchange-0001 exchange-0002" in out.stdout
     with psycopg.connect(uri) as conn:
         assert conn.execute("SELECT to_regnamespace('_v')").fetchone()[0] is None
     cli("exchange-dbinit", "-c", path, check=True)
@@ -54,7 +57,8 @@ def test_two_concurrent_runs_both_succeed_and_apply_once(exconf):
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     assert sum("applied exchange-0001" in o for o, _ in outs) == 1
-    assert [name for name, _ in _patches(uri)] == ["exchange-0001"]
+    assert sum("applied exchange-0002" in o for o, _ in outs) == 1
+    assert [name for name, _ in _patches(uri)] == ALL_EXCHANGE
 
 
 def test_reset_drops_data_and_recreates(cli, exconf):
@@ -67,7 +71,7 @@ def test_reset_drops_data_and_recreates(cli, exconf):
     assert "dropped the exchange schema" in out.stdout
     with psycopg.connect(uri) as conn:
         assert b.count(conn, "wire_targets") == 0
-    assert [n for n, _ in _patches(uri)] == ["exchange-0001"]
+    assert [n for n, _ in _patches(uri)] == ALL_EXCHANGE
 
 
 def test_layout_is_fixed_at_creation(exconf):
@@ -228,7 +232,7 @@ def test_exchange_and_auditor_share_one_database(fresh_db):
     dbinit.exchange_dbinit(fresh_db)
     dbinit.auditor_dbinit(fresh_db)
     dbinit.auditor_dbinit(fresh_db, drop=True)
-    assert [n for n, _ in _patches(fresh_db)] == ["auditor-0001", "exchange-0001"]
+    assert [n for n, _ in _patches(fresh_db)] == ["auditor-0001"] + ALL_EXCHANGE
     dbinit.exchange_drop(fresh_db)
     assert [n for n, _ in _patches(fresh_db)] == ["auditor-0001"]
 

@@ -54,7 +54,7 @@ def test_bulk_100k_fills_every_replicated_table_consistently(exchange_db):
     counts = _counts(exchange_db)
     empty = [e.name for e in registry.REPLICATED if counts[e.name] == 0]
     assert empty == []
-    assert len(registry.REPLICATED) == 45
+    assert len(registry.REPLICATED) == 46
     assert inserted == {t: n for t, n in counts.items() if n}
     assert 95_000 <= sum(counts.values()) <= 110_000
     # Withdrawals and deposits dominate, as on a real exchange.

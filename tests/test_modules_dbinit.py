@@ -21,12 +21,13 @@ def test_exchange_module_check_diff_apply_idempotent(module_runner, login):
     args, uri = login
     res, _ = module_runner("taler_exchange_dbinit", dict(args, role="safe-copy"),
                            check=True, diff=True)
-    assert res["changed"] is True and res["pending"] == ["exchange-0001"]
-    assert res["diff"] == {"before": {"patches": []}, "after": {"patches": ["exchange-0001"]}}
+    assert res["changed"] is True and res["pending"] == ["exchange-0001", "exchange-0002"]
+    assert res["diff"] == {"before": {"patches": []},
+                           "after": {"patches": ["exchange-0001", "exchange-0002"]}}
     assert _tables(uri) == 0, "check mode must not touch the database"
 
     res, _ = module_runner("taler_exchange_dbinit", dict(args, role="safe-copy"), diff=True)
-    assert res["changed"] is True and res["applied"] == ["exchange-0001"]
+    assert res["changed"] is True and res["applied"] == ["exchange-0001", "exchange-0002"]
     assert res["setup"]["role"] == "safe-copy"
     assert _tables(uri) > 44
 

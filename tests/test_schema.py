@@ -23,11 +23,12 @@ def _catalog_columns(conn, table):
             ORDER BY a.attnum""", (f"exchange.{table}",)).fetchall()
 
 
-def test_registry_covers_taler_44_plus_partners():
+def test_registry_covers_taler_44_plus_partners_and_kycauths_in():
     names = {e.name for e in registry.REPLICATED}
     assert len(TALER_44) == 44
     assert set(registry.TALER_SYNC_TABLES) == TALER_44
-    assert names == TALER_44 | {"partners"}
+    # partners: referenced by purse and wad tables; kycauths_in: exchange-0002.
+    assert names == TALER_44 | {"partners", "kycauths_in"}
 
 
 def test_copy_order_puts_parents_first():

@@ -65,7 +65,7 @@ COLUMNS = {
     "reserves": "reserve_uuid reserve_pub expiration_date gc_date current_balance "
                 "purses_active purses_allowed birthday",
     "reserves_in": "reserve_in_serial_id reserve_pub wire_reference credit wire_source_h_payto "
-                   "exchange_account_section execution_date",
+                   "exchange_account_section execution_date sender_name",
     "reserves_close": "close_uuid reserve_pub execution_date wtid wire_target_h_payto amount "
                       "closing_fee close_request_row",
     "reserves_open_requests": "open_request_uuid reserve_pub request_timestamp expiration_date "
@@ -134,6 +134,8 @@ COLUMNS = {
     "wad_in_entries": "wad_in_entry_serial_id wad_in_serial_id reserve_pub purse_pub h_contract "
                       "purse_expiration merge_timestamp amount_with_fee wad_fee deposit_fees "
                       "reserve_sig purse_sig",
+    "kycauths_in": "kycauth_in_serial_id account_pub wire_reference credit wire_source_h_payto "
+                   "exchange_account_section execution_date",
     "profit_drains": "profit_drain_serial_id wtid account_section payto_uri trigger_date amount "
                      "master_sig executed",
     "prewire": "prewire_uuid wire_method finished failed buf",
@@ -149,6 +151,15 @@ def _rule(table, column):
 
 
 _H_PAYTO_RULE = _rule("wire_targets", "wire_target_h_payto")
+
+
+def sender_name(payto):
+    """The receiver-name of a payto URI, as a bank reports the sender of a transfer."""
+    for part in payto.partition("?")[2].split("&"):
+        key, _, value = part.partition("=")
+        if key == "receiver-name" and value:
+            return value.replace("+", " ")[:256]
+    return None
 
 
 def h_payto(payto):
@@ -319,8 +330,10 @@ class Exchange:
                 "(account_fee).val * 100000000 + (account_fee).frac "
                 "FROM exchange.global_fee ORDER BY start_date"):
             self.fees.glob.append(tuple(row))
+        # Both kinds of incoming transfer draw from one counter of bank transfer ids.
         self.wire_reference = conn.execute(
-            "SELECT COALESCE(max(wire_reference), 0) FROM exchange.reserves_in").fetchone()[0]
+            "SELECT GREATEST((SELECT COALESCE(max(wire_reference), 0) FROM exchange.reserves_in),"
+            " (SELECT COALESCE(max(wire_reference), 0) FROM exchange.kycauths_in))").fetchone()[0]
 
     def ensure_fees(self, t_from, t_to):
         """Fee rows for every fee year touching [t_from, t_to] that no row covers yet."""
@@ -427,13 +440,18 @@ class Exchange:
                  t < self.now - HOUR)
 
     # -- accounts and KYC ----------------------------------------------------
-    def wire_target(self, payto, kyc_pub=False):
+    def wire_target(self, payto, t, kyc_pub=False):
+        """A bank account; with ``kyc_pub`` its owner proved control by a KYC auth transfer."""
         rng = self.rng
         serial = self.w.serial("wire_targets")
         token = rng.key32()
-        self.put("wire_targets", serial, None, payto, token, rng.key32() if kyc_pub else None,
-                 None, None)
-        return h_payto(payto), token
+        account_pub = rng.key32() if kyc_pub else None
+        self.put("wire_targets", serial, None, payto, token, account_pub, None, None)
+        h = h_payto(payto)
+        if kyc_pub:
+            self.put("kycauths_in", self.w.serial("kycauths_in"), account_pub,
+                     self.next_wire_reference(), CENT, h, ACCOUNT_SECTION, t)
+        return h, token
 
     def kyc(self, h, token, t):
         """A KYC measure, its provider process and the AML outcome for an account."""
@@ -459,7 +477,7 @@ class Exchange:
         payto = (f"payto://iban/DE{tag % 100:02d}5001051{tag % 10**12:012d}"
                  f"?receiver-name=Shop+{n}")
         m = Merchant(rng.key32(), payto)
-        h, token = self.wire_target(payto, kyc_pub=True)
+        h, token = self.wire_target(payto, t, kyc_pub=True)
         self.kyc(h, token, t)
         self.merchants.append(m)
         return m
@@ -477,7 +495,7 @@ class Exchange:
         tag = rng.getrandbits(40)
         payto = (f"payto://x-taler-bank/bank.demo.taler.net/customer{tag:010x}"
                  f"?receiver-name=Customer+{n}")
-        h, token = self.wire_target(payto)
+        h, token = self.wire_target(payto, t, kyc_pub=kyc)
         if kyc:
             self.kyc(h, token, t)
         entry = (h, payto)
@@ -491,7 +509,8 @@ class Exchange:
     def credit_wire(self, res, amount, t):
         """reserves_in: the customer's bank transfer into the reserve."""
         self.put("reserves_in", self.w.serial("reserves_in"), res.pub,
-                 self.next_wire_reference(), amount, res.origin[0], ACCOUNT_SECTION, t)
+                 self.next_wire_reference(), amount, res.origin[0], ACCOUNT_SECTION, t,
+                 sender_name(res.origin[1]))
         self._credit(res, amount, t)
 
     def _credit(self, res, amount, t):

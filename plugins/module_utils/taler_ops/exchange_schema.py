@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from .exchange_tables import TABLES
-from .spec import FIRST_PATCH
+from .spec import FIRST_PATCH, KYC_AUTH_PATCH
 
 SCHEMA = "exchange"
 MAX_AMOUNT_VALUE = 2 ** 52   # Taler's TALER_AMOUNT_MAX_VALUE
@@ -33,7 +33,7 @@ class Patch:
     conflicts: Tuple[str, ...] = ()
 
 
-PATCHES = (Patch(FIRST_PATCH),)
+PATCHES = (Patch(FIRST_PATCH), Patch(KYC_AUTH_PATCH, requires=(FIRST_PATCH,)))
 
 
 def _q(name):
@@ -73,9 +73,14 @@ def _keys(table):
         yield "UNIQUE", unique
 
 
+def _born_with_table(col, table):
+    """A column older than its table (the default ``since``) is created with it."""
+    return col.since <= table.since
+
+
 def _create_table(table, partitions):
     qualified = f"{SCHEMA}.{_q(table.name)}"
-    body = [_column_sql(c) for c in table.columns if c.since == table.since]
+    body = [_column_sql(c) for c in table.columns if _born_with_table(c, table)]
     partitioned = partitions is not None and table.partition_key is not None
     key_on_parts = []
     for kind, cols in _keys(table):
@@ -173,7 +178,7 @@ def render(patch_name, partitions=None, foreign_keys=True):
         if table.since == patch_name:
             continue
         for col in table.columns:
-            if col.since == patch_name:
+            if col.since == patch_name and not _born_with_table(col, table):
                 out.append(f"ALTER TABLE {SCHEMA}.{_q(table.name)} ADD COLUMN {_column_sql(col)}")
     for table in new_tables:
         out += _index_fk_columns(table)

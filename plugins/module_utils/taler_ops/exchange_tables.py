@@ -1,4 +1,4 @@
-"""The exchange schema (patch exchange-0001), table by table.
+"""The exchange schema, table by table (patches exchange-0001 and exchange-0002).
 
 Table and column names are Taler's (taler-exchange, patches 0002..0007 folded
 into one).  Mutable columns are the ones the exchange updates after insert;
@@ -9,9 +9,13 @@ Differences from Taler, on purpose:
 - ``partners`` is replicated too: purse_merges, purse_deposits and wads_out
   reference it, and Taler's sync never copied it (taler-facts §8.6).
 - batch_deposits.merchant_sig is copied (it is immutable history).
+
+exchange-0002 is additive, as an upgrade between releases must be when the
+ingres copy is fed by logical replication (which does not carry DDL): the new
+table ``kycauths_in`` and the new nullable column ``reserves_in.sender_name``.
 """
 
-from .spec import (DerivedHash, Table, amount, blob, boolean, fk, int2, int4, int8,
+from .spec import (KYC_AUTH_PATCH, DerivedHash, Table, amount, blob, boolean, fk, int2, int4, int8,
                    key32, key64, serial, text, timestamp)
 
 _RESTRICT = "RESTRICT"
@@ -94,7 +98,11 @@ TABLES = (
         "reserves_in", "reserve_in_serial_id",
         (serial("reserve_in_serial_id"), key32("reserve_pub"), int8("wire_reference"),
          amount("credit"), key32("wire_source_h_payto"),
-         text("exchange_account_section"), timestamp("execution_date")),
+         text("exchange_account_section"), timestamp("execution_date"),
+         # The account holder's name as the bank reported it (exchange-0002);
+         # NULL on credits booked before the upgrade.
+         text("sender_name", nullable=True, since=KYC_AUTH_PATCH,
+              check="LENGTH(sender_name) BETWEEN 1 AND 256")),
         primary_key=("reserve_pub",), uniques=(("reserve_in_serial_id",),),
         foreign_keys=(fk("reserve_pub", "reserves"),
                       fk("wire_source_h_payto", "wire_targets", "wire_target_h_payto",
@@ -394,6 +402,19 @@ TABLES = (
          key64("master_sig"),
          boolean("executed", default="FALSE", mutable=True)),
         primary_key=("profit_drain_serial_id",), uniques=(("wtid",),)),
+    Table(
+        "kycauths_in", "kycauth_in_serial_id",
+        (serial("kycauth_in_serial_id"), key32("account_pub"), int8("wire_reference"),
+         amount("credit"), key32("wire_source_h_payto"), text("exchange_account_section"),
+         timestamp("execution_date")),
+        primary_key=("kycauth_in_serial_id",),
+        # The bank's transfer id is unique per exchange account, as for reserves_in.
+        uniques=(("exchange_account_section", "wire_reference"),),
+        foreign_keys=(fk("wire_source_h_payto", "wire_targets", "wire_target_h_payto",
+                         _RESTRICT),),
+        partition_key="wire_source_h_payto", taler_sync=False, since=KYC_AUTH_PATCH,
+        comment="wire transfers that prove control of a bank account for KYC "
+                "(the subject carries account_pub); no reserve is credited"),
     # Exchange-internal tables that garbage collection touches; never replicated.
     Table(
         "prewire", "prewire_uuid",

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 FIRST_PATCH = "exchange-0001"
+# KYC authorisation transfers (kycauths_in) and the sender name of reserve credits.
+KYC_AUTH_PATCH = "exchange-0002"
 
 
 @dataclass(frozen=True)
