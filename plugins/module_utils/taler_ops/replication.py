@@ -1,4 +1,5 @@
-"""Replication health as PostgreSQL reports it: publisher slots and subscriber workers.
+"""Replication health as PostgreSQL reports it: publisher slots, subscriber workers
+and a streaming standby's WAL receiver.
 
 Read-only catalog queries, shared by ``taler-ops status``, the metrics and the
 upgrade playbook's drain step (publisher WAL position confirmed by the
@@ -30,8 +31,11 @@ SELECT s.slot_name, s.slot_type, s.database, s.active, s.wal_status,
        pg_wal_lsn_diff(pg_current_wal_insert_lsn(),
                        COALESCE(s.confirmed_flush_lsn, s.restart_lsn))::int8 AS lag_bytes,
        pg_current_wal_insert_lsn()::text AS current_lsn,
-       COALESCE(s.confirmed_flush_lsn, s.restart_lsn)::text AS confirmed_lsn
+       COALESCE(s.confirmed_flush_lsn, s.restart_lsn)::text AS confirmed_lsn,
+       s.active_pid, r.state AS sender_state, l.ssl
   FROM pg_replication_slots s
+  LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+  LEFT JOIN pg_stat_ssl l ON l.pid = s.active_pid
  WHERE %(slot)s::text IS NULL OR s.slot_name = %(slot)s
  ORDER BY s.slot_name
 """
@@ -57,6 +61,29 @@ SELECT s.subname AS name, s.subenabled AS enabled,
  WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
  ORDER BY s.subname
 """
+
+
+# pg_stat_wal_receiver shows its details to superusers and pg_read_all_stats only;
+# other roles (the sync's) see the pid alone, so a receiver's existence is known.
+_WAL_RECEIVER = """
+SELECT r.pid AS receiver_pid, r.status, r.slot_name, r.sender_host, r.sender_port,
+       r.flushed_lsn::text AS flushed_lsn, r.latest_end_lsn::text AS latest_end_lsn,
+       r.last_msg_receipt_time, r.latest_end_time,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::int8
+           AS replay_lag_bytes,
+       pg_last_xact_replay_timestamp() AS last_replay_time,
+       pg_is_wal_replay_paused() AS replay_paused,
+       current_setting('hot_standby_feedback')::bool AS hot_standby_feedback
+  FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true
+"""
+
+
+def wal_receiver(conn):
+    """A hot standby's WAL receiver and replay position (run on the standby)."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(_WAL_RECEIVER).fetchone()
 
 
 def subscriptions(conn):
