@@ -223,17 +223,20 @@ class Syncer:
                 table, message = problems[0]
                 raise self._halt(table, None, validate.SCHEMA_DRIFT, f"{side}: {message}")
 
-    def _refuse_source_ahead(self):
+    def _refuse_source_ahead(self, in_snapshot=False):
         """A schema the safe copy does not have yet arrived on ingres: exit 5, write nothing.
 
         With streaming replication the ingres standby follows the primary's
         schema by itself, so after an exchange upgrade it is ahead of the safe
         copy until the upgrade playbook has migrated the safe copy too.
+        ``in_snapshot``: read ingres in the pass's snapshot (kept open), so a
+        patch and rows committed together are never split between the check
+        and the copy.
         """
         have = {}
         for side, conn in (("ingres", self.src), ("safe copy", self.dst)):
             have[side] = versioning.applied(conn, PATCH_PREFIX)
-            if conn is self.src:
+            if conn is self.src and not in_snapshot:
                 conn.rollback()
         ahead = sorted(set(have["ingres"]) - set(have["safe copy"]))
         if not ahead:
@@ -252,6 +255,7 @@ class Syncer:
         started = time.monotonic()
         result = {"tables": {}, "copied": 0, "stopped": False, "warnings": list(self.warnings)}
         try:
+            self._refuse_source_ahead(in_snapshot=True)
             maxima = self._source_maxima()
             limits = self._settled(maxima)
             marks = self._watermarks()
