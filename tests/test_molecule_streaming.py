@@ -5,13 +5,15 @@ taler_ingres_replication=streaming, checks idempotence and verifies (rows reach
 the safe copy through the hot standby, TLS verify-full, read-only sync role,
 status healthy in streaming mode).  Then, on the live deployment, a rerun of
 site.yml asking for logical replication must fail with a clear message and
-change nothing; ``molecule cleanup`` removes everything at the end.  The
+change nothing, and a rerun with ingres_standby_reclone=true clones the standby
+again while the sync goes on; ``molecule cleanup`` removes everything at the end.  The
 verbose output of every run is grepped for the generated passwords.
 """
 
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -33,6 +35,20 @@ def _snapshot():
             st = os.stat(os.path.join(top, name))
             entries[os.path.join(top, name)] = (st.st_size, st.st_mtime_ns)
     return entries
+
+
+def _psql(instance, port, user, db, query):
+    return subprocess.run(
+        ["/usr/lib/postgresql/15/bin/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+         "-h", f"/run/taler-ops-streaming/{instance}", "-p", str(port), "-U", user, "-d", db,
+         "-c", query], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _wait(predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(1)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates UNIX users and instances: needs root")
@@ -71,6 +87,24 @@ def test_molecule_streaming_scenario(tmp_path):
         assert "Install the taler-ops engine" not in out
         assert _snapshot() == before
         assert os.path.exists(os.path.join(ingres, "standby.signal"))
+
+        # Asked for explicitly, an existing standby is cloned again; the sync
+        # reconnects and rows keep reaching the safe copy.
+        reclone = subprocess.run(
+            [os.path.join(VENV_BIN, "ansible-playbook"), "playbooks/site.yml", "-v",
+             "-i", "inventories/local/hosts.yml", "-e", "@molecule/streaming/vars/main.yml",
+             "-e", "ingres_standby_reclone=true"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        out = reclone.stdout + reclone.stderr
+        outputs.append(out)
+        assert reclone.returncode == 0, out[-8000:]
+        assert re.search(r"Clone the primary with pg_basebackup[^\n]*\n\s*changed: \[auditor-local\]",
+                         out), out[-8000:]
+        _psql("exchange", 5521, "tst-exchange-db", "taler_exchange",
+              "INSERT INTO exchange.extensions (name) VALUES ('after-reclone')")
+        _wait(lambda: _psql("production", 5523, "tst-production", "taler_auditor",
+                            "SELECT count(*) FROM exchange.extensions "
+                            "WHERE name = 'after-reclone'") == "1")
     finally:
         cleanup = subprocess.run([molecule, "cleanup", "-s", "streaming"], cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=600)
