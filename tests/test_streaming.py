@@ -16,7 +16,7 @@ import sync_data
 from conftest import wait_for
 from pgcluster import PG_BIN, Cluster, _run_as
 from sync_helpers import execute
-from taler_ops import dbinit, sync
+from taler_ops import dbinit, replication, sync
 from taler_ops.errors import DatabaseNotReady
 
 SLOT = "taler_auditor_ingres"
@@ -48,9 +48,12 @@ def streaming():
 
 
 def _replayed(primary_uri, standby_uri):
-    lsn = execute(primary_uri, "SELECT pg_current_wal_insert_lsn()::text")[0][0]
-    wait_for(lambda: execute(standby_uri, "SELECT pg_last_wal_replay_lsn() >= "
-                                          f"'{lsn}'::pg_lsn")[0][0])
+    """Wait like an upgrade's drain step would: the standby replayed the primary's WAL end."""
+    with psycopg.connect(primary_uri, autocommit=True) as pconn, \
+            psycopg.connect(standby_uri, autocommit=True) as sconn:
+        lsn = replication.current_wal_lsn(pconn)
+        wait_for(lambda: replication.standby_replayed(sconn, lsn))
+        wait_for(lambda: replication.slot_confirmed(pconn, SLOT, lsn))
 
 
 def _confs(conf, exchange, ingres, safe):

@@ -102,8 +102,23 @@ def current_wal_lsn(conn):
 
 
 def slot_confirmed(conn, slot_name, lsn):
-    """Has the subscriber confirmed everything up to ``lsn`` (publisher side)?"""
+    """Has the subscriber confirmed everything up to ``lsn`` (publisher side)?
+
+    A physical slot has no confirmed_flush_lsn: its restart_lsn is what the
+    standby has flushed (received, not necessarily replayed: see standby_replayed).
+    """
     row = conn.execute(
-        "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, %s::pg_lsn) >= 0 "
+        "SELECT pg_wal_lsn_diff(COALESCE(confirmed_flush_lsn, restart_lsn), %s::pg_lsn) >= 0 "
         "FROM pg_replication_slots WHERE slot_name = %s", (lsn, slot_name)).fetchone()
+    return bool(row and row[0])
+
+
+def standby_replayed(conn, lsn):
+    """Has the hot standby (``conn``) replayed the primary's WAL up to ``lsn``?
+
+    What the sync reads on a standby is what was replayed, so this, not the
+    slot, tells when a streaming ingres holds everything the primary had at ``lsn``.
+    """
+    row = conn.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) >= 0",
+                       (lsn,)).fetchone()
     return bool(row and row[0])
