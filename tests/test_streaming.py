@@ -79,6 +79,7 @@ def test_status_reports_the_standby_and_its_physical_slot(streaming, conf, cli, 
     assert slot["wal_status"] == "reserved"
     table = cli("status", "-p", pub, "-s", ing, "--table")
     assert "standby (streaming): receiver streaming" in table.stdout
+    assert "ingres     up (PostgreSQL 15" in table.stdout and "streaming replication" in table.stdout
     prom = tmp_path / "m.prom"
     assert cli("status", "-s", ing, "--metrics-textfile", prom).returncode == 0
     assert "taler_ops_standby_receiver_up 1.0" in prom.read_text()

@@ -17,7 +17,8 @@ def _table(report):
         if part in report:
             inst = report[part]["instance"]
             state = f"up (PostgreSQL {inst['version']})" if inst["up"] else "DOWN"
-            lines.append(f"{part:<10} {state}")
+            mode = report[part].get("mode")
+            lines.append(f"{part:<10} {state}" + (f", {mode} replication" if mode else ""))
     for slot in report.get("publisher", {}).get("slots", []):
         lines.append(f"  slot {slot['slot_name']}: {'active' if slot['active'] else 'inactive'}, "
                      f"wal {slot['wal_status']}, lag {slot['lag_bytes']} B, "
