@@ -17,7 +17,8 @@ def _table(report):
         if part in report:
             inst = report[part]["instance"]
             state = f"up (PostgreSQL {inst['version']})" if inst["up"] else "DOWN"
-            lines.append(f"{part:<10} {state}")
+            mode = report[part].get("mode")
+            lines.append(f"{part:<10} {state}" + (f", {mode} replication" if mode else ""))
     for slot in report.get("publisher", {}).get("slots", []):
         lines.append(f"  slot {slot['slot_name']}: {'active' if slot['active'] else 'inactive'}, "
                      f"wal {slot['wal_status']}, lag {slot['lag_bytes']} B, "
@@ -28,6 +29,14 @@ def _table(report):
                      f"{'enabled' if sub['enabled'] else 'DISABLED'}, worker "
                      f"{sub['worker_pid'] or 'none'}, apply errors {sub['apply_error_count']}, "
                      f"last message {'never' if age is None else f'{age:.0f} s ago'}")
+    rx = report.get("ingres", {}).get("standby")
+    if rx:
+        age = rx.get("last_msg_age_seconds")
+        receiver = rx["status"] or ("running" if rx["receiver_pid"] else "NONE")
+        lines.append(f"  standby (streaming): receiver {receiver}, "
+                     f"slot {rx['slot_name'] or '?'}, replay lag {rx['replay_lag_bytes']} B, "
+                     f"last message {'?' if age is None else f'{age:.0f} s ago'}"
+                     + (", replay PAUSED" if rx["replay_paused"] else ""))
     sync = report.get("sync")
     if sync and "tables" in sync:
         state = "HALTED" if sync.get("halted") else "running"
@@ -76,7 +85,8 @@ def add_parser(sub):
     p.add_argument("-p", "--publisher", metavar="CONF",
                    help="exchange primary: [exchangedb-postgres] CONFIG (slots, WAL lag)")
     p.add_argument("--slot", help="only this replication slot on the publisher")
-    p.add_argument("-s", "--source", metavar="CONF", help="ingres copy (subscription state)")
+    p.add_argument("-s", "--source", metavar="CONF",
+                   help="ingres copy (subscription state, or WAL receiver of a standby)")
     p.add_argument("-d", "--destination", metavar="CONF", help="safe copy (sync progress)")
     p.add_argument("-a", "--auditor", metavar="CONF",
                    help="auditor database: [auditordb-postgres] CONFIG (audit progress)")

@@ -49,6 +49,20 @@ def registry_from(report):
             if s.get("last_msg_age_seconds") is not None:
                 age.labels(s["name"]).set(s["last_msg_age_seconds"])
 
+    rx = report.get("ingres", {}).get("standby")
+    if rx is not None:
+        _gauge(reg, "taler_ops_standby_receiver_up",
+               "1 if the ingres standby's WAL receiver runs (streaming mode)").set(
+            1 if rx["receiver_pid"] and rx["status"] in (None, "streaming") else 0)
+        if rx["replay_lag_bytes"] is not None:
+            _gauge(reg, "taler_ops_standby_replay_lag_bytes",
+                   "WAL received by the ingres standby but not replayed yet").set(
+                rx["replay_lag_bytes"])
+        if rx.get("last_msg_age_seconds") is not None:
+            _gauge(reg, "taler_ops_standby_last_message_age_seconds",
+                   "seconds since the standby last heard from the primary").set(
+                rx["last_msg_age_seconds"])
+
     sync = report.get("sync")
     if sync and "tables" in sync:
         _gauge(reg, "taler_ops_sync_halted", "1 if the sync stopped on an invariant violation"

@@ -2,9 +2,12 @@
 
 Everything is read-only.  Each part is optional, so the same command serves
 the exchange operator (publisher only) and the auditor (ingres, safe copy,
-auditor database).  ``healthy`` is false when an instance is down, a slot is
-lost or inactive, a subscription has no worker or is disabled, the sync is
-halted, or a lag exceeds the operator's threshold.
+auditor database).  The ingres copy is either a logical subscriber or a hot
+standby of the primary (streaming replication); ``ingres.mode`` says which.
+``healthy`` is false when an instance is down, a slot is lost or inactive, a
+subscription has no worker or is disabled, a standby has no streaming WAL
+receiver or its replay is paused, the sync is halted, or a lag exceeds the
+operator's threshold.
 """
 
 import datetime
@@ -46,10 +49,14 @@ def publisher(uri, slot_name=None):
 
 
 def ingres(uri):
+    """The ingres copy: a logical subscriber, or a hot standby (pg_is_in_recovery())."""
     part = {"instance": replication.instance(uri, "ingres database"), "problems": []}
     if not part["instance"]["up"]:
         part["problems"].append("ingres database is down")
         return part
+    part["mode"] = "streaming" if part["instance"]["in_recovery"] else "logical"
+    if part["mode"] == "streaming":
+        return _standby(uri, part)
     now = _now()
     try:
         with connect(uri, "ingres database", autocommit=True) as conn:
@@ -67,6 +74,27 @@ def ingres(uri):
         # apply_error_count is cumulative history (also after a repaired link cut):
         # reported and exported as a metric for rate alerts, not a problem by itself.
     part["subscriptions"] = subs
+    return part
+
+
+def _standby(uri, part):
+    now = _now()
+    try:
+        with connect(uri, "ingres database", autocommit=True) as conn:
+            rx = replication.wal_receiver(conn)
+    except psycopg.Error as exc:
+        part["problems"].append(f"cannot read the WAL receiver: {' '.join(str(exc).split())}")
+        return part
+    rx["last_msg_age_seconds"] = _age(rx["last_msg_receipt_time"], now)
+    rx["last_replay_age_seconds"] = _age(rx["last_replay_time"], now)
+    part["standby"] = rx
+    if not rx["receiver_pid"]:
+        part["problems"].append("ingres standby has no WAL receiver: it is not connected to "
+                                "the exchange primary")
+    elif rx["status"] is not None and rx["status"] != "streaming":
+        part["problems"].append(f"ingres standby's WAL receiver is {rx['status']}, not streaming")
+    if rx["replay_paused"]:
+        part["problems"].append("WAL replay is paused on the ingres standby")
     return part
 
 

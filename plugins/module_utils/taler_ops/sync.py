@@ -32,7 +32,7 @@ import time
 import psycopg
 from psycopg import IsolationLevel
 
-from . import dbinit, registry, validate
+from . import dbinit, exchange_schema, registry, validate, versioning
 from .db import connect
 from .errors import ConfigError, DatabaseNotReady, TalerOpsError
 from .validate import q, qualified
@@ -49,6 +49,7 @@ DEFAULT_SETTLE = 2.0        # daemon: copy serials seen at least this long ago
 MAX_SERIAL_GAP = 1_000_000
 MAX_BACKOFF = 60.0          # seconds between reconnection attempts
 SYNC_LOCK_KEY = 0x7A1E_5C01  # advisory lock: one sync per destination database
+PATCH_PREFIX = "exchange-"
 SOURCE_WHAT = "sync source (ingres) database"
 DEST_WHAT = "sync destination (safe copy) database"
 
@@ -85,6 +86,10 @@ class ConnectionLost(TalerOpsError):
     """A server went away; the daemon reconnects, a -t run fails with exit 5."""
 
     exit_code = DatabaseNotReady.exit_code
+
+
+def _level(patches):
+    return patches[-1] if patches else "no patch"
 
 
 def _one_line(exc):
@@ -191,6 +196,7 @@ class Syncer:
     # -- preflight -------------------------------------------------------------
     def preflight(self):
         """Patch levels (exit 5), roles, and the source's columns and types (halt)."""
+        self._refuse_source_ahead()
         dbinit.assert_exchange_current(self.src, SOURCE_WHAT)
         dbinit.assert_exchange_current(self.dst, DEST_WHAT)
         self.src.rollback()
@@ -217,6 +223,31 @@ class Syncer:
                 table, message = problems[0]
                 raise self._halt(table, None, validate.SCHEMA_DRIFT, f"{side}: {message}")
 
+    def _refuse_source_ahead(self, in_snapshot=False):
+        """A schema the safe copy does not have yet arrived on ingres: exit 5, write nothing.
+
+        With streaming replication the ingres standby follows the primary's
+        schema by itself, so after an exchange upgrade it is ahead of the safe
+        copy until the upgrade playbook has migrated the safe copy too.
+        ``in_snapshot``: read ingres in the pass's snapshot (kept open), so a
+        patch and rows committed together are never split between the check
+        and the copy.
+        """
+        have = {}
+        for side, conn in (("ingres", self.src), ("safe copy", self.dst)):
+            have[side] = versioning.applied(conn, PATCH_PREFIX)
+            if conn is self.src and not in_snapshot:
+                conn.rollback()
+        ahead = sorted(set(have["ingres"]) - set(have["safe copy"]))
+        if not ahead:
+            return
+        unknown = sorted(set(ahead) - {p.name for p in exchange_schema.PATCHES})
+        raise DatabaseNotReady(
+            f"the safe copy is at {_level(have['safe copy'])}, ingres at {_level(have['ingres'])}: "
+            "run the upgrade (playbooks/upgrade.yml) before the sync can go on"
+            + (f"; {unknown[0]} is unknown to this taler-ops, so upgrade taler-ops first"
+               if unknown else "") + "; nothing was copied")
+
     # -- one pass --------------------------------------------------------------
     def run_pass(self):
         """Copy one snapshot; returns {'tables': {...}, 'copied': n, 'stopped': bool}."""
@@ -224,6 +255,7 @@ class Syncer:
         started = time.monotonic()
         result = {"tables": {}, "copied": 0, "stopped": False, "warnings": list(self.warnings)}
         try:
+            self._refuse_source_ahead(in_snapshot=True)
             maxima = self._source_maxima()
             limits = self._settled(maxima)
             marks = self._watermarks()
