@@ -60,6 +60,8 @@ def test_molecule_multihost_scenario(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     took = time.monotonic() - started
     output = proc.stdout + proc.stderr
+    # Kept with pytest's temporary directories, for reading after a failure.
+    (tmp_path / "molecule.log").write_text(output)
     print(f"molecule test -s multihost: exit {proc.returncode} after {took:.0f} s")
     assert proc.returncode == 0, f"molecule test failed (exit {proc.returncode}):\n{output[-30000:]}"
 
