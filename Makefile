@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PG_BIN ?= /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint demo crashloop postgresql venv clean
+.PHONY: test unit lint demo crashloop postgresql sshd venv clean
 
 venv: $(VENV)/.installed
 
@@ -20,7 +20,17 @@ postgresql:
 	@test -x $(PG_BIN)/initdb || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; }
 
-test: venv postgresql
+# OpenSSH's server and iproute2 for molecule/multihost, which starts one sshd per
+# network namespace itself: installed under a policy-rc.d that stops Debian from
+# starting a global sshd (a policy-rc.d created here is removed again).
+sshd:
+	@test -x /usr/sbin/sshd -a -x /usr/sbin/ip || { \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
+	    chmod 0755 /usr/sbin/policy-rc.d && made=1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server iproute2; rc=$$?; \
+	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+
+test: venv postgresql sshd
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The auditor topology on this machine (playbooks/site.yml), traffic, sync, audit, status.
