@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+from molecule_helpers import assert_no_password_leaked, molecule, scenario_env
+
 HOSTS = ("exchange", "auditor")
 PATH_GLOBS = [f"{base}-multihost-*" for base in (
     "/var/lib/taler-ops", "/run/taler-ops", "/var/log/taler-ops", "/etc/taler-ops", "/opt/taler-ops")]
@@ -50,28 +50,14 @@ def test_molecule_multihost_scenario(tmp_path):
     assert os.access("/usr/sbin/sshd", os.X_OK), "openssh-server is missing: run `make sshd` (make test does)"
     run_sshd_existed = os.path.exists("/run/sshd")
     secrets = tmp_path / "secrets"
-    env = dict(os.environ,
-               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-               # The scenario keeps its generated passwords here, so we can read them.
-               TALER_OPS_MOLECULE_SECRETS=str(secrets),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
     started = time.monotonic()
-    proc = subprocess.run([os.path.join(VENV_BIN, "molecule"), "test", "-s", "multihost"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    rc, output = molecule("test", "multihost", scenario_env(secrets))
     took = time.monotonic() - started
-    output = proc.stdout + proc.stderr
     # Kept with pytest's temporary directories, for reading after a failure.
     (tmp_path / "molecule.log").write_text(output)
-    print(f"molecule test -s multihost: exit {proc.returncode} after {took:.0f} s")
-    assert proc.returncode == 0, f"molecule test failed (exit {proc.returncode}):\n{output[-30000:]}"
-
-    password_files = sorted((secrets / "passwords").iterdir())
-    assert [p.name for p in password_files] == [
-        "auditor", "replication", "sync-ingres", "sync-production"]
-    passwords = {p.name: p.read_text().split()[0] for p in password_files}
-    assert all(len(pw) == 32 for pw in passwords.values())
-    leaked = sorted(name for name, pw in passwords.items() if pw in output)
-    assert not leaked, f"password(s) of {leaked} appear in the molecule -v output"
+    print(f"molecule test -s multihost: exit {rc} after {took:.0f} s")
+    assert rc == 0, f"molecule test failed (exit {rc}):\n{output[-30000:]}"
+    assert_no_password_leaked(secrets, output)
     # The grep above means something only if the verbose run over SSH happened.
     assert "ok: [mh-auditor] => {" in output or '"changed": false' in output
     assert "Verify that another address is refused" in output

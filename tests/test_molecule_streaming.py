@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+from molecule_helpers import ROOT, VENV_BIN, assert_no_password_leaked, molecule, scenario_env
+
 STATE = "/var/lib/taler-ops-streaming"
 
 
@@ -54,18 +54,12 @@ def _wait(predicate, timeout=120):
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates UNIX users and instances: needs root")
 def test_molecule_streaming_scenario(tmp_path):
     secrets = tmp_path / "secrets"
-    env = dict(os.environ,
-               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-               TALER_OPS_MOLECULE_SECRETS=str(secrets),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
-    molecule = os.path.join(VENV_BIN, "molecule")
+    env = scenario_env(secrets)
     outputs = []
     try:
-        proc = subprocess.run([molecule, "test", "-s", "streaming"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=1200)
-        outputs.append(proc.stdout + proc.stderr)
-        assert proc.returncode == 0, \
-            f"molecule test failed (exit {proc.returncode}):\n{outputs[-1][-30000:]}"
+        rc, output = molecule("test", "streaming", env, timeout=1200)
+        outputs.append(output)
+        assert rc == 0, f"molecule test failed (exit {rc}):\n{output[-30000:]}"
 
         # A switch back to logical replication on the live deployment is refused
         # before any play changes anything (on the exchange too).
@@ -106,20 +100,13 @@ def test_molecule_streaming_scenario(tmp_path):
                             "SELECT count(*) FROM exchange.extensions "
                             "WHERE name = 'after-reclone'") == "1")
     finally:
-        cleanup = subprocess.run([molecule, "cleanup", "-s", "streaming"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, timeout=600)
-        outputs.append(cleanup.stdout + cleanup.stderr)
-    assert cleanup.returncode == 0, cleanup.stdout[-5000:] + cleanup.stderr[-5000:]
+        cleanup_rc, cleanup = molecule("cleanup", "streaming", env, timeout=600)
+        outputs.append(cleanup)
+    assert cleanup_rc == 0, cleanup[-10000:]
     for path in (STATE, "/run/taler-ops-streaming", "/etc/taler-ops-streaming",
                  "/var/log/taler-ops-streaming", "/opt/taler-ops-streaming"):
         assert not os.path.exists(path), f"{path} left behind by cleanup"
     assert subprocess.run(["id", "tst-ingres"], capture_output=True).returncode != 0
 
-    password_files = sorted((secrets / "passwords").iterdir())
-    assert [p.name for p in password_files] == [
-        "auditor", "replication", "sync-ingres", "sync-production"]
-    passwords = {p.name: p.read_text().split()[0] for p in password_files}
-    output = "\n".join(outputs)
-    leaked = sorted(name for name, pw in passwords.items() if pw in output)
-    assert not leaked, f"password(s) of {leaked} appear in the -v output"
-    assert '"changed": false' in output
+    assert_no_password_leaked(secrets, *outputs)
+    assert any('"changed": false' in out for out in outputs)

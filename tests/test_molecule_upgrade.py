@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+from molecule_helpers import ROOT, assert_no_password_leaked, run_scenario, scenario_env
+
 PREVIOUS_RELEASE = "9c54c1a81bbeaeb78f63f1507c2aca173cc10444"
 
 
@@ -29,17 +29,6 @@ def _has_previous_release():
                            "history (shallow clone?): nothing to upgrade from")
 def test_molecule_upgrade_scenario(tmp_path):
     secrets = tmp_path / "secrets"
-    env = dict(os.environ,
-               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-               TALER_OPS_MOLECULE_SECRETS=str(secrets),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
-    proc = subprocess.run([os.path.join(VENV_BIN, "molecule"), "test", "-s", "upgrade"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"molecule test failed (exit {proc.returncode}):\n{output[-30000:]}"
+    output = run_scenario("upgrade", scenario_env(secrets))
     assert "Upgrading to exchange-0002" in output, "the upgrade did not run"
-
-    passwords = {p.name: p.read_text().split()[0] for p in (secrets / "passwords").iterdir()}
-    assert len(passwords) == 4 and all(len(pw) == 32 for pw in passwords.values())
-    leaked = sorted(name for name, pw in passwords.items() if pw in output)
-    assert not leaked, f"password(s) of {leaked} appear in the molecule -v output"
+    assert_no_password_leaked(secrets, output)

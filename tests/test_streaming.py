@@ -16,7 +16,7 @@ import sync_data
 from conftest import wait_for
 from pgcluster import PG_BIN, Cluster, _run_as
 from sync_helpers import execute
-from taler_ops import dbinit, replication, sync
+from taler_ops import dbinit, exchange_schema, replication, sync
 from taler_ops.errors import DatabaseNotReady
 
 SLOT = "taler_auditor_ingres"
@@ -102,7 +102,8 @@ def test_sync_copies_from_the_standby_and_refuses_a_newer_schema(streaming, conf
     marks = execute(safe, "SELECT table_name, last_serial FROM exchange.sync_watermarks ORDER BY 1")
     refused = cli("sync", "-s", ing, "-d", dst, "-t")
     assert refused.returncode == 5, refused.stderr
-    assert ("the safe copy is at exchange-0001, ingres at exchange-9999: run the upgrade"
+    current = exchange_schema.PATCHES[-1].name
+    assert (f"the safe copy is at {current}, ingres at exchange-9999: run the upgrade"
             in refused.stderr)
     assert "unknown to this taler-ops" in refused.stderr
     assert execute(safe, "SELECT count(*) FROM exchange.reserves") == [(5,)]
