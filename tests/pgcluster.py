@@ -81,6 +81,16 @@ class Cluster:
         self._pg("pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")
         return self
 
+    def start_standby_of(self, primary, slot=None):
+        """Clone ``primary`` with pg_basebackup (-R) and start this cluster as its hot standby."""
+        self._pg("pg_basebackup", "-h", primary.sockets, "-p", str(primary.port),
+                 "-U", primary.superuser, "-D", self.data, "-R", "-X", "stream",
+                 "--checkpoint=fast", *(["-S", slot] if slot else []))
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as fh:
+            fh.write(f"\nport = {self.port}\nunix_socket_directories = '{self.sockets}'\n"
+                     + (f"primary_slot_name = '{slot}'\n" if slot else ""))
+        return self.start_existing()
+
     def start_existing(self):
         """Start again after stop(), keeping data and port."""
         self._pg("pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")

@@ -6,15 +6,13 @@ is at a newer schema patch than the safe copy.
 """
 
 import json
-import os
-import subprocess
 
 import psycopg
 import pytest
 
 import sync_data
 from conftest import wait_for
-from pgcluster import PG_BIN, Cluster, _run_as
+from pgcluster import Cluster
 from sync_helpers import execute
 from taler_ops import dbinit, exchange_schema, replication, sync
 from taler_ops.errors import DatabaseNotReady
@@ -33,14 +31,7 @@ def streaming():
         safe = primary.createdb("safe")
         dbinit.exchange_dbinit(safe, role="safe-copy")
         execute(exchange, f"SELECT pg_create_physical_replication_slot('{SLOT}', true)")
-        subprocess.run([os.path.join(PG_BIN, "pg_basebackup"), "-h", primary.sockets,
-                        "-p", str(primary.port), "-U", primary.superuser, "-D", standby.data,
-                        "-S", SLOT, "-R", "-X", "stream", "--checkpoint=fast"],
-                       check=True, capture_output=True, preexec_fn=_run_as(standby.user))
-        with open(os.path.join(standby.data, "postgresql.conf"), "a") as fh:
-            fh.write(f"\nport = {standby.port}\nunix_socket_directories = '{standby.sockets}'\n"
-                     f"primary_slot_name = '{SLOT}'\n")
-        standby._pg("pg_ctl", "-D", standby.data, "-l", standby.log, "-w", "start")
+        standby.start_standby_of(primary, slot=SLOT)
         yield primary, standby, exchange, standby.uri("taler_exchange"), safe
     finally:
         standby.destroy()

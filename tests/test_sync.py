@@ -526,7 +526,7 @@ def test_a_planted_serial_far_beyond_the_rest_halts(pair):
 
 def test_a_hot_standby_works_as_the_source():
     """REPEATABLE READ, READ ONLY: what a hot standby allows (Taler's SERIALIZABLE is refused)."""
-    from pgcluster import PG_BIN, Cluster, _run_as
+    from pgcluster import Cluster
     from taler_ops import dbinit
     primary = Cluster("sync-primary").start()
     standby = Cluster("sync-standby")
@@ -536,13 +536,7 @@ def test_a_hot_standby_works_as_the_source():
         sync_data.populate(src, 10)
         dst = primary.createdb("safe")
         dbinit.exchange_dbinit(dst, role="safe-copy")
-        subprocess.run([os.path.join(PG_BIN, "pg_basebackup"), "-h", primary.sockets,
-                        "-p", str(primary.port), "-U", primary.superuser, "-D", standby.data,
-                        "-R", "-X", "stream", "-c", "fast"],
-                       check=True, capture_output=True, preexec_fn=_run_as(standby.user))
-        with open(os.path.join(standby.data, "postgresql.conf"), "a") as fh:
-            fh.write(f"\nport = {standby.port}\nunix_socket_directories = '{standby.sockets}'\n")
-        standby._pg("pg_ctl", "-D", standby.data, "-l", standby.log, "-w", "start")
+        standby.start_standby_of(primary)
         replica = standby.uri("ingres")
         assert execute(replica, "SELECT pg_is_in_recovery()") == [(True,)]
         assert sync.sync_once(replica, dst)["copied"] == 10 * len(registry.REPLICATED)
