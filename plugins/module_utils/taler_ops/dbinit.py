@@ -56,9 +56,9 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, "exchange-")
+        before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         setup = read_setup(conn)
-        pending = _pending(conn, exchange_schema.PATCHES, "exchange-")
+        pending = _pending(conn, exchange_schema.PATCHES, exchange_schema.PATCH_PREFIX)
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "reset": False, "gc": None}
         if not reset:
@@ -89,13 +89,14 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
                                           sql.Literal(foreign_keys))
 
         def render(name):
-            stmts = exchange_schema.render(name, partitions, foreign_keys)
+            stmts = exchange_schema.render(name, partitions, foreign_keys,
+                                           inline_foreign_keys=role != "ingres")
             return stmts + [setup_row] if name == exchange_schema.PATCHES[0].name else stmts
 
         result["applied"] = _apply(conn, pending, render, EXCHANGE_WHAT)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
-        result["patches_after"] = versioning.applied(conn, "exchange-")
+        result["patches_after"] = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         result["setup"] = _setup_dict(read_setup(conn))
         return result
     finally:
@@ -125,7 +126,7 @@ def _refuse_changed_layout(setup, partitions, role):
 def _drop_exchange(conn):
     with conn.transaction():
         if versioning.has_versioning(conn):
-            names = versioning.applied(conn, "exchange-")
+            names = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
             versioning.unregister(conn, reversed(names))
         conn.execute("DROP SCHEMA IF EXISTS exchange CASCADE")
 
@@ -135,7 +136,7 @@ def exchange_drop(uri):
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, "exchange-")
+        before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         existed = _schema_exists(conn, "exchange")
         _drop_exchange(conn)
         return {"patches_before": before, "patches_after": [], "applied": [], "pending": [],
@@ -148,8 +149,8 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
     conn = connect(uri, AUDITOR_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, "auditor-")
-        pending = _pending(conn, auditor_schema.PATCHES, "auditor-")
+        before = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
+        pending = _pending(conn, auditor_schema.PATCHES, auditor_schema.PATCH_PREFIX)
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "restarted": False, "dropped": False}
         if not drop:
@@ -161,7 +162,7 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
             existed = _schema_exists(conn, "auditor") or bool(before)
             with conn.transaction():
                 if versioning.has_versioning(conn):
-                    versioning.unregister(conn, reversed(versioning.applied(conn, "auditor-")))
+                    versioning.unregister(conn, reversed(versioning.applied(conn, auditor_schema.PATCH_PREFIX)))
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
             result["dropped"] = existed
             pending = list(auditor_schema.PATCHES)
@@ -172,7 +173,7 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
             result["restarted"] = _restart_auditor(conn)
         versioning.ensure_versioning(conn)
         result["applied"] = _apply(conn, pending, auditor_schema.render, AUDITOR_WHAT)
-        result["patches_after"] = versioning.applied(conn, "auditor-")
+        result["patches_after"] = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
         return result
     finally:
         conn.close()

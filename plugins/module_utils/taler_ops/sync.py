@@ -49,7 +49,7 @@ DEFAULT_SETTLE = 2.0        # daemon: copy serials seen at least this long ago
 MAX_SERIAL_GAP = 1_000_000
 MAX_BACKOFF = 60.0          # seconds between reconnection attempts
 SYNC_LOCK_KEY = 0x7A1E_5C01  # advisory lock: one sync per destination database
-PATCH_PREFIX = "exchange-"
+PATCH_PREFIX = exchange_schema.PATCH_PREFIX
 SOURCE_WHAT = "sync source (ingres) database"
 DEST_WHAT = "sync destination (safe copy) database"
 
