@@ -145,6 +145,7 @@ def _as_bytes(value):
 
 
 # -- SQL forms ---------------------------------------------------------------
+# They never contain '%': the sync runs them in statements with psycopg parameters.
 
 def _sql_full(text_sql):
     return f"substring(sha512(convert_to({text_sql}, 'UTF8') || '\\x00'::bytea) from 1 for 32)"
@@ -156,10 +157,10 @@ def _sql_normalize(u):
     segs = f"string_to_array({base}, '/')"
     n = f"cardinality({segs})"
     method = f"lower(split_part({base}, '/', 3))"
-    # lower-case before the n-th '/': the first n-1 segments joined, then the rest.
+    # lower-case before the k-th '/': the first k segments, then the rest as is.
     def until(k):
-        return (f"lower(array_to_string(({segs})[1:{k - 1}], '/')) || "
-                f"CASE WHEN {n} >= {k} THEN '/' || array_to_string(({segs})[{k}:], '/') "
+        return (f"lower(array_to_string(({segs})[1:{k}], '/')) || "
+                f"CASE WHEN {n} > {k} THEN '/' || array_to_string(({segs})[{k + 1}:], '/') "
                 f"ELSE '' END")
     return (f"CASE {method} "
             f"WHEN 'x-taler-bank' THEN {until(4)} "
@@ -178,13 +179,13 @@ def _sql_iban_valid(iban):
               f"ELSE (ascii(ch) - 55)::text END, '' ORDER BY i) "
               f"FROM unnest(string_to_array({rotated}, NULL)) WITH ORDINALITY AS x(ch, i))")
     return (f"(length({iban}) BETWEEN 4 AND 34 AND substr({iban}, 1, 2) IN ({countries}) "
-            f"AND {rotated} ~ '^[0-9A-Z]+$' AND ({digits})::numeric % 97 = 1)")
+            f"AND {rotated} ~ '^[0-9A-Z]+$' AND mod(({digits})::numeric, 97) = 1)")
 
 
 def _sql_valid(u):
     base = f"split_part({u}, '?', 1)"
     query = f"substr({u}, length({base}) + 2)"
-    has_name = f"('&' || lower({query})) LIKE '%&receiver-name=%'"
+    has_name = f"position('&receiver-name=' in '&' || lower({query})) > 0"
     has_q = f"position('?' in {u}) > 0"
     rest = f"substr({base}, 9)"
     method = f"lower(split_part({rest}, '/', 1))"
@@ -193,7 +194,7 @@ def _sql_valid(u):
     account = f"substr({path}, length({host}) + 2)"
     last = f"(string_to_array({base}, '/'))[cardinality(string_to_array({base}, '/'))]"
     return (f"(lower(substr({u}, 1, 8)) = 'payto://' "
-            f"AND {u} ~ '^[A-Za-z0-9/:$&?!_.,;=*+%~@()\\[\\]-]*$' "
+            f"AND {u} ~ '^[A-Za-z0-9/:$&?!_.,;=*+\\x25~@()\\[\\]-]*$' "
             f"AND position('/' in {rest}) > 0 "
             f"AND CASE {method} "
             f"WHEN 'iban' THEN {_sql_iban_valid(last)} AND {has_q} AND {has_name} "
