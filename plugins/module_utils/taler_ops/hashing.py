@@ -223,8 +223,7 @@ RULES = {
 
 def compute(rule, value, parent_value=None):
     fn = RULES[rule][0]
-    return fn(value) if parent_value is None and rule != "coin_ev_hash" else fn(value,
-                                                                                parent_value)
+    return fn(value) if parent_value is None else fn(value, parent_value)
 
 
 def sql_expression(rule, column_sql, parent_sql=None):
