@@ -138,8 +138,13 @@ def may_skip_fk_triggers(conn):
 class CopyWriter:
     """Buffers rows per table and writes them with one binary COPY per table."""
 
+    # Parents first (registry order), but known_coins right after its only parent:
+    # on a Taler-built database, Taler's insert triggers on reserves_open_deposits
+    # (which has no FK to known_coins itself) add coin_history rows that do.
     ORDER = tuple(e.name for e in REPLICATED) + tuple(
         t.name for t in TABLES if not t.replicated)
+    ORDER = ORDER[:ORDER.index("denominations") + 1] + ("known_coins",) + tuple(
+        n for n in ORDER[ORDER.index("denominations") + 1:] if n != "known_coins")
 
     def __init__(self, conn, columns=None, fk_check="triggers"):
         """``columns``: {table: column names in row order}; default all of the spec's.

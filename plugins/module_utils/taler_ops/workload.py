@@ -287,13 +287,33 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     validate_bulk_args(rows, seed)
     if fk_check not in ("auto", "triggers", "set"):
         raise UsageError(f"fk_check must be auto, triggers or set, not {fk_check!r}")
+    conn, setup = _open(uri)
+    try:
+        return bulk_into(conn, bool(setup[2]), rows, seed, inject, record_path, now_us,
+                         progress, fk_check)
+    finally:
+        conn.close()
+
+
+def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=None,
+              progress=None, fk_check="auto"):
+    """bulk() on an open connection to any exchange schema with the model's tables.
+
+    Only the tables and columns the model writes are touched (explicit column
+    lists), so this works on a database built from Taler's own SQL files too;
+    ``has_fks``: whether that schema enforces its foreign keys.  Commits per
+    chunk; rolls back the unfinished chunk on error; leaves ``conn`` open.
+    """
+    validate_bulk_args(rows, seed)
     kinds = parse_kinds(inject)
     now = _now_us() if now_us is None else int(now_us)
-    conn, setup = _open(uri)
+    # Taler's own triggers (reserve_history, coin_history, ...) name their tables
+    # unqualified: Taler's clients run with search_path = exchange.
+    conn.execute("SET search_path TO exchange, public")
+    conn.commit()
     started = time.monotonic()
     writer = None
     try:
-        has_fks = bool(setup[2])
         if fk_check == "auto":
             fk_check = "set" if has_fks and may_skip_fk_triggers(conn) else "triggers"
         elif fk_check == "set" and not has_fks:
@@ -345,8 +365,6 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
             pass                    # the first error is the one to report
         conn.rollback()
         raise
-    finally:
-        conn.close()
 
 
 # -- live ---------------------------------------------------------------------
