@@ -106,8 +106,15 @@ def test_derived_hashes_are_recomputed_by_the_rules(pair):
                             "FROM exchange.wire_targets").fetchall()
     assert rows
     for uri, h, hn in rows:
-        assert bytes(h) == hashing.compute("sha256", uri)
-        assert bytes(hn) == hashing.compute("sha256_normalized_payto", uri)
+        assert bytes(h) == hashing.full_payto_hash(uri)
+        assert bytes(hn) == hashing.normalized_payto_hash(uri)
+    # h_coin_ev is the exchange's value: it depends on the row's denomination.
+    with psycopg.connect(dst) as conn:
+        bad = conn.execute(
+            "SELECT count(*) FROM exchange.refresh_revealed_coins r JOIN exchange.denominations d "
+            "USING (denominations_serial) WHERE r.h_coin_ev <> sha512(d.denom_pub_hash || "
+            "substring(r.coin_ev from 1 for 4) || substring(r.coin_ev from 9))").fetchone()[0]
+    assert bad == 0
 
 
 def test_dry_run_reports_without_writing(pair):
@@ -172,10 +179,10 @@ def _duplicate_serial():
 
 def _schema_drift():
     def tamper(src):
-        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN manifest TYPE varchar(200)")
+        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN name TYPE varchar(200)")
 
     def repair(src):
-        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN manifest TYPE text")
+        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN name TYPE text")
     return "extensions", "schema-drift", tamper, repair
 
 
@@ -309,8 +316,8 @@ def test_refuses_wrong_roles_outdated_schemas_and_same_files(cluster, templates,
     other_safe = clone(cluster, templates["empty"], "safe2")
     with pytest.raises(ConfigError, match="source database is itself a 'safe-copy'"):
         sync.sync_once(dst, other_safe)
-    execute(src, "INSERT INTO _v.patches (patch_name, applied_by) VALUES ('exchange-0099', 'x')")
-    with pytest.raises(DatabaseNotReady, match="exchange-0099"):
+    execute(src, "INSERT INTO _v.patches (patch_name, applied_by) VALUES ('model-exchange-0099', 'x')")
+    with pytest.raises(DatabaseNotReady, match="model-exchange-0099"):
         sync.sync_once(src, dst)
     s_conf, d_conf = conf_pair(conf, src, dst)
     assert cli("sync", "-s", s_conf, "-d", d_conf, "-t").returncode == 5

@@ -243,6 +243,9 @@ def derived_expression(derived, row_alias=None, schema="exchange"):
     if derived.parent is None:
         return sql_expression(derived.rule, col(derived.source))
     local, table, key, value = derived.parent
-    parent = (f"(SELECT p.{_q(value)} FROM {schema}.{_q(table)} p "
-              f"WHERE p.{_q(key)} = {col(local)})")
+    # The row's own column is read inside VALUES, where the parent table is not
+    # in scope: an unqualified name there can only mean the outer row's column
+    # (in "WHERE p.key = key" it would mean the parent's own).
+    parent = (f"(SELECT p.{_q(value)} FROM (VALUES ({col(local)})) AS o(k) "
+              f"JOIN {schema}.{_q(table)} p ON p.{_q(key)} = o.k)")
     return sql_expression(derived.rule, col(derived.source), parent)
