@@ -37,7 +37,12 @@ def describe(conn, table, schema="exchange"):
             ORDER BY a.attname""", (rel,)).fetchall()
     columns = {name: (typ, notnull, _norm_default(default), identity or None)
                for name, typ, notnull, default, identity in cols}
-    out = {"columns": columns, "constraints": _constraints(conn, rel)}
+    # Physical order too: binary COPY without a column list (and Taler's own sync's
+    # positional INSERTs) depend on it.
+    order = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (rel,))]
+    out = {"columns": columns, "column_order": order, "constraints": _constraints(conn, rel)}
     part = conn.execute(
         "SELECT pg_get_partkeydef(%s::regclass)", (rel,)).fetchone()[0]
     out["partition_key"] = part
@@ -92,7 +97,7 @@ def diff(a, b, names):
             ca, cb = da["columns"].get(col), db["columns"].get(col)
             if ca != cb:
                 out.append(f"{t}.{col}: {ca} != {cb}")
-        for key in ("constraints", "partition_key", "partitions"):
+        for key in ("column_order", "constraints", "partition_key", "partitions"):
             if da.get(key) != db.get(key):
                 out.append(f"{t} {key}: {da.get(key)} != {db.get(key)}")
     return out
