@@ -567,3 +567,31 @@ def test_halt_message_stays_one_line_whatever_ingres_holds(pair):
         sync.sync_once(src, dst)
     assert (info.value.serial, info.value.rule) == (BASE_ROWS + 2, "duplicate-key")
     assert "\n" not in str(info.value) and "evil\\x0aHALT" in str(info.value)
+
+
+@pytest.mark.parametrize("table,serial,key", [
+    # Taler has only a plain index on this serial: the schema would take a duplicate.
+    ("reserves_open_deposits", "reserve_open_deposit_uuid", ("coin_pub", "coin_sig")),
+    # Taler makes fulfillment_id unique only together with h_fulfillment_proof.
+    ("policy_fulfillments", "fulfillment_id", ("h_fulfillment_proof",)),
+])
+def test_serials_taler_does_not_make_unique_are_checked_by_the_sync(pair, table, serial, key):
+    src, dst = pair
+    entry = registry.entry(table)
+    assert not entry.serial_unique
+    assert (serial,) not in entry.enforced_keys(None)
+    # Two new rows sharing one serial, with distinct natural keys: the schema (Taler's,
+    # and so the safe copy's) accepts both, so only the sync's own check stops them.
+    cols = [c.name for c in entry.copy_columns if c.name not in key and c.name != serial]
+    for tag in ("x", "y"):
+        fresh = ", ".join(
+            f"{'sha512' if entry.column(k).length == 64 else 'sha256'}({k} || '{tag}'::bytea)"
+            for k in key)
+        execute(src, f"INSERT INTO exchange.{table} ({serial}, {', '.join(key)}, "
+                     f"{', '.join(cols)}) "
+                     f"SELECT (SELECT max({serial}) FROM exchange.{table}) + "
+                     f"{1 if tag == 'x' else 0}, {fresh}, {', '.join(cols)} "
+                     f"FROM exchange.{table} ORDER BY {serial} LIMIT 1")
+    with pytest.raises(sync.SyncHalt) as info:
+        sync.sync_once(src, dst)
+    assert (info.value.table, info.value.rule) == (table, "duplicate-serial")
