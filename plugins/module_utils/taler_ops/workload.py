@@ -287,6 +287,7 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     validate_bulk_args(rows, seed)
     if fk_check not in ("auto", "triggers", "set"):
         raise UsageError(f"fk_check must be auto, triggers or set, not {fk_check!r}")
+    parse_kinds(inject)                 # a usage error before touching the database
     conn, setup = _open(uri)
     try:
         return bulk_into(conn, bool(setup[2]), rows, seed, inject, record_path, now_us,
