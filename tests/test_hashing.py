@@ -173,3 +173,18 @@ def test_h_coin_ev_rule_joins_the_rows_denomination(cluster):
                             "FROM r ORDER BY 1").fetchall()
     assert rows[0][1].hex() == H_COIN_EV
     assert rows[1][1] is None      # no such denomination: no hash, so the row cannot match
+
+
+def test_a_null_normalized_payto_hash_is_kept(cluster):
+    """Taler leaves h_normalized_payto NULL on accounts from before exchange-0007: the
+    sync's SQL keeps such a NULL, but a stored value must still match the rule."""
+    d = [d for d in registry.entry("wire_targets").derived if d.column == "h_normalized_payto"][0]
+    assert d.null_kept
+    uri = PAYTO[0][0]
+    with psycopg.connect(cluster.createdb("hashing_null_kept"), autocommit=True) as conn:
+        rows = conn.execute(
+            f"SELECT {hashing.derived_expression(d, 'w')} FROM (VALUES (%s, NULL::bytea), "
+            "(%s, '\\x00'::bytea)) AS w(payto_uri, h_normalized_payto) ORDER BY 1 NULLS FIRST",
+            (uri, uri)).fetchall()
+    assert rows[0][0] is None
+    assert bytes(rows[1][0]) == hashing.normalized_payto_hash(uri)

@@ -65,7 +65,8 @@ TABLES = (
         uniques=(("access_token",), ("wire_target_serial_id",)),
         partition_key="wire_target_h_payto", master_keys=(("wire_target_h_payto",),),
         derived=(DerivedHash("wire_target_h_payto", "full_payto", "payto_uri"),
-                 DerivedHash("h_normalized_payto", "normalized_payto", "payto_uri"))),
+                 DerivedHash("h_normalized_payto", "normalized_payto", "payto_uri",
+                             null_kept=True))),
     Table(
         "legitimization_measures", "legitimization_measure_serial_id",
         (serial("legitimization_measure_serial_id"), key32("access_token"),

@@ -240,6 +240,11 @@ def derived_expression(derived, row_alias=None, schema="exchange"):
     its columns).  A parent-dependent rule reads the parent's value with a scalar
     subquery, so the expression fits any SELECT over the table."""
     col = (lambda n: f"{row_alias}.{_q(n)}") if row_alias else _q
+    if derived.null_kept:
+        # The row's own NULL stands (e.g. h_normalized_payto of a pre-0007 account).
+        plain = type(derived)(derived.column, derived.rule, derived.source, derived.parent)
+        return (f"CASE WHEN {col(derived.column)} IS NULL THEN NULL::bytea "
+                f"ELSE {derived_expression(plain, row_alias, schema)} END")
     if derived.parent is None:
         return sql_expression(derived.rule, col(derived.source))
     local, table, key, value = derived.parent

@@ -66,6 +66,10 @@ class DerivedHash:
     rule: str
     source: str
     parent: Optional[Tuple[str, str, str, str]] = None
+    # The exchange may leave the column NULL whatever the source holds (Taler's
+    # h_normalized_payto on rows from before exchange-0007): a NULL is kept as
+    # NULL, a value must match the rule.
+    null_kept: bool = False
 
 
 @dataclass(frozen=True)
