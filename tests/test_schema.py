@@ -185,3 +185,37 @@ def test_patch_rendering_is_stable():
         'exchange."denomination_revocations"', 'exchange."signkey_revocations"']
     assert not any("FOREIGN KEY" in s
                    for s in exchange_schema.render(spec.FIRST_PATCH, 2, inline_foreign_keys=False))
+
+
+def test_registry_describes_taler_keys_and_column_kinds():
+    no_pk = {t.name for t in TABLES if t.primary_key is None}
+    # taler-real-schema.md §2.2: the eight replicated tables without a primary key.
+    assert no_pk == {"legitimization_measures", "legitimization_outcomes",
+                     "legitimization_processes", "reserves_out", "recoup", "recoup_refresh",
+                     "extensions", "policy_details"}
+    assert {e.name for e in registry.REPLICATED if not e.serial_unique} == {
+        "reserves_open_deposits", "policy_fulfillments"}
+    # Under -P a per-partition serial UNIQUE is not enforced table-wide ...
+    reserves = registry.entry("reserves")
+    assert ("reserve_uuid",) in reserves.enforced_keys(None)
+    assert ("reserve_uuid",) not in reserves.enforced_keys(2)
+    assert ("reserve_pub",) in reserves.enforced_keys(2)
+    # ... and a key Taler adds by a "foreign" action does not exist at all.
+    processes = registry.entry("legitimization_processes")
+    assert ("legitimization_measure_serial_id", "measure_index") in processes.enforced_keys(None)
+    assert ("legitimization_measure_serial_id", "measure_index") not in \
+        processes.enforced_keys(0)
+    for entry in registry.REPLICATED:
+        for col in entry.copy_columns + entry.mutable_columns:
+            assert not (col.mutable and col.first_seen), f"{entry.name}.{col.name}"
+        # first-seen columns are copied but never compared by verify
+        assert set(entry.first_seen_columns) <= set(entry.copy_columns)
+        assert not set(entry.first_seen_columns) & set(entry.compared_columns)
+    assert {c.name for c in registry.entry("reserves").first_seen_columns} == {
+        "expiration_date", "gc_date"}
+    for table, column in (("known_coins", "age_commitment_hash"),
+                          ("reserves_close", "close_request_row"),
+                          ("purse_requests", "in_reserve_quota"),
+                          ("legitimization_outcomes", "new_measure_name")):
+        assert column in [c.name for c in registry.entry(table).compared_columns], column
+    assert "sender_name" not in registry.entry("reserves_in").copy_column_names
