@@ -219,3 +219,21 @@ def test_registry_describes_taler_keys_and_column_kinds():
                           ("legitimization_outcomes", "new_measure_name")):
         assert column in [c.name for c in registry.entry(table).compared_columns], column
     assert "sender_name" not in registry.entry("reserves_in").copy_column_names
+
+
+def test_access_token_defaults_to_random_bytes_as_in_taler(exchange_db):
+    import psycopg
+    with psycopg.connect(exchange_db, autocommit=True) as conn:
+        for tag in ("a", "b"):
+            uri = f"payto://x-taler-bank/bank.example/{tag}?receiver-name={tag}"
+            conn.execute("INSERT INTO exchange.wire_targets (wire_target_h_payto, payto_uri) "
+                         "VALUES (%s, %s)", (hashing.full_payto_hash(uri), uri))
+        tokens = [bytes(r[0]) for r in conn.execute(
+            "SELECT access_token FROM exchange.wire_targets ORDER BY wire_target_serial_id")]
+        default = conn.execute(
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = "
+            "'exchange.wire_targets'::regclass AND adnum = (SELECT attnum FROM pg_attribute "
+            "WHERE attrelid = 'exchange.wire_targets'::regclass AND attname = 'access_token')"
+        ).fetchone()[0]
+    assert default == "exchange.random_bytea(32)"
+    assert [len(t) for t in tokens] == [32, 32] and tokens[0] != tokens[1]
