@@ -3,9 +3,12 @@
 A patch creates the tables whose ``since`` is that patch and adds the columns
 whose ``since`` is that patch to older tables, so the specs stay the single
 description of the schema.  With ``partitions`` (dbinit -P N) the tables that
-have a partition key are hash-partitioned and no foreign keys are created, as
-in Taler: NULL = plain tables with foreign keys, 0 = one default partition,
-N >= 1 = N hash partitions.
+have a partition key are hash-partitioned exactly as Taler's
+exchange_do_create_tables does it: NULL = plain tables with all foreign keys,
+0 = one default partition, N >= 1 = N hash partitions; then each key sits where
+Taler puts it (spec.Table.master_keys) and only the foreign keys Taler declares
+inline survive.  tests/test_taler_schema_identity.py compares the result with a
+database built from Taler's own files.
 """
 
 from dataclasses import dataclass
@@ -66,10 +69,6 @@ def _cols(names):
     return ", ".join(_q(n) for n in names)
 
 
-def _keys(table):
-    yield from table.keys
-
-
 def _born_with_table(col, table):
     """A column older than its table (the default ``since``) is created with it."""
     return col.since <= table.since
@@ -79,30 +78,21 @@ def _create_table(table, partitions):
     qualified = f"{SCHEMA}.{_q(table.name)}"
     body = [_column_sql(c) for c in table.columns if _born_with_table(c, table)]
     partitioned = partitions is not None and table.partition_key is not None
-    key_on_parts = []
     on_master = list(table.master_keys)
-    # CREATE TABLE silently merges a key equal to an earlier one; Taler has such
-    # twins (added later by ALTER TABLE), so they are added the same way.
-    declared, twins = [], []
-    for kind, cols in _keys(table):
-        if not partitioned or cols in on_master:
-            if cols in declared:
-                twins.append((kind, cols))
-                if cols in on_master:
-                    on_master.remove(cols)
+    inline, twins, key_on_parts = [], [], []
+    for kind, cols in table.keys:
+        if partitioned:
+            if cols in table.unpartitioned_only_keys:
+                continue    # Taler adds it with a "foreign" action, which -P skips
+            if cols not in on_master:
+                # Added by Taler's "constrain" action: on every partition only.
+                key_on_parts.append((kind, cols))
                 continue
-            declared.append(cols)
-        if not partitioned:
-            body.append(f"{kind} ({_cols(cols)})")
-        elif cols in table.unpartitioned_only_keys:
-            continue     # Taler adds it with a "foreign" action, which -P skips
-        elif cols in on_master:
-            # Declared in Taler's CREATE TABLE: stays on the partitioned table.
-            on_master.remove(cols)
-            body.append(f"{kind} ({_cols(cols)})")
-        else:
-            # Added by Taler's "constrain" action: on every partition only.
-            key_on_parts.append((kind, cols))
+            on_master.remove(cols)      # declared in Taler's CREATE TABLE
+        # CREATE TABLE silently merges a key equal to an earlier one; Taler has such
+        # twins (added later by ALTER TABLE), so they are added the same way.
+        (twins if any(c == cols for _, c in inline) else inline).append((kind, cols))
+    body += [f"{kind} ({_cols(cols)})" for kind, cols in inline]
     stmt = f"CREATE TABLE {qualified} (\n    " + ",\n    ".join(body) + "\n)"
     if partitioned:
         stmt += f" PARTITION BY HASH ({_q(table.partition_key)})"
@@ -125,7 +115,7 @@ def _create_table(table, partitions):
 
 def _index_fk_columns(table):
     """Index FK columns that no key starts with: GC cascades and child look-ups need it."""
-    keys = [k for _, k in _keys(table)]
+    keys = [k for _, k in table.keys]
     out = []
     for fk in table.foreign_keys:
         if any(k[:len(fk.columns)] == fk.columns for k in keys):
