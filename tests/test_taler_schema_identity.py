@@ -74,3 +74,15 @@ def test_no_model_patch_bears_a_taler_name(fresh_db):
     assert sorted(registered) == sorted(names)
     # Taler's dbinit applies exchange-NNNN it does not find: none may be there.
     assert not [n for n in registered if n.startswith(spec.TALER_PATCH_PREFIXES)]
+
+
+@needs_taler
+def test_taler_dbinit_does_not_take_a_model_database_for_its_own(fresh_db):
+    """With no exchange-NNNN registered, Taler's dbinit applies its exchange-0001 and stops
+    loudly on the existing schema, instead of skipping patches it believes applied."""
+    dbinit.exchange_dbinit(fresh_db)
+    with pytest.raises(RuntimeError, match="exchange-0001.sql.*already exists"):
+        taler_build.build_taler_exchange(fresh_db)
+    with psycopg.connect(fresh_db) as conn:
+        names = sorted(r[0] for r in conn.execute("SELECT patch_name FROM _v.patches"))
+    assert names == ["model-exchange-0001", "model-exchange-0002"]
