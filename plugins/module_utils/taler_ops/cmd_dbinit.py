@@ -9,7 +9,11 @@ def _print_result(args, result):
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
         return
+    for warning in result.get("warnings", ()):
+        print(f"warning: {warning}")
     if args.check:
+        if result.get("unfinished_table_actions"):
+            print(f"queued table actions not yet run: {result['unfinished_table_actions']}")
         if result["pending"]:
             print("pending patches: " + " ".join(result["pending"]))
         else:
@@ -36,7 +40,8 @@ def _exchange(args):
     cfg = config.load(args.config)
     uri = config.exchangedb_uri(cfg)
     result = dbinit.exchange_dbinit(uri, check=args.check, reset=args.reset, run_gc=args.gc,
-                                    partitions=args.partition, role=args.role)
+                                    partitions=args.partition, role=args.role,
+                                    sql_dir=config.exchangedb_sql_dir(cfg))
     _print_result(args, result)
     return 0
 
@@ -44,7 +49,8 @@ def _exchange(args):
 def _auditor(args):
     cfg = config.load(args.config)
     uri = config.auditordb_uri(cfg)
-    result = dbinit.auditor_dbinit(uri, check=args.check, restart=args.restart, drop=args.reset)
+    result = dbinit.auditor_dbinit(uri, check=args.check, restart=args.restart, drop=args.reset,
+                                   sql_dir=config.auditordb_sql_dir(cfg))
     _print_result(args, result)
     return 0
 

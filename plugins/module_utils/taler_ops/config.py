@@ -139,3 +139,25 @@ def exchangedb_uri(cfg):
 
 def auditordb_uri(cfg):
     return database_uri(cfg, "auditordb-postgres")
+
+
+def sql_dir(cfg, section):
+    """``[section] SQL_DIR``: the directory of Taler's SQL files, or None (the built-in model).
+
+    Taler reads it as a filename ($-expanded); it concatenates file names to it,
+    so it must end with '/' there.  Here a missing slash is tolerated.
+    """
+    value = cfg.get(section, "SQL_DIR", required=False)
+    if not value:
+        return None
+    if not os.path.isdir(value):
+        raise ConfigError(f"{cfg.path}: [{section}] SQL_DIR {value} is not a directory")
+    return value
+
+
+def exchangedb_sql_dir(cfg):
+    return sql_dir(cfg, "exchangedb-postgres")
+
+
+def auditordb_sql_dir(cfg):
+    return sql_dir(cfg, "auditordb-postgres")
