@@ -128,9 +128,8 @@ def collect(conn, now_us=None, dry_run=False):
         return _collect_as_taler(conn, now_us, dry_run)
     if role not in _RESERVE_RULE:
         raise TalerOpsError(
-            f"garbage collection refused on an {role} copy: it follows the exchange's own "
-            "GC through replication, and deleting there could lose rows the sync has not "
-            "copied yet")
+            f"garbage collection refused on an {role} copy: it is the sync's only source, "
+            "and deleting there could lose rows the sync has not copied yet")
     now = now_us if now_us is not None else current_time_us()
     params = {"now": now, "ancient": now - TEN_YEARS_US}
     if role == "safe-copy" and not dry_run:  # a dry run rolls back: nothing to protect
