@@ -26,8 +26,10 @@ The rules, in order, with ``now`` and ``ancient = now - 10 years``:
 10. refunds, aggregation_tracking, coin_deposits below the oldest batch deposit.
 11. cs_nonce_locks below the oldest denomination.
 
-Refused on an ingres copy: it follows the exchange's own GC by replication,
-and deleting there could remove rows the sync has not copied yet.
+Refused on an ingres copy: it is the sync's only source (the publication
+carries inserts only, so the exchange's GC does not reach it), and deleting
+there could remove rows the sync has not copied yet.  A Taler-built primary is
+collected by Taler's own exchange_do_gc.
 """
 
 import contextlib
