@@ -37,8 +37,27 @@ def exchange_flavour(conn):
     if conn.execute("SELECT to_regclass('exchange.exchange_tables') IS NOT NULL").fetchone()[0]:
         return "taler"
     if _schema_exists(conn, "exchange"):
+        if _legacy_model(conn):
+            return "legacy"
         return "model"
     return None
+
+
+def _legacy_model(conn):
+    """Taler's own patch names on a schema Taler did not build: an earlier taler-ops' model."""
+    if EXCHANGE_MODEL_PREFIX == taler_sql.EXCHANGE_PREFIX:
+        return False
+    return bool(taler_sql.registered(conn, taler_sql.EXCHANGE_PREFIX))
+
+
+def refuse_legacy(conn, what):
+    """taler-ops before the model had names of its own registered Taler's patch names."""
+    if exchange_flavour(conn) == "legacy":
+        raise DatabaseNotReady(
+            f"the {what} was created by an earlier taler-ops whose model registered Taler's "
+            "patch names (exchange-0001) for a schema that differs from Taler's; it cannot be "
+            "migrated in place: create the database again (exchange-dbinit -r, or from Taler's "
+            "files with SQL_DIR) and let the sync fill the safe copy anew")
 
 
 def read_setup(conn):
@@ -81,6 +100,8 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
     try:
         versioning.lock(conn)
         flavour = exchange_flavour(conn)
+        if flavour == "legacy" and not reset:
+            refuse_legacy(conn, EXCHANGE_WHAT)
         if sql_dir or flavour == "taler":
             return _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc,
                                           partitions, role, now_us)
@@ -136,7 +157,7 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
     prefix = taler_sql.EXCHANGE_PREFIX
     if sql_dir:
         taler_sql.check_sql_dir(sql_dir, prefix, EXCHANGE_WHAT)
-    if flavour == "model" and not reset:
+    if flavour in ("model", "legacy") and not reset:
         raise DatabaseNotReady(
             "the exchange database holds taler-ops' built-in model schema, not Taler's: "
             "refusing to apply Taler's SQL files over it (recreate it with -r, which drops "
@@ -159,7 +180,7 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
     if reset:
         with conn.transaction():
             bookkeeping.drop(conn)
-            if flavour == "model":
+            if flavour in ("model", "legacy"):
                 _drop_exchange_model(conn)
         if flavour == "taler":
             # Taler's dbinit only logs a failing drop.sql and goes on; so do we, visibly.
@@ -244,6 +265,8 @@ def _drop_exchange(conn):
 def _drop_exchange_model(conn):
     if versioning.has_versioning(conn):
         names = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
+        if _legacy_model(conn):   # the earlier model's registrations under Taler's names
+            names = taler_sql.registered(conn, taler_sql.EXCHANGE_PREFIX) + names
         versioning.unregister(conn, reversed(names))
     conn.execute("DROP SCHEMA IF EXISTS exchange CASCADE")
 
@@ -381,9 +404,12 @@ def assert_exchange_current(conn, what=EXCHANGE_WHAT, sql_dir=None):
     A Taler-built database is current when its queued table actions have all
     run and, with ``sql_dir``, every patch file there is applied.
     """
-    if exchange_flavour(conn) == "taler":
+    flavour = exchange_flavour(conn)
+    if flavour == "taler":
         taler_sql.check_current(conn, taler_sql.EXCHANGE_PREFIX, sql_dir, what)
         return
+    if flavour == "legacy":
+        refuse_legacy(conn, what)
     versioning.check_current(conn, exchange_schema.PATCHES, what)
 
 
