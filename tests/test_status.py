@@ -110,7 +110,7 @@ def test_status_metrics_textfile_and_human_table(cli, chain, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ingres     up" in out.stdout and "healthy" in out.stdout
     body = prom.read_text()
-    assert "taler_ops_healthy 1.0" in body
+    assert 'taler_ops_healthy{parts="ingres+safe_copy"} 1.0' in body
     assert 'taler_ops_subscription_worker_up{subscription="taler_sub"} 1.0' in body
 
 
