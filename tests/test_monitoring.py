@@ -4,9 +4,18 @@ No database: the metric names the code exports come from rendering status report
 every shape (tests/monitoring_reports.py) with ``metrics.render``.
 """
 
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import monitoring_reports as reports
+from conftest import ROOT
 from taler_ops import metrics
 
 
@@ -45,3 +54,80 @@ def test_writers_sharing_a_textfile_directory_never_export_the_same_series():
         for key in _samples(report):
             assert key not in seen, f"{key} exported by two writers"
             seen[key] = report
+
+
+# --- alert rules --------------------------------------------------------------------
+
+PROM = os.path.join(ROOT, "monitoring", "prometheus")
+RULES = os.path.join(PROM, "taler-ops-alerts.yml")
+RULE_TESTS = sorted(glob.glob(os.path.join(PROM, "tests", "*.yml")))
+
+# PromQL words that are neither metric names nor functions (those are followed by "(").
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "Inf", "NaN"}
+
+
+def metric_names(expr):
+    """Metric names in a PromQL expression (a small lexer: enough for our own queries)."""
+    s = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)          # string literals
+    s = re.sub(r"\$\{?\w+\}?", " ", s)                     # Grafana variables
+    s = re.sub(r"\{[^}]*\}", " ", s)                       # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)                      # ranges and subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    s = re.sub(r"(?<![\w:])\d+(\.\d+)?([eE][+-]?\d+)?[smhdwy]*", " ", s)  # numbers
+    names = set()
+    for m in re.finditer(r"(?<![\w:.])[A-Za-z_:][\w:]*", s):
+        if m.group(0) not in _KEYWORDS and not s[m.end():].lstrip().startswith("("):
+            names.add(m.group(0))
+    return names
+
+
+def test_metric_name_lexer():
+    assert metric_names('sum by (instance) (rate(a_total{t=~"x|y"}[5m])) / 1e6 > 0.8 '
+                        'unless on (instance, job) b == 1 and time() - c offset 5m') \
+        == {"a_total", "b", "c"}
+
+
+def _rules():
+    with open(RULES) as fh:
+        return [r for g in yaml.safe_load(fh)["groups"] for r in g["rules"]]
+
+
+def test_rules_use_only_exported_metrics():
+    exported = exported_names()
+    for rule in _rules():
+        names = metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= exported, f"{rule['alert']}: unknown {names - exported}"
+
+
+def _promtool():
+    path = shutil.which("promtool")
+    if path is None:
+        reason = "promtool is missing (Debian's prometheus package; `make promtool`)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(reason + ": CI must run the rule tests")
+        pytest.skip(reason)
+    return path
+
+
+def test_promtool_checks_the_rules():
+    out = subprocess.run([_promtool(), "check", "rules", RULES], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_unit_tests_pass():
+    out = subprocess.run([_promtool(), "test", "rules", *RULE_TESTS], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_alert_is_tested_firing_and_silent():
+    firing, silent = set(), set()
+    for path in RULE_TESTS:
+        with open(path) as fh:
+            for case in yaml.safe_load(fh)["tests"]:
+                for check in case.get("alert_rule_test", []):
+                    (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    alerts = {r["alert"] for r in _rules()}
+    assert alerts - firing == set(), "never seen firing"
+    assert alerts - silent == set(), "never seen silent"
