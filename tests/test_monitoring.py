@@ -5,6 +5,8 @@ every shape (tests/monitoring_reports.py) with ``metrics.render``.
 """
 
 import glob
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -131,3 +133,64 @@ def test_every_alert_is_tested_firing_and_silent():
     alerts = {r["alert"] for r in _rules()}
     assert alerts - firing == set(), "never seen firing"
     assert alerts - silent == set(), "never seen silent"
+
+
+# --- Grafana dashboard --------------------------------------------------------------
+
+DASHBOARD = os.path.join(ROOT, "monitoring", "grafana", "taler-ops.json")
+
+
+def _dashboard():
+    with open(DASHBOARD) as fh:
+        return json.load(fh)
+
+
+def test_dashboard_is_what_its_generator_writes():
+    spec = importlib.util.spec_from_file_location(
+        "build_dashboard", os.path.join(ROOT, "monitoring", "grafana", "build_dashboard.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with open(DASHBOARD) as fh:
+        assert fh.read() == module.render(), \
+            "run python3 monitoring/grafana/build_dashboard.py and commit taler-ops.json"
+
+
+def test_dashboard_is_importable():
+    """What Grafana's import needs: a schema version, a uid, panels with ids and places."""
+    board = _dashboard()
+    assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
+    assert board["uid"] and board["title"] and "id" not in board  # Grafana assigns the id
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in board["templating"]["list"]}
+    for p in board["panels"]:
+        pos = p["gridPos"]
+        assert pos["x"] + pos["w"] <= 24 and pos["h"] > 0, p["title"]
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}" and p["targets"], p["title"]
+            for t in p["targets"]:
+                assert t["refId"] and t["datasource"] == p["datasource"]
+                used = set(re.findall(r"\$\{?(\w+)", t["expr"])) - {"__rate_interval"}
+                assert used <= variables, (p["title"], used)
+
+
+def test_dashboard_uses_only_exported_metrics():
+    exported = exported_names()
+    board = _dashboard()
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 20
+    for expr in exprs:
+        names = metric_names(expr)
+        assert names and names <= exported, f"{expr}: unknown {names - exported}"
+    for var in board["templating"]["list"]:
+        if var["type"] == "query":
+            metric = re.fullmatch(r"label_values\((\w+), *\w+\)", var["query"]["query"]).group(1)
+            assert metric in exported
+
+
+def test_dashboard_shows_every_exported_metric():
+    """Nothing exported is left out of the picture (a new metric needs a panel)."""
+    board = _dashboard()
+    shown = set().union(*(metric_names(t["expr"]) for p in board["panels"]
+                          for t in p.get("targets", [])))
+    assert exported_names() - shown == set()
