@@ -194,3 +194,33 @@ def test_dashboard_shows_every_exported_metric():
     shown = set().union(*(metric_names(t["expr"]) for p in board["panels"]
                           for t in p.get("targets", [])))
     assert exported_names() - shown == set()
+
+
+# --- the monitoring role ------------------------------------------------------------
+
+def test_monitoring_role_installs_checked_rules_and_the_dashboard(tmp_path):
+    from ansible_runner import run_tasks
+    rules, boards = tmp_path / "rules", tmp_path / "dashboards"
+    role = [{"ansible.builtin.include_role": {"name": "monitoring"}}]
+    assert run_tasks(role).ok  # both directories empty: nothing to do
+    assert not rules.exists()
+    params = {"monitoring_prometheus_rules_dir": str(rules), "monitoring_promtool": _promtool(),
+              "monitoring_grafana_dashboards_dir": str(boards),
+              "monitoring_prometheus_service": ""}  # no Prometheus to reload here
+    run = run_tasks(role, extra_vars=params)
+    assert run.ok, run
+    installed = rules / "taler-ops-alerts.yml"
+    with open(RULES) as fh:
+        assert installed.read_text() == fh.read()
+    with open(DASHBOARD) as fh:
+        assert (boards / "taler-ops.json").read_text() == fh.read()
+    again = run_tasks(role, extra_vars=params)
+    assert again.ok and not any(r.get("changed") for r in again.results), again
+
+    # promtool refuses a broken rule file, and the installed one stays.
+    broken = tmp_path / "broken.yml"
+    broken.write_text("groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: rate((\n")
+    run = run_tasks(role, extra_vars=dict(params, monitoring_prometheus_rules_src=str(broken)))
+    assert not run.ok
+    with open(RULES) as fh:
+        assert installed.read_text() == fh.read()
