@@ -224,3 +224,32 @@ def test_monitoring_role_installs_checked_rules_and_the_dashboard(tmp_path):
     assert not run.ok
     with open(RULES) as fh:
         assert installed.read_text() == fh.read()
+
+
+# --- documentation ------------------------------------------------------------------
+
+DOCS = os.path.join(ROOT, "docs")
+
+
+def _anchors(name):
+    """GitHub's heading anchors of a markdown file (fenced code skipped)."""
+    anchors, fenced = set(), False
+    with open(os.path.join(DOCS, name)) as fh:
+        for line in fh:
+            fenced ^= line.startswith("```")
+            if not fenced and line.startswith("#"):
+                text = line.lstrip("#").strip().lower()
+                anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_has_its_runbook_and_operations_links_resolve():
+    ops = _anchors("operations.md")
+    for rule in _rules():
+        doc, anchor = rule["annotations"]["runbook"].split("#")
+        assert doc == "docs/operations.md" and anchor in ops, rule["alert"]
+    with open(os.path.join(DOCS, "operations.md")) as fh:
+        links = re.findall(r"\]\(([\w.-]*\.md)?#([\w-]+)\)", fh.read())
+    assert links
+    for doc, anchor in links:
+        assert anchor in _anchors(doc or "operations.md"), f"{doc}#{anchor}"
