@@ -43,6 +43,14 @@ def test_metrics_added_for_the_alerts():
     assert "# TYPE taler_ops_sync_rows_copied_total counter" in metrics.render(reports.daemon())
 
 
+def test_promtool_lints_the_exposition():
+    promtool = _promtool()
+    for report in reports.every():
+        out = subprocess.run([promtool, "check", "metrics"], input=metrics.render(report),
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_no_safe_wal_series_without_a_limit():
     report = reports.publisher()
     report["publisher"]["slots"][0]["safe_wal_size"] = None  # max_slot_wal_keep_size = -1
