@@ -8,7 +8,6 @@ docs/operations.md.
 import datetime
 import os
 import tempfile
-import time
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -129,15 +128,8 @@ def registry_from(report):
     # last values, and only this timestamp ages (alert TalerOpsMetricsStale).
     _gauge(reg, "taler_ops_report_timestamp_seconds",
            "when the status report behind these metrics was made (Unix time)",
-           ["parts"]).labels(parts).set(_timestamp(report))
+           ["parts"]).labels(parts).set(datetime.datetime.fromisoformat(report["time"]).timestamp())
     return reg
-
-
-def _timestamp(report):
-    try:
-        return datetime.datetime.fromisoformat(report["time"]).timestamp()
-    except (KeyError, TypeError, ValueError):
-        return time.time()
 
 
 def render(report):
