@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PG_BIN ?= /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint demo crashloop postgresql sshd venv clean
+.PHONY: test unit lint demo crashloop postgresql sshd promtool venv clean
 
 venv: $(VENV)/.installed
 
@@ -30,7 +30,17 @@ sshd:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server iproute2; rc=$$?; \
 	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
-test: venv postgresql sshd
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules in
+# monitoring/prometheus.  Only the tool is wanted: no recommends (node exporter), and
+# the same policy-rc.d guard as above so Debian does not start a Prometheus server.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
+	    chmod 0755 /usr/sbin/policy-rc.d && made=1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  rc=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+
+test: venv postgresql sshd promtool
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The auditor topology on this machine (playbooks/site.yml), traffic, sync, audit, status.
