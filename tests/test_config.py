@@ -723,3 +723,16 @@ def test_cli_default_config_against_a_real_database(tmp_path, fresh_db):
     r = _cli(["exchange-dbinit", "--check"], env, tmp_path)
     assert r.returncode == 0, r.stderr
     assert "no pending patches" in r.stdout
+
+
+def test_installed_config_d_is_not_read_without_taler_base_config(clean_env, monkeypatch,
+                                                                  tmp_path):
+    """A deliberate difference from Taler (docs/configuration.md): only $TALER_BASE_CONFIG."""
+    assert config.defaults_dir("taler-exchange", {}) is None
+    assert config.defaults_dir("taler-exchange", {"TALER_BASE_CONFIG": "/x"}) == "/x"
+    monkeypatch.setattr(config, "INSTALL_PREFIX", str(tmp_path) + "/")
+    write(tmp_path / "share" / "taler-exchange" / "config.d" / "exchangedb-postgres.conf",
+          "[exchangedb-postgres]\nSQL_DIR = ${DATADIR}sql/\n")
+    cfg = config.load(write(tmp_path / "m.conf", "[exchangedb-postgres]\nCONFIG = postgres:///x\n"),
+                      project="taler-exchange")
+    assert cfg.get_string("exchangedb-postgres", "SQL_DIR", required=False) is None

@@ -37,8 +37,11 @@ Reading values: two kinds, never mixed up
 Load order (:func:`load` with a *project*, as Taler's programs do)
     1. ``[PATHS]`` pre-filled with the installation directories of the project
        (prefix ``/usr/``; ``DATADIR`` is ``/usr/share/<project>/``);
-    2. every ``*.conf`` of the defaults directory, sorted: ``$TALER_BASE_CONFIG``
-       if set, else ``/usr/share/<project>/config.d/`` when it exists;
+    2. every ``*.conf`` of ``$TALER_BASE_CONFIG`` if set, sorted.  Unlike Taler, the
+       installed ``/usr/share/<project>/config.d/`` is not read without it: its
+       ``SQL_DIR`` default would silently switch dbinit from the built-in model to
+       Taler's SQL files on every host where Taler is installed (set
+       ``TALER_BASE_CONFIG=/usr/share/<project>/config.d`` to get Taler's defaults);
     3. the main file: ``-c FILE`` or, without it, the first readable of
        ``$XDG_CONFIG_HOME/<project>.conf`` (``~/.config/<project>.conf`` when
        ``XDG_CONFIG_HOME`` is unset), ``/etc/<project>.conf`` and
@@ -388,14 +391,13 @@ def find_default_config(project, environ=None):
 
 
 def defaults_dir(project, environ=None):
-    """``$TALER_BASE_CONFIG``, else the installed ``config.d`` if it exists, else None."""
+    """``$TALER_BASE_CONFIG`` or None.
+
+    Taler falls back to its installed ``<prefix>/share/<project>/config.d``; taler-ops does
+    not (see the module docstring: its SQL_DIR default would change what dbinit builds)."""
     _check_project(project)
     env = os.environ if environ is None else environ
-    base = env.get("TALER_BASE_CONFIG")
-    if base:
-        return base
-    installed = os.path.join(INSTALL_PREFIX, "share", project, "config.d")
-    return installed if os.path.isdir(installed) else None
+    return env.get("TALER_BASE_CONFIG") or None
 
 
 def install_paths(project):
