@@ -168,3 +168,46 @@ def test_major_text():
     assert opts.major_text(150010) == "15.10"
     assert opts.major_text(170000) == "17.0"
     assert opts.major_text(90624) == "9.6.24"
+
+
+# -- DOCUMENTATION and argument spec stay in sync ------------------------------------------
+class _Spec(Exception):
+    pass
+
+
+def _argument_spec(module_name):
+    """The argument spec a module's main() builds (captured before it connects)."""
+    import importlib.util
+    import ansible.module_utils
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    utils = os.path.join(root, "plugins", "module_utils")
+    if utils not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(utils)
+    spec = importlib.util.spec_from_file_location(f"_doc_{module_name}",
+                                                  os.path.join(root, "library", f"{module_name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def capture(argument_spec, **_kwargs):
+        raise _Spec(argument_spec)
+    mod.AnsibleModule = capture
+    with pytest.raises(_Spec) as exc:
+        mod.main()
+    return mod, exc.value.args[0]
+
+
+@pytest.mark.parametrize("module_name", ["pg_subscription", "pg_publication", "pg_server_bin"])
+def test_documentation_matches_argument_spec(module_name):
+    import yaml
+    mod, argspec = _argument_spec(module_name)
+    doc = yaml.safe_load(mod.DOCUMENTATION)
+    documented = set(doc["options"])
+    if "taler_pg" in str(doc.get("extends_documentation_fragment", "")):
+        documented |= {"login_host", "login_port", "login_user", "login_password", "login_db",
+                       "ssl_mode", "ssl_rootcert", "connect_timeout"}
+    assert documented == set(argspec)
+    for name, option in doc["options"].items():
+        spec = argspec[name]
+        assert option.get("type", "str") == spec.get("type", "str"), name
+        assert option.get("default") == spec.get("default"), name
+        assert option.get("choices") == spec.get("choices"), name
