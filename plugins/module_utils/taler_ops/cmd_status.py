@@ -67,7 +67,8 @@ def _run(args):
     if args.destination and not args.source:
         raise UsageError("-d (safe copy) needs -s (ingres) to measure the sync's lag")
     report = status.collect(
-        publisher_uri=_uri(args.publisher, "exchangedb-postgres", "taler-exchange"), slot_name=args.slot,
+        publisher_uri=_uri(args.publisher, "exchangedb-postgres", "taler-exchange"),
+        slot_name=args.slot,
         ingres_uri=_uri(args.source, "exchangedb-postgres"),
         safe_uri=_uri(args.destination, "exchangedb-postgres"),
         auditor_uri=_uri(args.auditor, "auditordb-postgres"),
