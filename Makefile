@@ -2,10 +2,18 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-PG_BIN ?= /usr/lib/postgresql/15/bin
+# PostgreSQL's server programs: PG_BIN if given, else the highest Debian
+# /usr/lib/postgresql/<major>/bin holding initdb, else pg_config --bindir.  Recursively
+# expanded, so recipes after `make postgresql` see a server it just installed.
+PG_FIND = for d in $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -rn); do \
+            [ -x "$$d/initdb" ] && { echo "$$d"; exit 0; }; done; \
+            d=$$(pg_config --bindir 2>/dev/null) && [ -x "$$d/initdb" ] && echo "$$d"
+PG_BIN ?= $(shell $(PG_FIND))
+# Installed when no server is found: Debian's default major (postgresql-15 on Debian 12).
+PG_PACKAGE ?= postgresql
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint demo crashloop postgresql sshd venv clean
+.PHONY: test unit lint demo crashloop postgresql sshd promtool venv clean
 
 venv: $(VENV)/.installed
 
@@ -15,10 +23,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e .
 	touch $@
 
-# Debian's PostgreSQL 15 when absent (the tests start their own clusters with it).
+# Debian's PostgreSQL when no server is installed (the tests start their own clusters
+# with whichever PG_BIN finds).
 postgresql:
-	@test -x $(PG_BIN)/initdb || { apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; }
+	@test -n "$(PG_BIN)" && test -x "$(PG_BIN)/initdb" || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PG_PACKAGE); }
+	@test -x "$(PG_BIN)/initdb" || test -n "$$($(PG_FIND))" || { \
+	  echo "no PostgreSQL server programs found (set PG_BIN=/path/to/bin)" >&2; exit 1; }
 
 # OpenSSH's server and iproute2 for molecule/multihost, which starts one sshd per
 # network namespace itself: installed under a policy-rc.d that stops Debian from
@@ -30,16 +41,27 @@ sshd:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server iproute2; rc=$$?; \
 	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
-test: venv postgresql sshd
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules in
+# monitoring/prometheus.  Only the tool is wanted: no recommends (node exporter), and
+# the same policy-rc.d guard as above so Debian does not start a Prometheus server.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
+	    chmod 0755 /usr/sbin/policy-rc.d && made=1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  rc=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+
+test: venv postgresql sshd promtool
+	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The auditor topology on this machine (playbooks/site.yml), traffic, sync, audit, status.
 demo: venv postgresql
-	scripts/demo.sh
+	PG_BIN="$(PG_BIN)" scripts/demo.sh
 
 # The full issue-9 crash loop: 50 kill -9 during a 1M-row pass (make test runs 8 on 150k).
 crashloop: venv postgresql
-	TALER_OPS_CRASH_RUNS=50 TALER_OPS_CRASH_ROWS=1000000 $(VENV)/bin/pytest -s tests/test_crashloop.py
+	TALER_OPS_PG_BIN="$(PG_BIN)" TALER_OPS_CRASH_RUNS=50 TALER_OPS_CRASH_ROWS=1000000 \
+	  $(VENV)/bin/pytest -s tests/test_crashloop.py
 
 lint: venv
 	$(VENV)/bin/ansible-lint --offline

@@ -53,6 +53,14 @@ options:
   owner:
     description: Owner of the publication. Omit to leave it (a new one belongs to O(login_user)).
     type: str
+  publish_generated_columns:
+    description:
+      - Whether stored generated columns are published (PostgreSQL 18 or later; C(none) is the
+        server's default).
+      - Omit to leave it; the statements are then the same as on PostgreSQL 15. Setting it on
+        an older server fails the task with the version it needs.
+    type: str
+    choices: [none, stored]
 attributes:
   check_mode:
     support: full
@@ -65,6 +73,8 @@ attributes:
     description: Shows tables and parameters before and after.
 notes:
   - Needs C(wal_level=logical) on the server only once a subscriber connects, not to create the publication.
+  - Options that newer servers add are used only when set and only when the connected server has
+    them (C(server_version_num)); PostgreSQL 16 and 17 add none to publications.
 """
 
 EXAMPLES = r"""
@@ -92,6 +102,7 @@ publication:
     publish: [insert, update, delete, truncate]
     publish_via_partition_root: false
     owner: postgres
+    publish_generated_columns: none  # PostgreSQL 18 or later only
 queries:
   description: Statements run (would run, in check mode).
   returned: always
@@ -101,15 +112,16 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.taler_pg import connection_argument_spec, require_psycopg
+from ansible.module_utils.taler_pg_options import (
+    UnsupportedOption, check_publication_options, publication_catalog_query,
+    publication_create_sql, publication_options, publication_set_sql, publication_state_from_row)
 from ansible.module_utils.taler_pg_sql import Session, parse_qualified, qualified_text
 
 OPERATIONS = ["insert", "update", "delete", "truncate"]
 
 
 def read_publication(session, name):
-    row = session.row(
-        "SELECT p.*, r.rolname AS owner FROM pg_publication p JOIN pg_roles r ON r.oid = p.pubowner"
-        " WHERE p.pubname = %s", (name,))
+    row = session.row(publication_catalog_query(session.server_version), (name,))
     if row is None:
         return None
     tables = session.rows(
@@ -122,6 +134,7 @@ def read_publication(session, name):
         "publish": [op for op in OPERATIONS if row["pub" + op]],
         "publish_via_partition_root": row["pubviaroot"],
         "owner": row["owner"],
+        **publication_state_from_row(row, session.server_version),
     }
 
 
@@ -138,12 +151,6 @@ def table_list(names):
     return sql.SQL(", ").join(sql.Identifier(s, t) for s, t in names)
 
 
-def with_clause(publish, via_root):
-    from psycopg import sql
-    return sql.SQL("(publish = {}, publish_via_partition_root = {})").format(
-        sql.Literal(", ".join(publish)), sql.SQL("true" if via_root else "false"))
-
-
 def main():
     spec = connection_argument_spec()
     spec.update(
@@ -154,6 +161,7 @@ def main():
         publish=dict(type="list", elements="str", choices=OPERATIONS, default=list(OPERATIONS)),
         publish_via_partition_root=dict(type="bool", default=False),
         owner=dict(type="str"),
+        publish_generated_columns=dict(type="str", choices=["none", "stored"]),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=[("tables", "all_tables")])
@@ -162,6 +170,11 @@ def main():
 
     p = module.params
     session = Session(module, "database")
+    if p["state"] != "absent":
+        try:
+            check_publication_options(p["name"], p, session.server_version)
+        except UnsupportedOption as exc:
+            session.fail(str(exc))
     before = read_publication(session, p["name"])
     pub = sql.Identifier(p["name"])
     after = None
@@ -186,15 +199,15 @@ def main():
                              f"{p['login_db']!r}: " + ", ".join(missing))
         publish = [op for op in OPERATIONS if op in p["publish"]]
         via_root = p["publish_via_partition_root"]
+        gencols = p["publish_generated_columns"]
+        options = publication_options(publish, via_root, gencols)
         target = {"all_tables": p["all_tables"], "tables": [] if p["all_tables"] else wanted}
+        if gencols is not None:
+            target["publish_generated_columns"] = gencols
 
         def create():
-            stmt = sql.SQL("CREATE PUBLICATION {}").format(pub)
-            if p["all_tables"]:
-                stmt += sql.SQL(" FOR ALL TABLES")
-            elif wanted:
-                stmt += sql.SQL(" FOR TABLE {}").format(table_list(wanted))
-            session.execute(stmt + sql.SQL(" WITH ") + with_clause(publish, via_root))
+            session.execute(publication_create_sql(p["name"], options, tables=wanted,
+                                                   all_tables=p["all_tables"]))
 
         if before is None:
             create()
@@ -213,9 +226,9 @@ def main():
                 if drop:
                     session.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
                         pub, table_list(drop)))
-            if before["publish"] != publish or before["publish_via_partition_root"] != via_root:
-                session.execute(sql.SQL("ALTER PUBLICATION {} SET ").format(pub)
-                                + with_clause(publish, via_root))
+            if (before["publish"] != publish or before["publish_via_partition_root"] != via_root
+                    or (gencols is not None and before.get("publish_generated_columns") != gencols)):
+                session.execute(publication_set_sql(p["name"], options))
         if p["owner"] and (before is None or before["owner"] != p["owner"]):
             if before is None and not session.row("SELECT 1 AS x FROM pg_roles WHERE rolname = %s",
                                                   (p["owner"],)):

@@ -13,7 +13,12 @@ description:
     connection and parameters, or is absent.
   - Converges everything PostgreSQL can C(ALTER) on an existing subscription - O(enabled),
     O(slot_name), O(synchronous_commit), O(binary), O(streaming), O(disable_on_error),
-    O(publications) and O(connection) - so a changed setting is applied, not ignored.
+    O(publications) and O(connection), and on newer servers O(origin), O(password_required),
+    O(run_as_owner) (PostgreSQL 16) and O(failover) (PostgreSQL 17) - so a changed setting is
+    applied, not ignored.
+  - The options newer servers add are used only when the task sets them, and only when the
+    connected server has them (C(server_version_num)); asking for one on an older server fails
+    the task with the version it needs. Left unset, the statements are those of PostgreSQL 15.
   - The connection string is built with libpq's own quoting, and the stored one
     (C(pg_subscription.subconninfo)) is compared key by key, the password included;
     the password never appears in C(queries), the returned state, the diff or an error.
@@ -119,13 +124,38 @@ options:
     type: bool
     default: false
   streaming:
-    description: Stream large in-progress transactions (PostgreSQL 15 accepts only on or off).
-    type: bool
+    description:
+      - Stream large in-progress transactions. C(true) or C(false); C(parallel) (apply them with
+        parallel workers) needs PostgreSQL 16 or later.
+    type: raw
     default: false
   disable_on_error:
     description: Disable the subscription on an apply error instead of retrying forever.
     type: bool
     default: false
+  origin:
+    description:
+      - C(none) replicates only changes that originated on the publisher (no changes it applied
+        itself from another subscription); C(any) replicates all. PostgreSQL 16 or later.
+      - Omit to leave it (a new subscription gets the server's default, C(any)).
+    type: str
+    choices: [none, any]
+  password_required:
+    description:
+      - Whether the publisher connection must use a password (C(false) needs a superuser).
+        PostgreSQL 16 or later. Omit to leave it (server default C(true)).
+    type: bool
+  run_as_owner:
+    description:
+      - Apply changes as the subscription's owner instead of as each table's owner.
+        PostgreSQL 16 or later. Omit to leave it (server default C(false)).
+    type: bool
+  failover:
+    description:
+      - Let the slot on the publisher be synchronised to its standbys (PostgreSQL 17 or later).
+        PostgreSQL changes it only while the subscription is disabled; the module disables it
+        for the change and re-enables it when O(enabled=true). Omit to leave it.
+    type: bool
   copy_data:
     description: Copy the tables' existing rows on creation, on new publications and on refresh.
     type: bool
@@ -220,6 +250,7 @@ subscription:
     streaming: false
     disable_on_error: true
     owner: postgres
+    origin: any  # PostgreSQL 16 or later: also password_required and run_as_owner; 17: failover
     connection: {host: exchange.example, port: "5432", dbname: taler-exchange, user: taler-replicator,
                  sslmode: verify-full, options: -crow_security=off}
     password_set: true
@@ -247,12 +278,16 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.taler_pg import SSL_MODES, connection_argument_spec, require_psycopg
+from ansible.module_utils.taler_pg_options import (
+    SUBSCRIPTION_SET_WHEN_DISABLED, UnsupportedOption, check_subscription_options,
+    normalize_streaming, streaming_from_catalog, subscription_catalog_query,
+    subscription_changed_options, subscription_create_options, subscription_create_sql,
+    subscription_set_sql, subscription_state_from_row, subscription_want, with_options)
 from ansible.module_utils.taler_pg_sql import MASK, Session, error_text, qualified_text
 
 CONNECTION_KEYS = ["host", "port", "dbname", "user", "password", "sslmode", "sslrootcert",
                    "sslcert", "sslkey", "options", "connect_timeout", "application_name"]
 SYNC_STATES = {"i": "init", "d": "data copy", "f": "finished copy", "s": "synchronized", "r": "ready"}
-PARAMETERS = ["slot_name", "synchronous_commit", "binary", "streaming", "disable_on_error"]
 
 
 def desired_connection(module):
@@ -293,13 +328,8 @@ def read_subscription(session, name):
     import psycopg
     from psycopg import conninfo as pgconninfo
     try:
-        row = session.conn.execute(
-            "SELECT s.oid, s.subenabled, s.subbinary, s.substream::text AS substream,"
-            " s.subdisableonerr, s.subslotname, s.subsynccommit, s.subpublications,"
-            " s.subconninfo, r.rolname AS owner FROM pg_subscription s"
-            " JOIN pg_roles r ON r.oid = s.subowner"
-            " WHERE s.subname = %s AND s.subdbid = (SELECT oid FROM pg_database"
-            " WHERE datname = current_database())", (name,)).fetchone()
+        row = session.conn.execute(subscription_catalog_query(session.server_version),
+                                   (name,)).fetchone()
     except psycopg.errors.InsufficientPrivilege:
         session.fail("reading pg_subscription.subconninfo needs a superuser login "
                      f"(login_user {session.module.params['login_user']!r} is not one)")
@@ -317,11 +347,11 @@ def read_subscription(session, name):
         "slot_name": row["subslotname"] if row["subslotname"] is not None else "NONE",
         "synchronous_commit": row["subsynccommit"],
         "binary": row["subbinary"],
-        "streaming": {"t": True, "true": True, "f": False, "false": False}.get(
-            row["substream"], row["substream"]),
+        "streaming": streaming_from_catalog(row["substream"]),
         "disable_on_error": row["subdisableonerr"],
         "owner": row["owner"],
         "connection": {k: str(v) for k, v in conn.items()},
+        **subscription_state_from_row(row, session.server_version),
     }
 
 
@@ -394,21 +424,6 @@ def validate_publisher(module, params, publications):
                 f"wal_level={level}; logical replication needs wal_level=logical")
 
 
-def option_value(key, value):
-    from psycopg import sql
-    if isinstance(value, bool):
-        return sql.SQL("true" if value else "false")
-    if key == "slot_name" and value.upper() == "NONE":
-        return sql.SQL("NONE")
-    return sql.Literal(value)
-
-
-def with_options(options):
-    from psycopg import sql
-    return sql.SQL("({})").format(sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.SQL(k), option_value(k, v)) for k, v in options.items()))
-
-
 def read_progress(session, oid):
     tables = session.rows(
         "SELECT n.nspname, c.relname, sr.srsubstate FROM pg_subscription_rel sr"
@@ -440,8 +455,12 @@ def main():
         synchronous_commit=dict(type="str", default="off",
                                 choices=["off", "local", "remote_write", "remote_apply", "on"]),
         binary=dict(type="bool", default=False),
-        streaming=dict(type="bool", default=False),
+        streaming=dict(type="raw", default=False),
         disable_on_error=dict(type="bool", default=False),
+        origin=dict(type="str", choices=["none", "any"]),
+        password_required=dict(type="bool"),
+        run_as_owner=dict(type="bool"),
+        failover=dict(type="bool"),
         copy_data=dict(type="bool", default=True),
         create_slot=dict(type="bool", default=True),
         owner=dict(type="str"),
@@ -456,7 +475,16 @@ def main():
 
     p = module.params
     name = p["name"]
+    try:
+        p["streaming"] = normalize_streaming(p["streaming"])
+    except ValueError as exc:
+        module.fail_json(msg=f"subscription {name!r}: {exc}")
     session = Session(module, "subscriber database")
+    if p["state"] != "absent":
+        try:
+            check_subscription_options(name, p, session.server_version)
+        except UnsupportedOption as exc:
+            session.fail(str(exc))
     session.keep_statements_out_of_server_log()
     before = read_subscription(session, name)
     sub = sql.Identifier(name)
@@ -477,15 +505,7 @@ def main():
         publications = sorted(set(p["publications"]))
         if not publications:
             module.fail_json(msg=f"subscription {name!r}: publications must not be empty")
-        want = {
-            "enabled": p["enabled"],
-            "synchronous_commit": p["synchronous_commit"],
-            "binary": p["binary"],
-            "streaming": p["streaming"],
-            "disable_on_error": p["disable_on_error"],
-        }
-        if p["slot_name"] is not None:
-            want["slot_name"] = "NONE" if p["slot_name"].upper() == "NONE" else p["slot_name"]
+        want = subscription_want(p)
         conn_changed = before is not None and before["connection"] != want_conn
         pubs_changed = before is not None and before["publications"] != publications
         refresh = p["state"] == "refresh" and before is not None
@@ -493,20 +513,16 @@ def main():
             validate_publisher(module, want_conn, publications)
 
         if before is None:
-            options = {"enabled": want["enabled"]}
-            if "slot_name" in want:
-                options["slot_name"] = want["slot_name"]
-            options.update((k, want[k]) for k in PARAMETERS if k in want and k != "slot_name")
-            options.update(copy_data=p["copy_data"], create_slot=p["create_slot"])
-            stmt = sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH {}")
-            pubs = sql.SQL(", ").join(sql.Identifier(x) for x in publications)
+            options = subscription_create_options(want, p["copy_data"], p["create_slot"])
             session.execute(
-                stmt.format(sub, sql.Literal(render_conninfo(want_conn)), pubs, with_options(options)),
-                shown=stmt.format(sub, sql.Literal(render_conninfo(want_conn, masked=True)), pubs,
-                                  with_options(options)))
+                subscription_create_sql(name, render_conninfo(want_conn), publications, options),
+                shown=subscription_create_sql(name, render_conninfo(want_conn, masked=True),
+                                              publications, options))
         else:
             enabled = before["enabled"]
-            slot_change = "slot_name" in want and want["slot_name"] != before["slot_name"]
+            changed_params = subscription_changed_options(want, before)
+            # slot_name and (PostgreSQL 17) failover change only on a disabled subscription
+            slot_change = any(k in changed_params for k in SUBSCRIPTION_SET_WHEN_DISABLED)
             if slot_change and enabled:
                 session.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub))
                 enabled = False
@@ -517,10 +533,8 @@ def main():
                                                                                    masked=True))))
                 if before["connection"].get("password") != want_conn.get("password"):
                     password_note = MASK + " (new)"
-            changed_params = {k: want[k] for k in PARAMETERS if k in want and want[k] != before[k]}
             if changed_params:
-                session.execute(sql.SQL("ALTER SUBSCRIPTION {} SET {}").format(
-                    sub, with_options(changed_params)))
+                session.execute(subscription_set_sql(name, changed_params))
             if want["enabled"] and not enabled:
                 session.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sub))
                 enabled = True

@@ -132,8 +132,8 @@ def main():
 
     p = module.params
     try:
-        cfg = config.load(p["config"])
-        currency = cfg.get("exchange", "CURRENCY", required=False) or None
+        cfg = config.load(p["config"], project="taler-auditor")
+        currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
         try:
             report = audit.run(config.exchangedb_uri(cfg), config.auditordb_uri(cfg),
                                internal=p["internal"], currency=currency,

@@ -29,6 +29,12 @@ options:
       - Reports C(changed) when anything was cleared.
     type: bool
     default: false
+  sql_dir:
+    description:
+      - Directory of GNU Taler's auditor SQL files (C([auditordb-postgres] SQL_DIR)); the schema
+        is then Taler's own, built as C(taler-auditor-dbinit) does (O(restart) runs Taler's
+        C(restart.sql), O(state=absent) its C(drop.sql)).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -93,6 +99,7 @@ def main():
     spec.update(
         state=dict(type="str", choices=["present", "absent"], default="present"),
         restart=dict(type="bool", default=False),
+        sql_dir=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     require_psycopg(module)
@@ -103,21 +110,23 @@ def main():
     uri = conninfo(module)
     try:
         if module.check_mode:
-            result = dbinit.auditor_dbinit(uri, check=True)
+            result = dbinit.auditor_dbinit(uri, check=True, sql_dir=p["sql_dir"])
             has_data = dbinit.auditor_has_audit_state(uri)
             if p["state"] == "absent":
                 result["patches_after"] = []
                 result["changed"] = bool(result["patches_before"]) or has_data is not None
             else:
-                result["patches_after"] = [x.name for x in auditor_schema.PATCHES]
+                result["patches_after"] = (
+                    sorted(set(result["patches_before"]) | set(result["pending"]))
+                    if result.get("flavour") == "taler" else [x.name for x in auditor_schema.PATCHES])
                 result["restarted"] = bool(p["restart"] and has_data)
                 result["changed"] = bool(result["pending"] or result["restarted"])
         elif p["state"] == "absent":
-            result = dbinit.auditor_dbinit(uri, drop=True, recreate=False)
+            result = dbinit.auditor_dbinit(uri, drop=True, recreate=False, sql_dir=p["sql_dir"])
             result["changed"] = result["dropped"]
         else:
             restart = p["restart"] and bool(dbinit.auditor_has_audit_state(uri))
-            result = dbinit.auditor_dbinit(uri, restart=restart)
+            result = dbinit.auditor_dbinit(uri, restart=restart, sql_dir=p["sql_dir"])
             result["changed"] = bool(result["applied"] or result["restarted"])
     except TalerOpsError as exc:
         fail_with(module, exc)

@@ -151,8 +151,8 @@ def main():
         import os
         if os.path.realpath(p["src_config"]) == os.path.realpath(p["dst_config"]):
             module.fail_json(msg="src_config and dst_config must differ", exit_code=2)
-        src_uri = config.exchangedb_uri(config.load(p["src_config"]))
-        dst_uri = config.exchangedb_uri(config.load(p["dst_config"]))
+        src_uri = config.exchangedb_uri(config.load(p["src_config"], project="taler-auditor"))
+        dst_uri = config.exchangedb_uri(config.load(p["dst_config"], project="taler-auditor"))
         result = sync.sync_once(src_uri, dst_uri, batch_size=p["batch_size"],
                                 dry_run=module.check_mode)
     except sync.SyncHalt as halt:

@@ -44,6 +44,15 @@ options:
         partition); partitioned databases have no foreign keys.
       - Only used when the schema is created; must match on later runs.
     type: int
+  sql_dir:
+    description:
+      - Directory of GNU Taler's exchange SQL files (Taler's C([exchangedb-postgres] SQL_DIR),
+        e.g. C(/usr/share/taler-exchange/sql/)). The schema is then built and migrated from
+        those files exactly as C(taler-exchange-dbinit) does, and taler-ops adds only its own
+        bookkeeping schema C(taler_ops).
+      - Unset, a database that Taler built is adopted as it is and a new one gets taler-ops'
+        built-in model.
+    type: path
   role:
     description:
       - What this database is. Recorded at creation (default C(primary)); must match later.
@@ -126,12 +135,15 @@ from ansible.module_utils.taler_pg import (conninfo, connection_argument_spec, f
 def _check_mode(module, uri, engine):
     p = module.params
     result = engine["dbinit"].exchange_dbinit(uri, check=True, partitions=p["partitions"],
-                                              role=p["role"])
+                                              role=p["role"], sql_dir=p["sql_dir"])
     before = result["patches_before"]
     if p["state"] == "absent":
         result.update(patches_after=[], changed=bool(before) or result["setup"] is not None)
         return result
-    names = [x.name for x in engine["exchange_schema"].PATCHES]
+    if result.get("flavour") == "taler":
+        names = sorted(set(before) | set(result["pending"]))
+    else:
+        names = [x.name for x in engine["exchange_schema"].PATCHES]
     result["patches_after"] = names
     result["changed"] = bool(p["reset"] or result["pending"])
     if p["gc"] and not result["pending"] and not p["reset"]:
@@ -152,6 +164,7 @@ def main():
         gc=dict(type="bool", default=False),
         partitions=dict(type="int"),
         role=dict(type="str", choices=["primary", "ingres", "safe-copy"]),
+        sql_dir=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=[("reset", "gc")])
@@ -170,7 +183,8 @@ def main():
             result["changed"] = result["dropped"]
         else:
             result = dbinit.exchange_dbinit(uri, reset=p["reset"], run_gc=p["gc"],
-                                            partitions=p["partitions"], role=p["role"])
+                                            partitions=p["partitions"], role=p["role"],
+                                            sql_dir=p["sql_dir"])
             deleted = (result.get("gc") or {}).get("deleted")
             result["changed"] = bool(result["applied"] or result["reset"] or deleted)
     except TalerOpsError as exc:

@@ -8,7 +8,15 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 # The local inventory's layout (inventories/local/group_vars/all.yml).
-PG_BIN=/usr/lib/postgresql/15/bin
+# psql: PG_BIN (make demo passes the Makefile's), else the highest Debian
+# /usr/lib/postgresql/<major>/bin, else pg_config --bindir.
+if [ -z "${PG_BIN:-}" ]; then
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -rn); do
+        if [ -x "$d/psql" ]; then PG_BIN=$d; break; fi
+    done
+    PG_BIN=${PG_BIN:-$(pg_config --bindir 2>/dev/null || true)}
+fi
+[ -x "${PG_BIN:-}/psql" ] || { echo "demo: no PostgreSQL programs found (set PG_BIN)" >&2; exit 1; }
 RUN=/run/taler-ops
 ETC=/etc/taler-ops
 TALER_OPS=/opt/taler-ops/venv/bin/taler-ops

@@ -96,6 +96,15 @@ def wait_for(predicate, timeout=30, interval=0.2):
     raise AssertionError(f"condition not reached within {timeout} s")
 
 
+def publish_replicated_tables(exchange_uri, name="taler_pub"):
+    """The publication as roles/exchange_publisher makes it: the registry's tables, inserts only."""
+    import psycopg
+    from taler_ops import registry
+    tables = ", ".join(e.qualified for e in registry.REPLICATED)
+    with psycopg.connect(exchange_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE PUBLICATION {name} FOR TABLE {tables} WITH (publish = 'insert')")
+
+
 @pytest.fixture
 def replication_pair(cluster, request):
     """An exchange primary (session cluster) replicating into an ingres (own cluster).
@@ -104,7 +113,7 @@ def replication_pair(cluster, request):
     ``taler_sub`` on publication ``taler_pub`` of every replicated table.
     """
     import psycopg
-    from taler_ops import dbinit, registry
+    from taler_ops import dbinit
     name = "repl_" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
     ingres = Cluster("ingres").start()
     src = cluster.createdb(name)
@@ -112,9 +121,7 @@ def replication_pair(cluster, request):
     try:
         dbinit.exchange_dbinit(src)
         dbinit.exchange_dbinit(dst, role="ingres")
-        tables = ", ".join(e.qualified for e in registry.REPLICATED)
-        with psycopg.connect(src, autocommit=True) as conn:
-            conn.execute(f"CREATE PUBLICATION taler_pub FOR TABLE {tables}")
+        publish_replicated_tables(src)
         with psycopg.connect(dst, autocommit=True) as conn:
             conn.execute(
                 f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={cluster.sockets} "

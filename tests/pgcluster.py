@@ -13,7 +13,22 @@ import socket
 import subprocess
 import tempfile
 
-PG_BIN = os.environ.get("TALER_OPS_PG_BIN", "/usr/lib/postgresql/15/bin")
+
+def _discover_pg_bin():
+    """The host's server programs (plugins/module_utils/taler_pg_bin.py); no fixed major."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "plugins", "module_utils", "taler_pg_bin.py")
+    spec = importlib.util.spec_from_file_location("_taler_pg_bin", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        return mod.find_bin_dir(["initdb", "pg_ctl", "postgres", "psql"])
+    except mod.NotFound:
+        return "/usr/lib/postgresql/bin-not-found"
+
+
+PG_BIN = os.environ.get("TALER_OPS_PG_BIN") or _discover_pg_bin()
 FAST_SETTINGS = {
     # Test clusters are disposable: durability off, speed on.
     "fsync": "off",

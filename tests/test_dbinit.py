@@ -171,13 +171,17 @@ def test_bad_arguments_exit_2(cli, exconf):
     assert cli("exchange-dbinit", "-c", path, "-P", "-1").returncode == 2
     assert cli("exchange-dbinit", "-c", path, "--role", "boss").returncode == 2
     assert cli("exchange-dbinit", "--bogus").returncode == 2
-    assert cli("exchange-dbinit").returncode == 2
+    # without -c: Taler's default taler-exchange.conf search (tests/test_config.py), not a usage error
 
 
 def test_config_expansion_and_inline(cli, tmp_path, fresh_db, monkeypatch):
+    # As in Taler, [exchangedb-postgres] CONFIG is a string: $-references stay as written.
     (tmp_path / "db.conf").write_text(f"[exchangedb-postgres]\nCONFIG = ${{DBURI}}\n")
     main = tmp_path / "main.conf"
     main.write_text(f"[PATHS]\nDBURI = {fresh_db}\n\n@INLINE@ db.conf\n")
+    out = cli("exchange-dbinit", "-c", main)
+    assert out.returncode == 6 and f"{tmp_path}/db.conf:2: option CONFIG" in out.stderr
+    (tmp_path / "db.conf").write_text(f"[exchangedb-postgres]\nCONFIG = {fresh_db}\n")
     out = cli("exchange-dbinit", "-c", main)
     assert out.returncode == 0, out.stderr
 

@@ -474,6 +474,49 @@ def test_subscription_bad_input_fails_clearly(pg):
     assert not missing.ok and "connection" in missing.result["msg"]
 
 
+def test_newer_server_options_only_where_the_server_has_them(pg):
+    """Issue 18 item 6: options of PostgreSQL 16/17/18 are refused clearly on an older server
+    (the statements for newer servers: tests/test_pg_options.py), accepted on a newer one;
+    left unset, nothing changes on the server here."""
+    publisher, subscriber = pg
+    version = one(subscriber, "postgres", "SELECT current_setting('server_version_num')::int")
+    ensure_replication_role(publisher)
+    base = dict(login(subscriber, "ingres"), name="newer", publications=["taler"],
+                connection=publisher_connection(publisher), slot_name="newer", create_slot=True)
+    cases = [("run_as_owner", True, 160000), ("origin", "none", 160000),
+             ("password_required", True, 160000), ("failover", False, 170000),
+             ("streaming", "parallel", 160000)]
+    refused = [c for c in cases if version < c[2]]
+    tasks = [dict({"pg_subscription": dict(base, **{option: value})}, ignore_errors=True)
+             for option, value, _ in refused]
+    pub_refused = version < 180000
+    tasks.append(dict({"pg_publication": dict(login(publisher, "exch"), name="taler",
+                                              tables=["exchange.reserves"],
+                                              publish_generated_columns="none")},
+                      ignore_errors=True))
+    run = run_tasks(tasks)
+    assert len(run.results) == len(tasks), run
+    for result, (option, _, since) in zip(run.results, refused):
+        assert result.get("failed") and not result.get("changed"), result
+        assert f"option {option}" in result["msg"] and \
+            f"needs PostgreSQL {since // 10000} or later" in result["msg"], result["msg"]
+        assert f"server_version_num {version}" in result["msg"]
+    pub = run.results[-1]
+    if pub_refused:
+        assert pub.get("failed") and "publish_generated_columns needs PostgreSQL 18" in pub["msg"]
+    else:
+        assert not pub.get("failed"), pub
+    assert one(subscriber, "ingres", "SELECT count(*) FROM pg_subscription") == 0
+    # Unset, the module behaves as before: create, rerun quiet, drop.
+    run = run_tasks([{"pg_subscription": base}, {"pg_subscription": base},
+                     {"pg_subscription": dict(base, state="absent")}])
+    assert run.ok, run
+    created, again, _ = run.results
+    assert created["changed"] and not again["changed"] and again["queries"] == []
+    assert not any(k in created["subscription"] for k, _, since in cases
+                   if since > version and k != "streaming")
+
+
 # --- pg_setting -------------------------------------------------------------
 
 def test_setting_units_restart_and_reset(pg):

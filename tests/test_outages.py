@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, publish_replicated_tables, wait_for
 from consistency import prefix_problems, same_tables
 from pgcluster import Cluster
 from tcpproxy import Proxy
@@ -78,12 +78,6 @@ def _subscribe(ingres_uri, host, port, dbname, **options):
     return tables
 
 
-def _publish(exchange_uri):
-    tables = ", ".join(e.qualified for e in registry.REPLICATED)
-    with psycopg.connect(exchange_uri, autocommit=True) as conn:
-        conn.execute(f"CREATE PUBLICATION taler_pub FOR TABLE {tables}")
-
-
 def _caught_up(exchange_uri, timeout=120):
     with psycopg.connect(exchange_uri, autocommit=True) as conn:
         lsn = replication.current_wal_lsn(conn)
@@ -97,7 +91,7 @@ def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
     dbinit.exchange_dbinit(exchange)
     dbinit.exchange_dbinit(ingres, role="ingres")
     dbinit.exchange_dbinit(safe, role="safe-copy")
-    _publish(exchange)
+    publish_replicated_tables(exchange)
     link = Proxy("127.0.0.1", ex.port).start()
     try:
         _subscribe(ingres, "127.0.0.1", link.port, "exchange")
@@ -143,7 +137,7 @@ def test_slot_invalidated_by_max_slot_wal_keep_size(own_cluster, cluster, conf, 
     dbinit.exchange_dbinit(exchange)
     dbinit.exchange_dbinit(ingres, role="ingres")
     dbinit.exchange_dbinit(safe, role="safe-copy")
-    _publish(exchange)
+    publish_replicated_tables(exchange)
     _subscribe(ingres, ex.sockets, ex.port, "exchange")
     workload.bulk(exchange, 3000, seed=1)
     _caught_up(exchange)

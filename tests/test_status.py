@@ -81,6 +81,8 @@ def test_status_follows_lag_halt_outage_and_recovery(cli, chain):
     text = metrics.render(status.collect(ingres_uri=ingres_uri, safe_uri=safe))
     assert "taler_ops_sync_halted 1.0" in text
     assert 'taler_ops_sync_lag_rows{table="wire_targets"} 5.0' in text
+    assert 'taler_ops_sync_rows_copied_total{table="wire_targets"} 3.0' in text
+    assert 'taler_ops_report_timestamp_seconds{parts="ingres+safe_copy"}' in text
 
     # Ingres down: reported, and the metrics say so too.
     ingres.stop()
@@ -110,7 +112,7 @@ def test_status_metrics_textfile_and_human_table(cli, chain, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ingres     up" in out.stdout and "healthy" in out.stdout
     body = prom.read_text()
-    assert "taler_ops_healthy 1.0" in body
+    assert 'taler_ops_healthy{parts="ingres+safe_copy"} 1.0' in body
     assert 'taler_ops_subscription_worker_up{subscription="taler_sub"} 1.0' in body
 
 

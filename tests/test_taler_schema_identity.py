@@ -7,6 +7,8 @@ FKs with their ON DELETE action, and under -P the partition key, the
 partitions and the constraints on each of them.
 """
 
+import subprocess
+
 import psycopg
 import pytest
 
@@ -18,8 +20,13 @@ from taler_ops.exchange_tables import TABLES
 # Differences kept on purpose (docs/taler-schema.md); empty: none.
 KEPT_DIFFERENCES = ()
 
-needs_taler = pytest.mark.skipif(taler_build.taler_sql_dir() is None,
-                                 reason=taler_build.skip_reason())
+needs_taler = pytest.mark.usefixtures("taler_sql")
+
+
+@pytest.fixture
+def taler_sql():
+    """Taler's SQL directory, or skip saying why (tests/taler_build.py)."""
+    return taler_build.require_taler_sql()
 
 
 def _describe_all(uri):
@@ -81,8 +88,10 @@ def test_taler_dbinit_does_not_take_a_model_database_for_its_own(fresh_db):
     """With no exchange-NNNN registered, Taler's dbinit applies its exchange-0001 and stops
     loudly on the existing schema, instead of skipping patches it believes applied."""
     dbinit.exchange_dbinit(fresh_db)
-    with pytest.raises(RuntimeError, match="exchange-0001.sql.*already exists"):
+    with pytest.raises(subprocess.CalledProcessError) as failed:
         taler_build.build_taler_exchange(fresh_db)
+    assert "exchange-0001.sql" in " ".join(failed.value.cmd)
+    assert 'schema "exchange" already exists' in failed.value.stderr
     with psycopg.connect(fresh_db) as conn:
         names = sorted(r[0] for r in conn.execute("SELECT patch_name FROM _v.patches"))
     assert names == ["model-exchange-0001", "model-exchange-0002"]

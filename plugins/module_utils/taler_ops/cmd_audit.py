@@ -36,10 +36,10 @@ def _write_report(path, report):
 
 
 def _handle(args):
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, project="taler-auditor")
     exchange_uri = config.exchangedb_uri(cfg)
     auditor_uri = config.auditordb_uri(cfg)
-    currency = cfg.get("exchange", "CURRENCY", required=False) or None
+    currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
     stop = {"now": False}
 
     def on_signal(signum, _frame):
@@ -73,10 +73,11 @@ def add_parser(sub):
         description="Check the exchange database (normally the safe copy) incrementally and "
                     "store findings, running balances and progress in the auditor database. "
                     "Exit 0 whenever the audit ran, whatever it found.")
-    p.add_argument("-c", "--config", required=True, metavar="FILE",
+    p.add_argument("-c", "--config", metavar="FILE",
                    help="configuration with [exchangedb-postgres] CONFIG (the exchange database "
                         "to read) and [auditordb-postgres] CONFIG (the auditor database to "
-                        "write); [exchange] CURRENCY, if set, formats amounts")
+                        "write); [exchange] CURRENCY, if set, formats amounts (default: Taler's "
+                        "taler-auditor.conf search, as the auditor helpers)")
     p.add_argument("-t", "--test", action="store_true",
                    help="run once and exit (without it: keep auditing new data until SIGTERM)")
     p.add_argument("-i", "--internal", action="store_true",

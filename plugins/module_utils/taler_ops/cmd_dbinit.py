@@ -9,7 +9,11 @@ def _print_result(args, result):
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
         return
+    for warning in result.get("warnings", ()):
+        print(f"warning: {warning}")
     if args.check:
+        if result.get("unfinished_table_actions"):
+            print(f"queued table actions not yet run: {result['unfinished_table_actions']}")
         if result["pending"]:
             print("pending patches: " + " ".join(result["pending"]))
         else:
@@ -33,18 +37,20 @@ def _print_result(args, result):
 
 
 def _exchange(args):
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, project="taler-exchange")
     uri = config.exchangedb_uri(cfg)
     result = dbinit.exchange_dbinit(uri, check=args.check, reset=args.reset, run_gc=args.gc,
-                                    partitions=args.partition, role=args.role)
+                                    partitions=args.partition, role=args.role,
+                                    sql_dir=config.exchangedb_sql_dir(cfg))
     _print_result(args, result)
     return 0
 
 
 def _auditor(args):
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, project="taler-auditor")
     uri = config.auditordb_uri(cfg)
-    result = dbinit.auditor_dbinit(uri, check=args.check, restart=args.restart, drop=args.reset)
+    result = dbinit.auditor_dbinit(uri, check=args.check, restart=args.restart, drop=args.reset,
+                                   sql_dir=config.auditordb_sql_dir(cfg))
     _print_result(args, result)
     return 0
 
@@ -53,8 +59,9 @@ def add_parser(sub):
     p = sub.add_parser("exchange-dbinit", help="create, upgrade, reset or GC an exchange database",
                        description="Apply every missing exchange patch, each in its own "
                                    "transaction. Idempotent.")
-    p.add_argument("-c", "--config", required=True, metavar="FILE",
-                   help="configuration with [exchangedb-postgres] CONFIG")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="configuration with [exchangedb-postgres] CONFIG (default: Taler's "
+                        "taler-exchange.conf search, as taler-exchange-dbinit)")
     p.add_argument("--check", action="store_true", help="list pending patches, change nothing")
     p.add_argument("-r", "--reset", action="store_true",
                    help="DANGEROUS: drop the exchange schema (all data) before creating it")
@@ -69,8 +76,9 @@ def add_parser(sub):
     p.set_defaults(handler=_exchange)
 
     p = sub.add_parser("auditor-dbinit", help="create, upgrade, restart or drop the auditor database")
-    p.add_argument("-c", "--config", required=True, metavar="FILE",
-                   help="configuration with [auditordb-postgres] CONFIG")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="configuration with [auditordb-postgres] CONFIG (default: Taler's "
+                        "taler-auditor.conf search, as taler-auditor-dbinit)")
     p.add_argument("--check", action="store_true", help="list pending patches, change nothing")
     p.add_argument("-r", "--restart", action="store_true",
                    help="DANGEROUS: clear audit progress, balances and findings "

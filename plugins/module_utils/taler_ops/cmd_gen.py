@@ -20,7 +20,7 @@ def _handler(args):
         if args.rate is None or args.duration is None:
             raise UsageError("live mode needs both --rate R and --duration S")
         workload.validate_live_args(args.rate, args.duration, args.gc_every)
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, project="taler-exchange")
     uri = config.exchangedb_uri(cfg)
     progress = None if args.json else workload.tty_progress()
     try:
@@ -56,8 +56,9 @@ def add_parser(sub):
         description="Bulk (--rows): write a consistent exchange history touching every "
                     "replicated table, with binary COPY. Live (--rate, --duration): act as "
                     "the exchange at R rows/s, updating balances and GC-ing on request.")
-    p.add_argument("-c", "--config", required=True, metavar="FILE",
-                   help="configuration with [exchangedb-postgres] CONFIG")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="configuration with [exchangedb-postgres] CONFIG (default: Taler's "
+                        "taler-exchange.conf search; gen acts as the exchange)")
     p.add_argument("--rows", type=int, metavar="N", help="bulk: about N rows of history")
     p.add_argument("--rate", type=float, metavar="R", help="live: rows per second")
     p.add_argument("--duration", type=float, metavar="S", help="live: seconds to run")

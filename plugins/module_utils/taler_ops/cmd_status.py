@@ -7,8 +7,10 @@ from . import config, status
 from .errors import UsageError
 
 
-def _uri(path, section):
-    return config.database_uri(config.load(path), section) if path else None
+def _uri(path, section, project="taler-auditor"):
+    """Explicit files only (status has four); loaded over the auditor's defaults as
+    taler-auditor-sync loads its -s/-d, the publisher's over the exchange's."""
+    return config.database_uri(config.load(path, project=project), section) if path else None
 
 
 def _table(report):
@@ -65,7 +67,8 @@ def _run(args):
     if args.destination and not args.source:
         raise UsageError("-d (safe copy) needs -s (ingres) to measure the sync's lag")
     report = status.collect(
-        publisher_uri=_uri(args.publisher, "exchangedb-postgres"), slot_name=args.slot,
+        publisher_uri=_uri(args.publisher, "exchangedb-postgres", "taler-exchange"),
+        slot_name=args.slot,
         ingres_uri=_uri(args.source, "exchangedb-postgres"),
         safe_uri=_uri(args.destination, "exchangedb-postgres"),
         auditor_uri=_uri(args.auditor, "auditordb-postgres"),

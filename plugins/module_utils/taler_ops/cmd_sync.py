@@ -32,8 +32,9 @@ def _uris(args):
     src, dst = os.path.realpath(args.source), os.path.realpath(args.destination)
     if src == dst:
         raise UsageError("source and destination configuration files must differ")
-    src_uri = config.exchangedb_uri(config.load(args.source))
-    dst_uri = config.exchangedb_uri(config.load(args.destination))
+    # both files over the auditor's defaults, as taler-auditor-sync loads its -s and -d
+    src_uri = config.exchangedb_uri(config.load(args.source, project="taler-auditor"))
+    dst_uri = config.exchangedb_uri(config.load(args.destination, project="taler-auditor"))
     if src_uri == dst_uri:
         raise UsageError(f"{args.source} and {args.destination} name the same database "
                          "([exchangedb-postgres] CONFIG)")

@@ -8,11 +8,14 @@ runs apply every patch once and both succeed.  ``check`` only reads.
 import psycopg
 from psycopg import sql
 
-from . import auditor_schema, exchange_schema, gc, versioning
+from . import auditor_schema, bookkeeping, exchange_schema, gc, taler_sql, versioning
 from .db import connect
-from .errors import CreateError, TalerOpsError, UsageError
+from .errors import CreateError, DatabaseNotReady, TalerOpsError, UsageError
 
 EXCHANGE_WHAT = "exchange database"
+# The model's patch names, e.g. model-exchange-0001: never one of Taler's names.
+EXCHANGE_MODEL_PREFIX = exchange_schema.PATCHES[0].name.rsplit("-", 1)[0] + "-"
+AUDITOR_MODEL_PREFIX = auditor_schema.PATCHES[0].name.rsplit("-", 1)[0] + "-"
 AUDITOR_WHAT = "auditor database"
 
 
@@ -25,8 +28,43 @@ def _schema_exists(conn, schema):
     return conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()[0]
 
 
+def exchange_flavour(conn):
+    """'taler' (built from Taler's SQL files), 'model' (taler-ops' built-in model) or None.
+
+    Taler's exchange-0001 creates ``exchange.exchange_tables``, the queue of
+    table actions; the model has no such table.
+    """
+    if conn.execute("SELECT to_regclass('exchange.exchange_tables') IS NOT NULL").fetchone()[0]:
+        return "taler"
+    if _schema_exists(conn, "exchange"):
+        if _legacy_model(conn):
+            return "legacy"
+        return "model"
+    return None
+
+
+def _legacy_model(conn):
+    """Taler's own patch names on a schema Taler did not build: an earlier taler-ops' model."""
+    if EXCHANGE_MODEL_PREFIX == taler_sql.EXCHANGE_PREFIX:
+        return False
+    return bool(taler_sql.registered(conn, taler_sql.EXCHANGE_PREFIX))
+
+
+def refuse_legacy(conn, what):
+    """taler-ops before the model had names of its own registered Taler's patch names."""
+    if exchange_flavour(conn) == "legacy":
+        raise DatabaseNotReady(
+            f"the {what} was created by an earlier taler-ops whose model registered Taler's "
+            "patch names (exchange-0001) for a schema that differs from Taler's; it cannot be "
+            "migrated in place: create the database again (exchange-dbinit -r, or from Taler's "
+            "files with SQL_DIR) and let the sync fill the safe copy anew")
+
+
 def read_setup(conn):
-    """(role, partitions, foreign_keys) of an exchange database, or None before exchange-0001."""
+    """(role, partitions, foreign_keys) of an exchange database, or None if never set up."""
+    setup = bookkeeping.read_setup(conn)
+    if setup is not None:
+        return setup
     if conn.execute("SELECT to_regclass('exchange.database_setup') IS NULL").fetchone()[0]:
         return None
     row = conn.execute(
@@ -47,8 +85,13 @@ def _apply(conn, patches, render, what):
 
 
 def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None, role=None,
-                    now_us=None):
-    """Bring an exchange database to the current schema; returns a result dict."""
+                    now_us=None, sql_dir=None):
+    """Bring an exchange database to the current schema; returns a result dict.
+
+    ``sql_dir``: the directory of Taler's exchange SQL files ([exchangedb-postgres]
+    SQL_DIR).  With it, the schema is Taler's own, built from those files; without
+    it, a database Taler built is adopted as it is, and a new one gets the model.
+    """
     if partitions is not None and partitions < 0:
         raise UsageError("-P/--partition takes a number >= 0")
     if role is not None and role not in exchange_schema.ROLES:
@@ -56,9 +99,15 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
+        flavour = exchange_flavour(conn)
+        if flavour == "legacy" and not reset:
+            refuse_legacy(conn, EXCHANGE_WHAT)
+        if sql_dir or flavour == "taler":
+            return _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc,
+                                          partitions, role, now_us)
+        before = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
         setup = read_setup(conn)
-        pending = _pending(conn, exchange_schema.PATCHES, exchange_schema.PATCH_PREFIX)
+        pending = _pending(conn, exchange_schema.PATCHES, EXCHANGE_MODEL_PREFIX)
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "reset": False, "gc": None}
         if not reset:
@@ -96,11 +145,96 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         result["applied"] = _apply(conn, pending, render, EXCHANGE_WHAT)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
-        result["patches_after"] = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
+        result["patches_after"] = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
         result["setup"] = _setup_dict(read_setup(conn))
         return result
     finally:
         conn.close()
+
+
+def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partitions, role,
+                           now_us):
+    """exchange-dbinit on Taler's own schema: Taler's files, taler-ops' bookkeeping beside."""
+    prefix = taler_sql.EXCHANGE_PREFIX
+    if sql_dir:
+        taler_sql.check_sql_dir(sql_dir, prefix, EXCHANGE_WHAT)
+    if flavour in ("model", "legacy") and not reset:
+        raise DatabaseNotReady(
+            "the exchange database holds taler-ops' built-in model schema, not Taler's: "
+            "refusing to apply Taler's SQL files over it (recreate it with -r, which drops "
+            "all its data)")
+    if reset and not sql_dir:
+        raise UsageError("-r on a database built from Taler's SQL files needs Taler's drop.sql: "
+                         "set [exchangedb-postgres] SQL_DIR")
+    before = taler_sql.registered(conn, prefix)
+    setup = read_setup(conn)
+    pending = [n for n, _ in taler_sql.pending(conn, sql_dir, prefix)] if sql_dir else []
+    result = {"flavour": "taler", "patches_before": before, "pending": pending,
+              "unfinished_table_actions": taler_sql.unfinished_table_actions(conn) or 0,
+              "applied": [], "reset": False, "gc": None, "warnings": []}
+    if check:
+        if setup is not None and not reset:
+            _refuse_changed_layout(setup, partitions, role)
+        result["patches_after"] = before
+        result["setup"] = _setup_dict(setup)
+        return result
+    if reset:
+        with conn.transaction():
+            bookkeeping.drop(conn)
+            if flavour in ("model", "legacy"):
+                _drop_exchange_model(conn)
+        if flavour == "taler":
+            # Taler's dbinit only logs a failing drop.sql and goes on; so do we, visibly.
+            try:
+                taler_sql.exchange_drop(conn, sql_dir, EXCHANGE_WHAT)
+            except CreateError as exc:
+                result["warnings"].append(str(exc))
+        result["reset"] = True
+        setup, flavour = None, None
+    if setup is not None:
+        _refuse_changed_layout(setup, partitions, role)
+        role, partitions, foreign_keys = setup
+    else:
+        role = role or "primary"
+        if flavour == "taler":
+            found = taler_partitions(conn)
+            if partitions is not None and partitions != found:
+                _refuse_changed_layout((role, found, found is None), partitions, None)
+            partitions = found
+        foreign_keys = partitions is None
+    if sql_dir:
+        result["applied"] = taler_sql.exchange_build(conn, sql_dir, partitions, EXCHANGE_WHAT)
+    left = taler_sql.unfinished_table_actions(conn)
+    if left:
+        raise DatabaseNotReady(
+            f"the exchange database has {left} queued table action(s) not yet run: build it "
+            "with Taler's files ([exchangedb-postgres] SQL_DIR) or taler-exchange-dbinit first")
+    with conn.transaction():
+        bookkeeping.create(conn, role, partitions, foreign_keys)
+    if run_gc:
+        result["gc"] = gc.collect(conn, now_us=now_us)
+    result["pending"] = []
+    result["patches_after"] = taler_sql.registered(conn, prefix)
+    result["setup"] = _setup_dict(read_setup(conn))
+    return result
+
+
+def taler_partitions(conn):
+    """The -P a Taler-built database was created with (None: plain tables with FKs).
+
+    Read from ``exchange.reserves``, which every mode partitions except NULL.
+    """
+    row = conn.execute(
+        "SELECT c.relkind, (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid), "
+        "(SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid "
+        " WHERE i.inhparent = c.oid AND p.relname = 'reserves_default') "
+        "FROM pg_class c WHERE c.oid = to_regclass('exchange.reserves')").fetchone()
+    if row is None:             # tables still queued: the caller refuses that
+        return None
+    kind, parts, default = row
+    if kind != "p":
+        return None
+    return 0 if default else int(parts)
 
 
 def _setup_dict(setup):
@@ -125,10 +259,17 @@ def _refuse_changed_layout(setup, partitions, role):
 
 def _drop_exchange(conn):
     with conn.transaction():
-        if versioning.has_versioning(conn):
-            names = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
-            versioning.unregister(conn, reversed(names))
-        conn.execute("DROP SCHEMA IF EXISTS exchange CASCADE")
+        bookkeeping.drop(conn)
+        _drop_exchange_model(conn)
+
+
+def _drop_exchange_model(conn):
+    if versioning.has_versioning(conn):
+        names = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
+        if _legacy_model(conn):   # the earlier model's registrations under Taler's names
+            names = taler_sql.registered(conn, taler_sql.EXCHANGE_PREFIX) + names
+        versioning.unregister(conn, reversed(names))
+    conn.execute("DROP SCHEMA IF EXISTS exchange CASCADE")
 
 
 def exchange_drop(uri):
@@ -136,7 +277,7 @@ def exchange_drop(uri):
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
+        before = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
         existed = _schema_exists(conn, "exchange")
         _drop_exchange(conn)
         return {"patches_before": before, "patches_after": [], "applied": [], "pending": [],
@@ -145,12 +286,15 @@ def exchange_drop(uri):
         conn.close()
 
 
-def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
+def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, sql_dir=None):
     conn = connect(uri, AUDITOR_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
-        pending = _pending(conn, auditor_schema.PATCHES, auditor_schema.PATCH_PREFIX)
+        flavour = auditor_flavour(conn)
+        if sql_dir or flavour == "taler":
+            return _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate)
+        before = versioning.applied(conn, AUDITOR_MODEL_PREFIX)
+        pending = _pending(conn, auditor_schema.PATCHES, AUDITOR_MODEL_PREFIX)
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "restarted": False, "dropped": False}
         if not drop:
@@ -162,7 +306,7 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
             existed = _schema_exists(conn, "auditor") or bool(before)
             with conn.transaction():
                 if versioning.has_versioning(conn):
-                    versioning.unregister(conn, reversed(versioning.applied(conn, auditor_schema.PATCH_PREFIX)))
+                    versioning.unregister(conn, reversed(versioning.applied(conn, AUDITOR_MODEL_PREFIX)))
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
             result["dropped"] = existed
             pending = list(auditor_schema.PATCHES)
@@ -173,10 +317,52 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True):
             result["restarted"] = _restart_auditor(conn)
         versioning.ensure_versioning(conn)
         result["applied"] = _apply(conn, pending, auditor_schema.render, AUDITOR_WHAT)
-        result["patches_after"] = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
+        result["patches_after"] = versioning.applied(conn, AUDITOR_MODEL_PREFIX)
         return result
     finally:
         conn.close()
+
+
+def _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate):
+    """auditor-dbinit with Taler's files: -r runs restart.sql, -R drop.sql (as Taler's)."""
+    prefix = taler_sql.AUDITOR_PREFIX
+    if not sql_dir:
+        if check:
+            before = taler_sql.registered(conn, prefix)
+            return {"flavour": "taler", "patches_before": before, "patches_after": before,
+                    "pending": [], "applied": [], "restarted": False, "dropped": False}
+        raise UsageError("the auditor database was built from Taler's SQL files: set "
+                         "[auditordb-postgres] SQL_DIR so that auditor-dbinit uses them")
+    taler_sql.check_sql_dir(sql_dir, prefix, AUDITOR_WHAT)
+    if flavour == "model" and not drop:
+        raise DatabaseNotReady(
+            "the auditor database holds taler-ops' built-in model schema, not Taler's: "
+            "refusing to apply Taler's SQL files over it (recreate it with -R)")
+    before = taler_sql.registered(conn, prefix)
+    result = {"flavour": "taler", "patches_before": before, "applied": [],
+              "pending": [n for n, _ in taler_sql.pending(conn, sql_dir, prefix)],
+              "restarted": False, "dropped": False}
+    if check:
+        result["patches_after"] = before
+        return result
+    if drop:
+        if flavour == "model":
+            with conn.transaction():
+                versioning.unregister(conn, reversed(versioning.applied(conn, AUDITOR_MODEL_PREFIX)))
+                conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
+        elif flavour == "taler":
+            taler_sql.auditor_drop(conn, sql_dir, AUDITOR_WHAT)
+        result["dropped"] = flavour is not None
+        if not recreate:
+            result["patches_after"] = taler_sql.registered(conn, prefix)
+            return result
+    elif restart and flavour == "taler":
+        taler_sql.auditor_restart(conn, sql_dir, AUDITOR_WHAT)
+        result["restarted"] = True
+    result["applied"] = taler_sql.auditor_build(conn, sql_dir, AUDITOR_WHAT)
+    result["pending"] = []
+    result["patches_after"] = taler_sql.registered(conn, prefix)
+    return result
 
 
 def _audit_state_tables(conn):
@@ -213,10 +399,34 @@ def _restart_auditor(conn):
     return True
 
 
-def assert_exchange_current(conn, what=EXCHANGE_WHAT):
-    """For every runtime component: exit 5 unless the exchange schema is exactly current."""
+def assert_exchange_current(conn, what=EXCHANGE_WHAT, sql_dir=None):
+    """For every runtime component: exit 5 unless the exchange schema is exactly current.
+
+    A Taler-built database is current when its queued table actions have all
+    run and, with ``sql_dir``, every patch file there is applied.
+    """
+    flavour = exchange_flavour(conn)
+    if flavour == "taler":
+        taler_sql.check_current(conn, taler_sql.EXCHANGE_PREFIX, sql_dir, what)
+        return
+    if flavour == "legacy":
+        refuse_legacy(conn, what)
     versioning.check_current(conn, exchange_schema.PATCHES, what)
 
 
+def auditor_flavour(conn):
+    if conn.execute("SELECT to_regclass('auditor.auditor_tables') IS NOT NULL").fetchone()[0]:
+        return "taler"
+    if _schema_exists(conn, "auditor"):
+        return "model"
+    return None
+
+
 def assert_auditor_current(conn, what=AUDITOR_WHAT):
+    if auditor_flavour(conn) == "taler":
+        # The audit still writes the model's tables; writing Taler's report tables
+        # is issue #17.  Refuse rather than fail half-way through a check.
+        raise DatabaseNotReady(
+            f"the {what} has Taler's auditor schema; taler-ops' audit does not write Taler's "
+            "report tables yet: use an auditor database created without SQL_DIR")
     versioning.check_current(conn, auditor_schema.PATCHES, what)

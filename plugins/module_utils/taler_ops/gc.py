@@ -26,8 +26,10 @@ The rules, in order, with ``now`` and ``ancient = now - 10 years``:
 10. refunds, aggregation_tracking, coin_deposits below the oldest batch deposit.
 11. cs_nonce_locks below the oldest denomination.
 
-Refused on an ingres copy: it follows the exchange's own GC by replication,
-and deleting there could remove rows the sync has not copied yet.
+Refused on an ingres copy: it is the sync's only source (the publication
+carries inserts only, so the exchange's GC does not reach it), and deleting
+there could remove rows the sync has not copied yet.  A Taler-built primary is
+collected by Taler's own exchange_do_gc.
 """
 
 import contextlib
@@ -120,15 +122,16 @@ def _counts(conn):
 
 def collect(conn, now_us=None, dry_run=False):
     """Run the GC rules in one transaction; returns {table: rows deleted} (cascades included)."""
-    from .dbinit import assert_exchange_current, read_setup
+    from .dbinit import assert_exchange_current, exchange_flavour, read_setup
 
     assert_exchange_current(conn)
     role = read_setup(conn)[0]
+    if role == "primary" and exchange_flavour(conn) == "taler":
+        return _collect_as_taler(conn, now_us, dry_run)
     if role not in _RESERVE_RULE:
         raise TalerOpsError(
-            f"garbage collection refused on an {role} copy: it follows the exchange's own "
-            "GC through replication, and deleting there could lose rows the sync has not "
-            "copied yet")
+            f"garbage collection refused on an {role} copy: it is the sync's only source, "
+            "and deleting there could lose rows the sync has not copied yet")
     now = now_us if now_us is not None else current_time_us()
     params = {"now": now, "ancient": now - TEN_YEARS_US}
     if role == "safe-copy" and not dry_run:  # a dry run rolls back: nothing to protect
@@ -147,6 +150,20 @@ def _sync_excluded(conn):
         yield
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (SYNC_LOCK_KEY,))
+
+
+def _collect_as_taler(conn, now_us, dry_run):
+    """A Taler-built primary is collected by Taler's own exchange_do_gc, as its dbinit -g does."""
+    now = now_us if now_us is not None else current_time_us()
+    with conn.transaction():
+        before = _counts(conn)
+        conn.execute("SET LOCAL search_path TO exchange")
+        conn.execute("CALL exchange.exchange_do_gc(%s, %s)", (now - TEN_YEARS_US, now))
+        after = _counts(conn)
+        if dry_run:
+            raise psycopg.Rollback()
+    return {"role": "primary", "now": now, "rules": "taler",
+            "deleted": {t: before[t] - after[t] for t in before if before[t] != after[t]}}
 
 
 def _collect(conn, role, now, params, dry_run):

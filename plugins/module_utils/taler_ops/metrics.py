@@ -5,14 +5,30 @@ or served over HTTP by a long-running process.  Metric names are documented in
 docs/operations.md.
 """
 
+import datetime
 import os
 import tempfile
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+# Parts a report can cover; several writers (the sync daemon, a scheduled
+# `status -a`, `status -p`) may share one node_exporter textfile directory.
+PARTS = ("publisher", "ingres", "safe_copy", "audit")
 
 
 def _gauge(reg, name, doc, labels=()):
     return Gauge(name, doc, labels, registry=reg)
+
+
+class _Families:
+    """A collector of ready-made metric families (a counter read from the database)."""
+
+    def __init__(self, *families):
+        self.families = families
+
+    def collect(self):
+        return self.families
 
 
 def registry_from(report):
@@ -29,11 +45,16 @@ def registry_from(report):
         active = _gauge(reg, "taler_ops_slot_active", "1 if a consumer is connected", ["slot"])
         lost = _gauge(reg, "taler_ops_slot_lost", "1 if the slot's WAL is lost or unreserved",
                       ["slot"])
+        # NULL unless max_slot_wal_keep_size limits the slot: then no series at all.
+        safe = _gauge(reg, "taler_ops_slot_safe_wal_bytes",
+                      "WAL that may still be written before the slot is lost", ["slot"])
         for s in report["publisher"]["slots"]:
             lag.labels(s["slot_name"]).set(s["lag_bytes"] or 0)
             kept.labels(s["slot_name"]).set(s["retained_bytes"] or 0)
             active.labels(s["slot_name"]).set(1 if s["active"] else 0)
             lost.labels(s["slot_name"]).set(1 if s["wal_status"] in ("lost", "unreserved") else 0)
+            if s.get("safe_wal_size") is not None:
+                safe.labels(s["slot_name"]).set(s["safe_wal_size"])
 
     if "subscriptions" in report.get("ingres", {}):
         worker = _gauge(reg, "taler_ops_subscription_worker_up",
@@ -73,12 +94,17 @@ def registry_from(report):
         lrows = _gauge(reg, "taler_ops_sync_lag_rows", "serials not yet copied", ["table"])
         lsecs = _gauge(reg, "taler_ops_sync_lag_seconds",
                        "seconds rows have waited since the table last advanced", ["table"])
+        # A counter, unlike the watermark: rows actually copied, so rate() is rows/s.
+        copied = CounterMetricFamily("taler_ops_sync_rows_copied",
+                                     "rows copied into the safe copy", labels=["table"])
         for table, row in sync["tables"].items():
             mark.labels(table).set(row["watermark"])
+            copied.add_metric([table], row.get("rows_copied") or 0)
             if "source_max" in row:
                 smax.labels(table).set(row["source_max"])
                 lrows.labels(table).set(row["lag_rows"])
                 lsecs.labels(table).set(row["lag_seconds"] or 0)
+        reg.register(_Families(copied))
         if sync.get("last_pass") is not None:
             _gauge(reg, "taler_ops_sync_last_pass_timestamp_seconds",
                    "when a watermark last moved").set(sync["last_pass"].timestamp())
@@ -92,8 +118,17 @@ def registry_from(report):
         for kind, count in audit["findings"].items():
             found.labels(kind).set(count)
 
-    _gauge(reg, "taler_ops_healthy", "1 if status found no problem").set(
-        1 if report["healthy"] else 0)
+    # Labelled by the parts the report covers, so that two writers on one host
+    # (e.g. the sync daemon and a scheduled `status -a`) never export the same
+    # series, which node_exporter's textfile collector rejects.
+    parts = "+".join(p for p in PARTS if p in report)
+    _gauge(reg, "taler_ops_healthy", "1 if status found no problem", ["parts"]).labels(
+        parts).set(1 if report["healthy"] else 0)
+    # When the report was made: a metrics file nobody rewrites still serves its
+    # last values, and only this timestamp ages (alert TalerOpsMetricsStale).
+    _gauge(reg, "taler_ops_report_timestamp_seconds",
+           "when the status report behind these metrics was made (Unix time)",
+           ["parts"]).labels(parts).set(datetime.datetime.fromisoformat(report["time"]).timestamp())
     return reg
 
 
