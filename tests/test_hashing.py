@@ -40,6 +40,8 @@ INVALID = [
     "payto://iban/de89370400440532013000?receiver-name=Max",     # lower-case IBAN
     "payto://iban/DE89370400440532013000",                       # no receiver-name
     "payto://iban/ZZ89370400440532013000?receiver-name=Max",     # unknown country
+    "payto://iban/DE89-370400440532013000?receiver-name=Max",    # not alphanumeric
+    "payto://iban/DE89?receiver-name=Max",                        # country and digits only
     "payto://x-taler-bank/localhost/alice",                      # no receiver-name
     "payto://x-taler-bank/local host/alice?receiver-name=A",     # space
     "payto://x-taler-bank/.localhost/alice?receiver-name=A",     # leading dot

@@ -178,8 +178,10 @@ def _sql_iban_valid(iban):
     digits = (f"(SELECT string_agg(CASE WHEN ch BETWEEN '0' AND '9' THEN ch "
               f"ELSE (ascii(ch) - 55)::text END, '' ORDER BY i) "
               f"FROM unnest(string_to_array({rotated}, NULL)) WITH ORDINALITY AS x(ch, i))")
+    # CASE, not AND: the digit string is only a number once the alphabet is checked.
     return (f"(length({iban}) BETWEEN 4 AND 34 AND substr({iban}, 1, 2) IN ({countries}) "
-            f"AND {rotated} ~ '^[0-9A-Z]+$' AND mod(({digits})::numeric, 97) = 1)")
+            f"AND CASE WHEN {rotated} ~ '^[0-9A-Z]+$' "
+            f"THEN mod(({digits})::numeric, 97) = 1 ELSE FALSE END)")
 
 
 def _sql_valid(u):
