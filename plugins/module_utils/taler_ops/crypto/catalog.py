@@ -163,11 +163,15 @@ def _denom_terms(row):
 
 
 def _close_candidates(row, ctx):
-    cands = []
+    # What the wallet signed as target is not stored in close_requests; the
+    # candidates are the account the close actually paid (reserves_close, when
+    # linked), the reserve's origin account (payto_uri) and "no target".
+    hashes = [row.get("close_h_payto")]
     if row.get("payto_uri"):
-        cands.append(blocks.reserve_close(row["close_timestamp"], payto_hash(row["payto_uri"])))
-    cands.append(blocks.reserve_close(row["close_timestamp"], None))
-    return cands
+        hashes.append(payto_hash(row["payto_uri"]))
+    hashes.append(None)
+    return [blocks.reserve_close(row["close_timestamp"], h)
+            for i, h in enumerate(hashes) if h is not None or i == len(hashes) - 1]
 
 
 def _link_block(row, _ctx):
@@ -192,10 +196,20 @@ def _account_merge_block(row, ctx):
         row["flags"])]
 
 
-def _base_url(ctx):
+def _base_url(row, ctx):
+    """The exchange whose URL a purse merge or deposit signed: ours, or for a
+    partner purse the partner's (``partners`` is replicated by taler-ops)."""
+    if row.get("partner_serial_id") is not None:
+        if not row.get("partner_base_url"):
+            raise ValueError("partner row not replicated")
+        return row["partner_base_url"]
     if not ctx.exchange_base_url:
         raise ValueError("[exchange] BASE_URL is needed for purse signatures")
     return ctx.exchange_base_url
+
+
+def _partner_unknown(row):
+    return row.get("partner_serial_id") is not None and not row.get("partner_base_url")
 
 
 S = SignatureColumn
@@ -409,12 +423,17 @@ COLUMNS: tuple[SignatureColumn, ...] = (
       _pub=_col("reserve_pub")),
     S("close_requests", "reserve_sig", EDDSA, blocks.WALLET_RESERVE_CLOSE,
       "close_requests.reserve_pub", "partly",
-      "the wallet's target account is not stored: H32(payto_uri) and 'no target' are tried; "
-      "a signature matching neither (a third-party target, or a forgery) gets verdict None",
-      "close_request_serial_id",
+      "the wallet's target account is not stored here: tried are the target the linked "
+      "reserves_close row paid, the origin payto_uri and 'no target'; without a linked "
+      "reserves_close row a signature matching neither (a third-party target, or a forgery) "
+      "gets verdict None", "close_request_serial_id",
       "SELECT cr.close_request_serial_id AS serial, cr.reserve_sig AS sig, cr.reserve_pub,"
-      " cr.close_timestamp, cr.payto_uri FROM {s}.close_requests cr", "cr.close_request_serial_id",
-      _blocks=_close_candidates, _pub=_col("reserve_pub"), _undecided=lambda r: True),
+      " cr.close_timestamp, cr.payto_uri, (SELECT rc.wire_target_h_payto FROM {s}.reserves_close rc"
+      " WHERE rc.reserve_pub = cr.reserve_pub AND rc.close_request_row = cr.close_request_serial_id"
+      " ORDER BY rc.close_uuid LIMIT 1) AS close_h_payto FROM {s}.close_requests cr",
+      "cr.close_request_serial_id",
+      _blocks=_close_candidates, _pub=_col("reserve_pub"),
+      _undecided=lambda r: r.get("close_h_payto") is None),
     S("history_requests", "reserve_sig", NONE, blocks.WALLET_RESERVE_HISTORY,
       "history_requests.reserve_pub", "no",
       "signs start_off, which is not stored (and v0.14 has no writer): never checkable",
@@ -435,30 +454,32 @@ COLUMNS: tuple[SignatureColumn, ...] = (
       _pub=_col("purse_pub")),
     S("purse_merges", "merge_sig", EDDSA, blocks.WALLET_PURSE_MERGE,
       "purse_requests.merge_pub (via purse_pub)", "partly",
-      "needs [exchange] BASE_URL; a merge into a partner exchange (partner_serial_id set) hashes "
-      "the partner's URL, which is not replicated: verdict None when BASE_URL does not verify",
+      "needs [exchange] BASE_URL; a merge for a partner exchange's reserve hashes the partner's "
+      "base URL (from partners, replicated by taler-ops; verdict None if that row is missing)",
       "purse_merge_request_serial_id",
       "SELECT pm.purse_merge_request_serial_id AS serial, pm.merge_sig AS sig, pr.merge_pub,"
-      " pm.merge_timestamp, pm.purse_pub, pm.reserve_pub, pm.partner_serial_id"
-      " FROM {s}.purse_merges pm LEFT JOIN {s}.purse_requests pr ON pr.purse_pub = pm.purse_pub",
+      " pm.merge_timestamp, pm.purse_pub, pm.reserve_pub, pm.partner_serial_id, pa.partner_base_url"
+      " FROM {s}.purse_merges pm LEFT JOIN {s}.purse_requests pr ON pr.purse_pub = pm.purse_pub"
+      " LEFT JOIN {s}.partners pa ON pa.partner_serial_id = pm.partner_serial_id",
       "pm.purse_merge_request_serial_id",
-      _blocks=lambda r, c: [blocks.purse_merge(r["merge_timestamp"], r["purse_pub"], _base_url(c),
+      _blocks=lambda r, c: [blocks.purse_merge(r["merge_timestamp"], r["purse_pub"], _base_url(r, c),
                                                r["reserve_pub"])],
-      _pub=_col("merge_pub"), _undecided=lambda r: r.get("partner_serial_id") is not None),
+      _pub=_col("merge_pub"), _undecided=_partner_unknown),
     S("purse_deposits", "coin_sig", EDDSA, blocks.WALLET_PURSE_DEPOSIT,
       "purse_deposits.coin_pub", "partly",
-      "needs [exchange] BASE_URL; a deposit into a partner's purse hashes the partner's URL "
-      "(not replicated): verdict None when BASE_URL does not verify", "purse_deposit_serial_id",
+      "needs [exchange] BASE_URL; a deposit into a partner's purse hashes the partner's base URL "
+      "(from partners; verdict None if that row is missing)", "purse_deposit_serial_id",
       "SELECT pdp.purse_deposit_serial_id AS serial, pdp.coin_sig AS sig, pdp.coin_pub, "
       + amt("pdp.amount_with_fee", "amount_with_fee") + ", pdp.purse_pub, pdp.partner_serial_id,"
-      " kc.age_commitment_hash, d.denom_pub_hash FROM {s}.purse_deposits pdp"
+      " kc.age_commitment_hash, d.denom_pub_hash, pa.partner_base_url FROM {s}.purse_deposits pdp"
+      " LEFT JOIN {s}.partners pa ON pa.partner_serial_id = pdp.partner_serial_id"
       " LEFT JOIN {s}.known_coins kc ON kc.coin_pub = pdp.coin_pub"
       " LEFT JOIN {s}.denominations d ON d.denominations_serial = kc.denominations_serial",
       "pdp.purse_deposit_serial_id",
       _blocks=lambda r, c: [blocks.purse_deposit(c.currency, r["amount_with_fee"],
                                                  r["denom_pub_hash"], r.get("age_commitment_hash"),
-                                                 r["purse_pub"], _base_url(c))],
-      _pub=_col("coin_pub"), _undecided=lambda r: r.get("partner_serial_id") is not None),
+                                                 r["purse_pub"], _base_url(r, c))],
+      _pub=_col("coin_pub"), _undecided=_partner_unknown),
     S("account_merges", "reserve_sig", EDDSA, blocks.WALLET_ACCOUNT_MERGE,
       "account_merges.reserve_pub", "yes", "", "account_merge_request_serial_id",
       "SELECT am.account_merge_request_serial_id AS serial, am.reserve_sig AS sig, am.reserve_pub,"
@@ -485,6 +506,12 @@ COLUMNS: tuple[SignatureColumn, ...] = (
       "wad transfers have no writer in v0.14 and the signed fields are not all stored",
       "wad_in_entry_serial_id",
       "SELECT w.wad_in_entry_serial_id AS serial, w.purse_sig AS sig FROM {s}.wad_in_entries w", "w.wad_in_entry_serial_id"),
+    S("partners", "master_sig", NONE, 1019, "[exchange] MASTER_PUBLIC_KEY", "no",
+      "MASTER_PARTNER_DETAILS: the signed layout is not in taler-signatures.md (only the purpose "
+      "number), so it is not checked; partners is replicated by taler-ops only",
+      "partner_serial_id",
+      "SELECT pa.partner_serial_id AS serial, pa.master_sig AS sig FROM {s}.partners pa",
+      "pa.partner_serial_id"),
 )
 
 BY_NAME: dict[str, SignatureColumn] = {c.name: c for c in COLUMNS}
