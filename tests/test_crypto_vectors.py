@@ -292,3 +292,11 @@ def test_amount_encoding():
 def test_full_payto_hash(uri, full):
     """taler-real-schema.md §3.5 (the hash signed into profit drains and close requests)."""
     assert payto_hash(uri).hex() == full
+
+
+def test_rsa_without_gmp(monkeypatch):
+    """gmpy2 only makes RSA faster: Python's own integers give the same answers."""
+    monkeypatch.setattr(rsa, "_powmod", pow)
+    import math
+    monkeypatch.setattr(rsa, "_gcd", math.gcd)
+    test_6_2_rsa_coin()
