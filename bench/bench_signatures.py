@@ -8,7 +8,12 @@ does (block rebuilt from the row, key from the row or the configuration).
 The ratio all/one is what to read on a shared machine; absolute rates move
 with the load (each figure is the best of --repeat alternating runs).
 
-    .venv/bin/python bench/bench_signatures.py [--rows 4000] [--workers N]
+    .venv/bin/python bench/bench_signatures.py [--rows 4000] [--workers N] [--db]
+
+With --db it also writes the rows of two columns into a throwaway PostgreSQL
+(the model schema) and compares reading + verifying them in the calling
+process with ``BatchVerifier.verify_table``, where each worker reads its own
+serial ranges and returns only the rows that do not verify.
 """
 
 import argparse
@@ -92,6 +97,7 @@ def main():
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=batch.cpu_count())
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--db", action="store_true", help="also read the rows from PostgreSQL")
     args = parser.parse_args()
 
     print(f"{args.rows} rows per kind; all cores = {args.workers} worker processes "
@@ -112,7 +118,65 @@ def main():
             lambda: verifier.verify(name, rows, ctx), rows, verifier._pool)
         print(f"{label:<38} {one:>10,.0f} {every:>13,.0f} {every / one:>5.2f}x"
               f" {one_cpu:>14,.0f} {every_cpu:>11,.0f} {every_cpu / one_cpu:>5.2f}x", flush=True)
+    if args.db:
+        bench_db(verifier, args.rows, args.repeat)
     verifier.close()
+
+
+def bench_db(verifier, n, repeat):
+    import psycopg
+    from pgcluster import Cluster
+    from taler_ops import dbinit
+    from taler_ops.crypto import eddsa
+
+    cluster = Cluster("bench-signatures").start()
+    try:
+        uri = cluster.createdb("sigs")
+        dbinit.exchange_dbinit(uri)
+        dk = crypto_rows.denomination("rsa", 2048)
+        spec = crypto_rows.catalog_get("recoup.coin_sig")
+        with psycopg.connect(uri) as conn:
+            conn.execute("SET session_replication_role = replica")   # no parents needed
+            conn.execute(
+                "INSERT INTO exchange.denominations (denominations_serial, denom_pub_hash, denom_pub,"
+                " master_sig, valid_from, expire_withdraw, expire_deposit, expire_legal, coin,"
+                " fee_withdraw, fee_deposit, fee_refresh, fee_refund) VALUES (1, %s, %s, %s, 0, 0, 0, 0, "
+                + ", ".join(["ROW(1,0)::exchange.taler_amount"] * 5) + ")",
+                (dk.denom_pub_hash, dk.denom_pub, bytes(64)))
+            coins, recoups = [], []
+            for i in range(1, n + 1):
+                seed, blind = crypto_rows.rb(32), crypto_rows.rb(32)
+                coin_pub = eddsa.public_key(seed)
+                coins.append((i, 1, coin_pub, dk.sign_coin(crypto_rows.coin_hash_of(coin_pub))))
+                sig = spec.sign(dict(denom_pub_hash=dk.denom_pub_hash, coin_blind=blind),
+                                crypto_rows.CTX, seed)
+                recoups.append((i, coin_pub, sig, blind, "(1,0)", 0, 1))
+            # One COPY at a time: a connection carries a single COPY.
+            for table, columns, rows in (
+                    ("known_coins", "known_coin_id, denominations_serial, coin_pub, denom_sig", coins),
+                    ("recoup", "recoup_uuid, coin_pub, coin_sig, coin_blind, amount,"
+                               " recoup_timestamp, reserve_out_serial_id", recoups)):
+                with conn.cursor().copy(f"COPY exchange.{table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        print(f"\nfrom PostgreSQL ({n} rows per column): read + verify")
+        print(f"{'signature':<38} {'in process /s':>14} {'workers read /s':>16} {'ratio':>6}")
+        for label, name in (("EdDSA recoup.coin_sig", "recoup.coin_sig"),
+                            ("RSA-2048 known_coins.denom_sig", "known_coins.denom_sig")):
+            ones, alls = [], []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                checked, bad = batch.verify_range(uri, name, crypto_rows.CTX, 0, n)
+                ones.append(checked / (time.perf_counter() - start))
+                assert checked == n and not bad
+                start = time.perf_counter()
+                checked, bad = verifier.verify_table(uri, name, crypto_rows.CTX, 0, n)
+                alls.append(checked / (time.perf_counter() - start))
+                assert checked == n and not bad
+            print(f"{label:<38} {max(ones):>14,.0f} {max(alls):>16,.0f} {max(alls) / max(ones):>5.2f}x",
+                  flush=True)
+    finally:
+        cluster.destroy()
 
 
 if __name__ == "__main__":

@@ -140,6 +140,15 @@ def signed(name, cipher="rsa"):
     return row, key, ctx
 
 
+def catalog_get(name):
+    from taler_ops.crypto import catalog
+    return catalog.get(name)
+
+
+def coin_hash_of(coin_pub):
+    return coin_hash(coin_pub)
+
+
 def coin_message(row):
     return coin_hash(row["coin_pub"], row.get("age_commitment_hash"))
 

@@ -68,3 +68,40 @@ def test_rows_read_back_valid(exchange_db):
         "reserves_out.denom_sig": [(1, True)],
         "known_coins.denom_sig": [(1, True), (2, False)],   # coin 2 carries coin 1's signature
     }
+
+
+def test_workers_read_their_own_ranges(exchange_db):
+    """verify_table: workers read serial ranges themselves and report only the
+    rows that are not valid, the same ones as the in-process path."""
+    spec = catalog.get("recoup.coin_sig")
+    dk = denomination("rsa")
+    seeds = [rb(32) for _ in range(40)]
+    with psycopg.connect(exchange_db) as conn:
+        # Only the signatures matter here: no reserves_out rows for the recoups' references.
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO exchange.denominations (denominations_serial, denom_pub_hash, denom_pub,"
+            " master_sig, valid_from, expire_withdraw, expire_deposit, expire_legal, coin,"
+            " fee_withdraw, fee_deposit, fee_refresh, fee_refund) VALUES (1, %s, %s, %s, 0, 0, 0, 0, "
+            + ", ".join(["ROW(1,0)::exchange.taler_amount"] * 5) + ")",
+            (dk.denom_pub_hash, dk.denom_pub, rb(64)))
+        for i, seed in enumerate(seeds, start=1):
+            coin_pub, blind = eddsa.public_key(seed), rb(32)
+            conn.execute("INSERT INTO exchange.known_coins (known_coin_id, denominations_serial,"
+                         " coin_pub, denom_sig) VALUES (%s, 1, %s, %s)", (i, coin_pub, rb(100)))
+            sig = spec.sign(dict(denom_pub_hash=dk.denom_pub_hash, coin_blind=blind), CTX, seed)
+            if i % 9 == 0:
+                sig = sig[:-1] + bytes([sig[-1] ^ 1])
+            conn.execute("INSERT INTO exchange.recoup (recoup_uuid, coin_pub, coin_sig, coin_blind,"
+                         " amount, recoup_timestamp, reserve_out_serial_id)"
+                         " VALUES (%s, %s, %s, %s, ROW(1,0)::exchange.taler_amount, 0, 1)",
+                         (i, coin_pub, sig, blind))
+    sequential = batch.verify_range(exchange_db, "recoup.coin_sig", CTX, 0, 40, fetch=7)
+    assert sequential[0] == 40
+    assert [(r["serial"], v) for r, v in sequential[1]] == [(9, False), (18, False), (27, False),
+                                                             (36, False)]
+    with batch.BatchVerifier(workers=2, min_parallel=4) as verifier:
+        checked, bad = verifier.verify_table(exchange_db, "recoup.coin_sig", CTX, 0, 40)
+        assert checked == 40 and [(r["serial"], v) for r, v in bad] == \
+            [(r["serial"], v) for r, v in sequential[1]]
+        assert verifier.verify_table(exchange_db, "recoup.coin_sig", CTX, 9, 17) == (8, [])
