@@ -4,7 +4,7 @@ key, a changed row value), plus the per-kind edge cases.  No database."""
 
 import pytest
 
-from crypto_rows import CTX, MASTER, denomination, rb, sample, signed
+from crypto_rows import MASTER, denomination, rb, sample, signed
 from taler_ops.crypto import blocks, catalog, cs, denom, eddsa, rsa
 from taler_ops.crypto.encoding import INT64_MAX, u32
 

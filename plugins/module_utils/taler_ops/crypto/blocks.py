@@ -8,7 +8,7 @@ taler-signatures.md §3; the purpose numbers its §2 (GANA registry).
 """
 
 from . import crockford
-from .encoding import ZERO32, ZERO64, amount_nbo, block, relative_time, timestamp, u32, u64
+from .encoding import ZERO32, amount_nbo, block, relative_time, timestamp, u32, u64
 from .hashes import hash_str, payto_hash
 
 # Purpose numbers (GANA gnunet-signatures registry).

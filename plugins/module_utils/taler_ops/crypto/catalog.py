@@ -20,7 +20,7 @@ Field names, keys and caveats follow taler-signatures.md §3.
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import blocks, cs, denom, eddsa, rsa
+from . import blocks, denom, eddsa
 from .context import SignatureContext
 from .hashes import coin_hash, merchant_wire_hash, payto_hash
 
