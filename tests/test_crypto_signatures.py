@@ -319,3 +319,10 @@ def test_row_from_db_folds_amounts():
     row = catalog.row_from_db(["serial", "coin__val", "coin__frac", "x", "fee__val", "fee__frac"],
                               [1, 5, 7, memoryview(b"ab"), None, None])
     assert row == {"serial": 1, "coin": (5, 7), "x": b"ab", "fee": None}
+
+
+def test_missing_base_url_is_an_error_not_a_finding():
+    row, _key, ctx = signed("purse_merges.merge_sig")
+    no_base = catalog.SignatureContext(ctx.currency, ctx.master_pub)
+    with pytest.raises(catalog.MissingConfiguration):
+        catalog.get("purse_merges.merge_sig").verify(row, no_base)

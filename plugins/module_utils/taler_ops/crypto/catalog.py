@@ -35,6 +35,11 @@ NONE = "unverifiable"      # the signed data is not in the replicated tables
 _BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
 
+class MissingConfiguration(RuntimeError):
+    """A configuration value the check needs is not set: an error of the
+    auditor's setup, never a verdict on the row (so never caught as one)."""
+
+
 @dataclass(frozen=True)
 class SignatureColumn:
     table: str
@@ -166,12 +171,9 @@ def _close_candidates(row, ctx):
     # What the wallet signed as target is not stored in close_requests; the
     # candidates are the account the close actually paid (reserves_close, when
     # linked), the reserve's origin account (payto_uri) and "no target".
-    hashes = [row.get("close_h_payto")]
-    if row.get("payto_uri"):
-        hashes.append(payto_hash(row["payto_uri"]))
-    hashes.append(None)
-    return [blocks.reserve_close(row["close_timestamp"], h)
-            for i, h in enumerate(hashes) if h is not None or i == len(hashes) - 1]
+    paid, origin = row.get("close_h_payto"), row.get("payto_uri")
+    targets = [h for h in (paid, payto_hash(origin) if origin else None) if h is not None]
+    return [blocks.reserve_close(row["close_timestamp"], h) for h in targets + [None]]
 
 
 def _link_block(row, _ctx):
@@ -204,7 +206,7 @@ def _base_url(row, ctx):
             raise ValueError("partner row not replicated")
         return row["partner_base_url"]
     if not ctx.exchange_base_url:
-        raise ValueError("[exchange] BASE_URL is needed for purse signatures")
+        raise MissingConfiguration("[exchange] BASE_URL is needed to check purse signatures")
     return ctx.exchange_base_url
 
 
