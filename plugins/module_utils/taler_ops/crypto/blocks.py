@@ -1,0 +1,208 @@
+"""The signed block ("purpose") of every signature stored in the 44 replicated tables.
+
+Arguments are column values as PostgreSQL returns them: INT8 times in µs,
+amounts as (val, frac), hashes and keys as bytes, strings as str.  ``cur`` is
+``[exchange] CURRENCY`` (checked by ``encoding.check_currency``), because the
+database's amounts carry none.  Field order and sizes follow
+taler-signatures.md §3; the purpose numbers its §2 (GANA registry).
+"""
+
+from . import crockford
+from .encoding import ZERO32, amount_nbo, block, relative_time, timestamp, u32, u64
+from .hashes import hash_str, payto_hash
+
+# Purpose numbers (GANA gnunet-signatures registry).
+MASTER_DRAIN_PROFIT = 1018
+MASTER_SIGNING_KEY_REVOKED = 1020
+MASTER_GLOBAL_FEES = 1022
+MASTER_SIGNING_KEY_VALIDITY = 1024
+MASTER_DENOMINATION_KEY_VALIDITY = 1025
+MASTER_WIRE_FEES = 1028
+MASTER_DENOMINATION_KEY_REVOKED = 1029
+AUDITOR_EXCHANGE_KEYS = 1064
+MERCHANT_CONTRACT = 1101
+MERCHANT_REFUND = 1102
+WALLET_RESERVE_WITHDRAW = 1200
+WALLET_COIN_DEPOSIT = 1201
+WALLET_COIN_MELT = 1202
+WALLET_COIN_RECOUP = 1203
+WALLET_COIN_LINK = 1204
+WALLET_COIN_RECOUP_REFRESH = 1206
+WALLET_RESERVE_HISTORY = 1208
+WALLET_PURSE_CREATE = 1210
+WALLET_PURSE_DEPOSIT = 1211
+WALLET_PURSE_MERGE = 1213
+WALLET_ACCOUNT_MERGE = 1214
+WALLET_RESERVE_CLOSE = 1215
+WALLET_RESERVE_OPEN = 1217
+WALLET_RESERVE_OPEN_DEPOSIT = 1218
+
+
+def _b(value, length: int) -> bytes:
+    """A fixed-size binary field; a wrong length would silently shift every
+    later field, so it is an error."""
+    data = bytes(value)
+    if len(data) != length:
+        raise ValueError(f"field of {len(data)} bytes, expected {length}")
+    return data
+
+
+def _opt(value, length: int) -> bytes:
+    """An optional hash: absent (NULL) is signed as zeros."""
+    return bytes(length) if value is None else _b(value, length)
+
+
+def _denom_terms(cur, valid_from, expire_withdraw, expire_deposit, expire_legal,
+                 coin, fee_withdraw, fee_deposit, fee_refresh, fee_refund, denom_pub_hash):
+    # Shared by the master's and the auditor's denomination signatures.
+    return (timestamp(valid_from), timestamp(expire_withdraw), timestamp(expire_deposit),
+            timestamp(expire_legal), amount_nbo(coin, cur), amount_nbo(fee_withdraw, cur),
+            amount_nbo(fee_deposit, cur), amount_nbo(fee_refresh, cur),
+            amount_nbo(fee_refund, cur), _b(denom_pub_hash, 64))
+
+
+# --- offline (master key) signatures ------------------------------------------
+
+def denomination_validity(cur, master_pub, *terms) -> bytes:
+    """denominations.master_sig; ``terms`` = valid_from, expire_withdraw,
+    expire_deposit, expire_legal, coin, fee_withdraw, fee_deposit, fee_refresh,
+    fee_refund, denom_pub_hash."""
+    return block(MASTER_DENOMINATION_KEY_VALIDITY, _b(master_pub, 32), *_denom_terms(cur, *terms))
+
+
+def auditor_denomination(cur, auditor_url: str, master_pub, *terms) -> bytes:
+    """auditor_denom_sigs.auditor_sig (terms as for denomination_validity)."""
+    return block(AUDITOR_EXCHANGE_KEYS, hash_str(auditor_url), _b(master_pub, 32),
+                 *_denom_terms(cur, *terms))
+
+
+def denomination_revoked(denom_pub_hash) -> bytes:
+    return block(MASTER_DENOMINATION_KEY_REVOKED, _b(denom_pub_hash, 64))
+
+
+def signkey_validity(valid_from, expire_sign, expire_legal, exchange_pub) -> bytes:
+    return block(MASTER_SIGNING_KEY_VALIDITY, timestamp(valid_from), timestamp(expire_sign),
+                 timestamp(expire_legal), _b(exchange_pub, 32))
+
+
+def signkey_revoked(exchange_pub) -> bytes:
+    return block(MASTER_SIGNING_KEY_REVOKED, _b(exchange_pub, 32))
+
+
+def wire_fee(cur, wire_method: str, start_date, end_date, fee, closing_fee) -> bytes:
+    return block(MASTER_WIRE_FEES, hash_str(wire_method), timestamp(start_date),
+                 timestamp(end_date), amount_nbo(fee, cur), amount_nbo(closing_fee, cur))
+
+
+def global_fee(cur, start_date, end_date, purse_timeout, history_expiration, history_fee,
+               account_fee, purse_fee, purse_account_limit) -> bytes:
+    return block(MASTER_GLOBAL_FEES, timestamp(start_date), timestamp(end_date),
+                 relative_time(purse_timeout), relative_time(history_expiration),
+                 amount_nbo(history_fee, cur), amount_nbo(account_fee, cur),
+                 amount_nbo(purse_fee, cur), u32(purse_account_limit))
+
+
+def profit_drain(cur, wtid, trigger_date, amount, account_section: str, payto_uri: str) -> bytes:
+    return block(MASTER_DRAIN_PROFIT, _b(wtid, 32), timestamp(trigger_date),
+                 amount_nbo(amount, cur), hash_str(account_section), payto_hash(payto_uri))
+
+
+# --- reserves and coins --------------------------------------------------------
+
+def withdraw(cur, amount_with_fee, denom_pub_hash, h_blind_ev) -> bytes:
+    return block(WALLET_RESERVE_WITHDRAW, amount_nbo(amount_with_fee, cur),
+                 _b(denom_pub_hash, 64), _b(h_blind_ev, 64))
+
+
+def deposit(cur, h_contract_terms, age_commitment_hash, h_policy, h_wire, denom_pub_hash,
+            wallet_timestamp, refund_deadline, amount_with_fee, deposit_fee, merchant_pub,
+            wallet_data_hash) -> bytes:
+    return block(WALLET_COIN_DEPOSIT, _b(h_contract_terms, 64), _opt(age_commitment_hash, 32),
+                 _opt(h_policy, 64), _b(h_wire, 64), _b(denom_pub_hash, 64),
+                 timestamp(wallet_timestamp), timestamp(refund_deadline),
+                 amount_nbo(amount_with_fee, cur), amount_nbo(deposit_fee, cur),
+                 _b(merchant_pub, 32), _opt(wallet_data_hash, 64))
+
+
+def melt(cur, rc, old_denom_pub_hash, age_commitment_hash, amount_with_fee, melt_fee) -> bytes:
+    return block(WALLET_COIN_MELT, _b(rc, 64), _b(old_denom_pub_hash, 64),
+                 _opt(age_commitment_hash, 32), amount_nbo(amount_with_fee, cur),
+                 amount_nbo(melt_fee, cur))
+
+
+def link(new_denom_pub_hash, transfer_pub, h_coin_ev) -> bytes:
+    # The 32 zero bytes are an age-commitment field the exchange never fills.
+    return block(WALLET_COIN_LINK, _b(new_denom_pub_hash, 64), _b(transfer_pub, 32), ZERO32,
+                 _b(h_coin_ev, 64))
+
+
+def recoup(denom_pub_hash, coin_blind, refresh: bool = False) -> bytes:
+    return block(WALLET_COIN_RECOUP_REFRESH if refresh else WALLET_COIN_RECOUP,
+                 _b(denom_pub_hash, 64), _b(coin_blind, 32))
+
+
+def reserve_open(cur, reserve_payment, request_timestamp, expiration_date,
+                 requested_purse_limit) -> bytes:
+    return block(WALLET_RESERVE_OPEN, amount_nbo(reserve_payment, cur),
+                 timestamp(request_timestamp), timestamp(expiration_date),
+                 u32(requested_purse_limit))
+
+
+def reserve_open_deposit(cur, reserve_sig, contribution) -> bytes:
+    return block(WALLET_RESERVE_OPEN_DEPOSIT, _b(reserve_sig, 64), amount_nbo(contribution, cur))
+
+
+def reserve_close(close_timestamp, h_target_payto=None) -> bytes:
+    """close_requests.reserve_sig; no target account is signed as zeros."""
+    return block(WALLET_RESERVE_CLOSE, timestamp(close_timestamp), _opt(h_target_payto, 32))
+
+
+def reserve_history(start_off: int) -> bytes:
+    return block(WALLET_RESERVE_HISTORY, u64(start_off))
+
+
+# --- merchants, purses, merges --------------------------------------------------
+
+def contract(h_contract_terms) -> bytes:
+    return block(MERCHANT_CONTRACT, _b(h_contract_terms, 64))
+
+
+def refund(cur, h_contract_terms, coin_pub, rtransaction_id, amount_with_fee) -> bytes:
+    return block(MERCHANT_REFUND, _b(h_contract_terms, 64), _b(coin_pub, 32),
+                 u64(rtransaction_id), amount_nbo(amount_with_fee, cur))
+
+
+def purse_create(cur, purse_expiration, amount_with_fee, h_contract_terms, merge_pub,
+                 age_limit) -> bytes:
+    return block(WALLET_PURSE_CREATE, timestamp(purse_expiration),
+                 amount_nbo(amount_with_fee, cur), _b(h_contract_terms, 64), _b(merge_pub, 32),
+                 u32(age_limit))
+
+
+def reserve_payto(exchange_base_url: str, reserve_pub) -> str:
+    """``TALER_reserve_make_payto``: payto://taler-reserve/HOST/PATH/KEY, or
+    taler-reserve-http for an http:// exchange; the base URL's trailing / kept."""
+    scheme, sep, rest = exchange_base_url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError(f"exchange base URL without http(s) scheme: {exchange_base_url!r}")
+    method = "taler-reserve" if scheme.lower() == "https" else "taler-reserve-http"
+    return f"payto://{method}/{rest}{crockford.encode(_b(reserve_pub, 32))}"
+
+
+def purse_merge(merge_timestamp, purse_pub, exchange_base_url: str, reserve_pub) -> bytes:
+    return block(WALLET_PURSE_MERGE, timestamp(merge_timestamp), _b(purse_pub, 32),
+                 payto_hash(reserve_payto(exchange_base_url, reserve_pub)))
+
+
+def purse_deposit(cur, amount_with_fee, denom_pub_hash, age_commitment_hash, purse_pub,
+                  exchange_base_url: str) -> bytes:
+    return block(WALLET_PURSE_DEPOSIT, amount_nbo(amount_with_fee, cur), _b(denom_pub_hash, 64),
+                 _opt(age_commitment_hash, 32), _b(purse_pub, 32), hash_str(exchange_base_url))
+
+
+def account_merge(cur, purse_expiration, amount_with_fee, purse_fee, h_contract_terms,
+                  purse_pub, merge_timestamp, min_age, flags) -> bytes:
+    return block(WALLET_ACCOUNT_MERGE, timestamp(purse_expiration),
+                 amount_nbo(amount_with_fee, cur), amount_nbo(purse_fee, cur),
+                 _b(h_contract_terms, 64), _b(purse_pub, 32), timestamp(merge_timestamp),
+                 u32(min_age), u32(flags))
