@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from pgcluster import Cluster  # noqa: E402
 from taler_ops import dbinit, hashing, registry, sync  # noqa: E402
 from taler_ops.exchange_tables import TABLES  # noqa: E402
+from taler_ops.spec import HASHCODE  # noqa: E402
 
 SPECS = {t.name: t for t in TABLES}
 BASE_TIME = 1_700_000_000_000_000
@@ -57,7 +58,13 @@ def _value_sql(table, column):
             return _value_sql(fk.table, fk.ref_columns[fk.columns.index(column)])
     for d in spec.derived:
         if d.column == column:
-            return hashing.sql_expression(d.rule, _value_sql(table, d.source))
+            # A parent-dependent rule (h_coin_ev) reads row i of the parent.
+            parent = None if d.parent is None else _value_sql(d.parent[1], d.parent[3])
+            return hashing.sql_expression(d.rule, _value_sql(table, d.source), parent)
+    if col.sql_type == HASHCODE:
+        return _bytes_sql(f"{table}.{column}", 32)
+    if col.sql_type == HASHCODE + "[]":
+        return f"ARRAY[{_bytes_sql(f'{table}.{column}', 32)}]::{HASHCODE}[]"
     if col.sql_type == "bytea":
         return _bytes_sql(f"{table}.{column}", col.length or 16)
     if col.is_amount:

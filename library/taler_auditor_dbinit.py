@@ -63,7 +63,7 @@ applied:
   returned: always
   type: list
   elements: str
-  sample: [auditor-0001]
+  sample: [model-auditor-0001]
 pending:
   description: Patches that were missing when the run started.
   returned: always

@@ -95,7 +95,7 @@ applied:
   returned: always
   type: list
   elements: str
-  sample: [exchange-0001]
+  sample: [model-exchange-0001]
 pending:
   description: Patches that were missing when the run started.
   returned: always

@@ -23,17 +23,17 @@ def denomination(conn, tag="d", coin=(10, 0), expire_legal=10 * YEAR_US, valid_f
                fee_refresh, fee_refund)
            VALUES (%s, %s, %s, %s, %s, %s, %s, ROW(%s, %s), ROW(0,0), ROW(0,0), ROW(0,0), ROW(0,0))
            RETURNING denominations_serial""",
-        (hashing.compute("sha512", denom_pub), denom_pub, _b("sig" + tag, 64), valid_from,
+        (hashing.compute("denom_pub_hash", denom_pub), denom_pub, _b("sig" + tag, 64), valid_from,
          expire_legal, expire_legal, expire_legal, *coin)).fetchone()[0]
 
 
 def wire_target(conn, tag="w"):
-    payto = f"payto://x-taler-bank/bank.example/{tag}"
-    h = hashing.compute("sha256", payto)
+    payto = f"payto://x-taler-bank/bank.example/{tag}?receiver-name={tag}"
+    h = hashing.full_payto_hash(payto)
     conn.execute(
         "INSERT INTO exchange.wire_targets (wire_target_h_payto, payto_uri, h_normalized_payto) "
         "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (h, payto, hashing.compute("sha256_normalized_payto", payto)))
+        (h, payto, hashing.normalized_payto_hash(payto)))
     return h
 
 

@@ -133,9 +133,10 @@ def _hash_rules():
     out = {}
     for e in registry.REPLICATED:
         for d in e.derived:
-            expr = hashing.sql_expression(d.rule, f"t.{d.source}")
+            expr = hashing.derived_expression(d, "t")
             out[f"hash {e.name}.{d.column}"] = (
-                f"SELECT t.{e.serial} FROM exchange.{e.name} t WHERE t.{d.column} <> {expr}")
+                f"SELECT t.{e.serial} FROM exchange.{e.name} t "
+                f"WHERE t.{d.column} IS DISTINCT FROM {expr}")
     return out
 
 

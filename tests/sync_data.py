@@ -13,6 +13,7 @@ import psycopg
 
 from taler_ops import hashing, registry
 from taler_ops.exchange_tables import TABLES
+from taler_ops.spec import HASHCODE
 
 SPECS = {t.name: t for t in TABLES}
 BASE_TIME = 1_700_000_000_000_000
@@ -51,8 +52,14 @@ def value(table, column, i):
             return value(fk.table, ref, i)
     for d in spec.derived:
         if d.column == column:
-            return hashing.compute(d.rule, value(table, d.source, i))
+            # A parent-dependent rule reads row i of the parent (row i references it).
+            parent = None if d.parent is None else value(d.parent[1], d.parent[3], i)
+            return hashing.compute(d.rule, value(table, d.source, i), parent)
     label = f"{table}.{column}.{i}"
+    if col.sql_type == HASHCODE:
+        return _bytes(label, 32)
+    if col.sql_type == HASHCODE + "[]":
+        return [_bytes(label, 32)]
     if col.sql_type == "bytea":
         return _bytes(label, col.length or 16)
     if col.is_amount:

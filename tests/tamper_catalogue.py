@@ -63,8 +63,8 @@ def drop_checks(table):
 
 
 def _payto_row(uri, h_payto=None):
-    h = h_payto or hashing.sql_expression("sha256", "v.p")
-    norm = hashing.sql_expression("sha256_normalized_payto", "v.p")
+    h = h_payto or hashing.sql_expression("full_payto", "v.p")
+    norm = hashing.sql_expression("normalized_payto", "v.p")
     literal = uri.replace("'", "''")
     return (f"INSERT INTO exchange.wire_targets (wire_target_h_payto, payto_uri, "
             f"h_normalized_payto) SELECT {h}, v.p, {norm} FROM (VALUES ('{literal}')) v(p)")
@@ -173,10 +173,19 @@ CASES = (
          Halt("amount-not-normalized", "history_requests"),
          (_undo_new("history_requests", "(history_fee).val > 4503599627370496"),)),
     Case("derived-hash", "a wire target whose h_payto is not the hash of its payto URI",
-         (_payto_row("payto://x-taler-bank/bank.example/mallory",
+         (_payto_row("payto://x-taler-bank/bank.example/mallory?receiver-name=M",
                      h_payto="sha256('someone else'::bytea)"),),
          Halt("derived-hash", "wire_targets"),
-         (_undo_new("wire_targets", "payto_uri LIKE '%/mallory'"),)),
+         (_undo_new("wire_targets", "payto_uri LIKE '%/mallory?%'"),)),
+    Case("coin-ev-hash-of-taler-sync", "a revealed coin whose h_coin_ev is SHA-512(coin_ev), "
+         "the value Taler's own sync writes, not the exchange's (denomination-dependent) one",
+         ("INSERT INTO exchange.refresh_revealed_coins (melt_serial_id, freshcoin_index, "
+          "link_sig, denominations_serial, coin_ev, h_coin_ev, ev_sig, ewv) "
+          "SELECT melt_serial_id, freshcoin_index + 100, link_sig, denominations_serial, "
+          "coin_ev || '\\x00'::bytea, sha512(coin_ev || '\\x00'::bytea), ev_sig, ewv "
+          "FROM exchange.refresh_revealed_coins ORDER BY rrc_serial LIMIT 1",),
+         Halt("derived-hash", "refresh_revealed_coins"),
+         (_undo_new("refresh_revealed_coins", "freshcoin_index >= 100"),)),
     Case("null-required", "NULL in a required column",
          ("ALTER TABLE exchange.reserves ALTER COLUMN gc_date DROP NOT NULL",
           _new_reserve("null", gc_date="NULL")),
@@ -187,10 +196,10 @@ CASES = (
          ("ALTER TABLE exchange.wire_targets DROP COLUMN h_normalized_payto",),
          Halt("schema-drift", "wire_targets"),
          # A derived column, so the repair can restore every value exactly.
-         ("ALTER TABLE exchange.wire_targets ADD COLUMN h_normalized_payto BYTEA",
+         ("ALTER TABLE exchange.wire_targets ADD COLUMN h_normalized_payto BYTEA "
+          "CHECK (LENGTH(h_normalized_payto) = 32)",
           "UPDATE exchange.wire_targets SET h_normalized_payto = "
-          + hashing.sql_expression("sha256_normalized_payto", "payto_uri"),
-          "ALTER TABLE exchange.wire_targets ALTER COLUMN h_normalized_payto SET NOT NULL")),
+          + hashing.sql_expression("normalized_payto", "payto_uri"))),
     Case("column-renamed", "a copied column renamed",
          ("ALTER TABLE exchange.known_coins RENAME COLUMN denom_sig TO denom_signature",),
          Halt("schema-drift", "known_coins"),
@@ -234,12 +243,12 @@ CASES = (
     Case("patches-deleted", "the _v.patches rows deleted (schema looks uninitialised)",
          ("DELETE FROM _v.patches",),
          Refused(5),
-         ("SELECT _v.register_patch('exchange-0001')",
-          "SELECT _v.register_patch('exchange-0002', ARRAY['exchange-0001'])")),
+         ("SELECT _v.register_patch('model-exchange-0001')",
+          "SELECT _v.register_patch('model-exchange-0002', ARRAY['model-exchange-0001'])")),
     Case("patches-future", "a patch registered that this taler-ops does not know",
-         ("SELECT _v.register_patch('exchange-9999')",),
+         ("SELECT _v.register_patch('model-exchange-9999')",),
          Refused(5),
-         ("DELETE FROM _v.patches WHERE patch_name = 'exchange-9999'",)),
+         ("DELETE FROM _v.patches WHERE patch_name = 'model-exchange-9999'",)),
     Case("non-replicated-table", "rows in a table that is never replicated",
          ("INSERT INTO exchange.prewire (wire_method, buf) VALUES ('x-taler-bank', 'x')",
           "INSERT INTO exchange.cs_nonce_locks (nonce, op_hash, max_denomination_serial) "

@@ -17,7 +17,7 @@ def exconf(conf, fresh_db):
     return conf("exchange.conf", {"exchangedb-postgres": {"CONFIG": fresh_db}}), fresh_db
 
 
-ALL_EXCHANGE = ["exchange-0001", "exchange-0002"]
+ALL_EXCHANGE = ["model-exchange-0001", "model-exchange-0002"]
 
 
 def _patches(uri):
@@ -30,7 +30,7 @@ def test_create_then_rerun_changes_nothing(cli, exconf):
     path, uri = exconf
     first = cli("exchange-dbinit", "-c", path)
     assert first.returncode == 0, first.stderr
-    assert "applied exchange-0001" in first.stdout and "applied exchange-0002" in first.stdout
+    assert "applied model-exchange-0001" in first.stdout and "applied model-exchange-0002" in first.stdout
     before = _patches(uri)
     second = cli("exchange-dbinit", "-c", path)
     assert second.returncode == 0, second.stderr
@@ -42,7 +42,7 @@ def test_check_lists_pending_and_changes_nothing(cli, exconf):
     path, uri = exconf
     out = cli("exchange-dbinit", "-c", path, "--check")
     assert out.returncode == 0
-    assert "pending patches: exchange-0001 exchange-0002" in out.stdout
+    assert "pending patches: model-exchange-0001 model-exchange-0002" in out.stdout
     with psycopg.connect(uri) as conn:
         assert conn.execute("SELECT to_regnamespace('_v')").fetchone()[0] is None
     cli("exchange-dbinit", "-c", path, check=True)
@@ -56,8 +56,8 @@ def test_two_concurrent_runs_both_succeed_and_apply_once(exconf):
                               text=True) for _ in range(3)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
-    assert sum("applied exchange-0001" in o for o, _ in outs) == 1
-    assert sum("applied exchange-0002" in o for o, _ in outs) == 1
+    assert sum("applied model-exchange-0001" in o for o, _ in outs) == 1
+    assert sum("applied model-exchange-0002" in o for o, _ in outs) == 1
     assert [name for name, _ in _patches(uri)] == ALL_EXCHANGE
 
 
@@ -98,25 +98,25 @@ def test_ingres_gets_no_foreign_keys(fresh_db):
 def test_register_patch_semantics(exchange_db):
     with psycopg.connect(exchange_db, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.RaiseException, match="already applied"):
-            conn.execute("SELECT _v.register_patch('exchange-0001')")
+            conn.execute("SELECT _v.register_patch('model-exchange-0001')")
         with pytest.raises(psycopg.errors.RaiseException, match="requires missing"):
             conn.execute("SELECT _v.register_patch('x-1', ARRAY['x-0'])")
         with pytest.raises(psycopg.errors.RaiseException, match="conflicts"):
-            conn.execute("SELECT _v.register_patch('x-2', NULL, ARRAY['exchange-0001'])")
-        conn.execute("SELECT _v.register_patch('x-3', ARRAY['exchange-0001'])")
+            conn.execute("SELECT _v.register_patch('x-2', NULL, ARRAY['model-exchange-0001'])")
+        conn.execute("SELECT _v.register_patch('x-3', ARRAY['model-exchange-0001'])")
         with pytest.raises(psycopg.errors.RaiseException, match="required by"):
-            conn.execute("SELECT _v.unregister_patch('exchange-0001')")
+            conn.execute("SELECT _v.unregister_patch('model-exchange-0001')")
 
 
 def test_runtime_components_refuse_outdated_or_newer_schema(fresh_db):
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        with pytest.raises(DatabaseNotReady, match="patch exchange-0001 is missing"):
+        with pytest.raises(DatabaseNotReady, match="patch model-exchange-0001 is missing"):
             dbinit.assert_exchange_current(conn)
     dbinit.exchange_dbinit(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         dbinit.assert_exchange_current(conn)
-        conn.execute("SELECT _v.register_patch('exchange-0999')")
-        with pytest.raises(DatabaseNotReady, match="exchange-0999.*newer than this tool"):
+        conn.execute("SELECT _v.register_patch('model-exchange-0999')")
+        with pytest.raises(DatabaseNotReady, match="model-exchange-0999.*newer than this tool"):
             dbinit.assert_exchange_current(conn)
     # An older dbinit must not touch (upgrade, GC) a newer schema either; -r still may.
     with pytest.raises(DatabaseNotReady, match="newer than this tool"):
@@ -229,16 +229,16 @@ def test_auditor_drop_recreates_empty_schema(cli, conf, fresh_db):
     out = cli("auditor-dbinit", "-c", path, "-R")
     assert out.returncode == 0 and "dropped the auditor schema" in out.stdout
     assert set(_auditor_rows(fresh_db).values()) == {0}
-    assert [n for n, _ in _patches(fresh_db)] == ["auditor-0001"]
+    assert [n for n, _ in _patches(fresh_db)] == ["model-auditor-0001"]
 
 
 def test_exchange_and_auditor_share_one_database(fresh_db):
     dbinit.exchange_dbinit(fresh_db)
     dbinit.auditor_dbinit(fresh_db)
     dbinit.auditor_dbinit(fresh_db, drop=True)
-    assert [n for n, _ in _patches(fresh_db)] == ["auditor-0001"] + ALL_EXCHANGE
+    assert [n for n, _ in _patches(fresh_db)] == ["model-auditor-0001"] + ALL_EXCHANGE
     dbinit.exchange_drop(fresh_db)
-    assert [n for n, _ in _patches(fresh_db)] == ["auditor-0001"]
+    assert [n for n, _ in _patches(fresh_db)] == ["model-auditor-0001"]
 
 
 # -- garbage collection --------------------------------------------------------------------------

@@ -21,13 +21,13 @@ def test_exchange_module_check_diff_apply_idempotent(module_runner, login):
     args, uri = login
     res, _ = module_runner("taler_exchange_dbinit", dict(args, role="safe-copy"),
                            check=True, diff=True)
-    assert res["changed"] is True and res["pending"] == ["exchange-0001", "exchange-0002"]
+    assert res["changed"] is True and res["pending"] == ["model-exchange-0001", "model-exchange-0002"]
     assert res["diff"] == {"before": {"patches": []},
-                           "after": {"patches": ["exchange-0001", "exchange-0002"]}}
+                           "after": {"patches": ["model-exchange-0001", "model-exchange-0002"]}}
     assert _tables(uri) == 0, "check mode must not touch the database"
 
     res, _ = module_runner("taler_exchange_dbinit", dict(args, role="safe-copy"), diff=True)
-    assert res["changed"] is True and res["applied"] == ["exchange-0001", "exchange-0002"]
+    assert res["changed"] is True and res["applied"] == ["model-exchange-0001", "model-exchange-0002"]
     assert res["setup"]["role"] == "safe-copy"
     assert _tables(uri) > 44
 
@@ -74,7 +74,7 @@ def test_exchange_module_unreachable_fails_with_exit_code_and_no_password(module
 def test_auditor_module_restart_is_honest(module_runner, login):
     args, uri = login
     res, _ = module_runner("taler_auditor_dbinit", args)
-    assert res["changed"] is True and res["applied"] == ["auditor-0001"]
+    assert res["changed"] is True and res["applied"] == ["model-auditor-0001"]
     res, _ = module_runner("taler_auditor_dbinit", dict(args, restart=True))
     assert res["changed"] is False, "nothing to clear yet"
     with psycopg.connect(uri, autocommit=True) as conn:

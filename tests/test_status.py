@@ -96,7 +96,7 @@ def test_status_follows_lag_halt_outage_and_recovery(cli, chain):
     ingres.start_existing()
     with psycopg.connect(ingres_uri, autocommit=True) as conn:
         conn.execute("UPDATE exchange.wire_targets SET payto_uri = 'payto://x-taler-bank/"
-                     "bank.example/u2' WHERE wire_target_serial_id = 6")
+                     "bank.example/u2?receiver-name=u2' WHERE wire_target_serial_id = 6")
     assert _sync(cli, confs).returncode == 0
     rc, report = _status(cli, confs)
     assert rc == 0 and report["healthy"], report["problems"]

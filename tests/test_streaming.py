@@ -87,14 +87,14 @@ def test_sync_copies_from_the_standby_and_refuses_a_newer_schema(streaming, conf
 
     # The exchange moves to a schema patch the safe copy does not have yet: the
     # standby follows by itself, and the sync stops before copying anything.
-    execute(exchange, "SELECT _v.register_patch('exchange-9999')")
+    execute(exchange, "SELECT _v.register_patch('model-exchange-9999')")
     sync_data.populate(exchange, 2, start=6)
     _replayed(exchange, ingres)
     marks = execute(safe, "SELECT table_name, last_serial FROM exchange.sync_watermarks ORDER BY 1")
     refused = cli("sync", "-s", ing, "-d", dst, "-t")
     assert refused.returncode == 5, refused.stderr
     current = exchange_schema.PATCHES[-1].name
-    assert (f"the safe copy is at {current}, ingres at exchange-9999: run the upgrade"
+    assert (f"the safe copy is at {current}, ingres at model-exchange-9999: run the upgrade"
             in refused.stderr)
     assert "unknown to this taler-ops" in refused.stderr
     assert execute(safe, "SELECT count(*) FROM exchange.reserves") == [(5,)]
@@ -103,7 +103,7 @@ def test_sync_copies_from_the_standby_and_refuses_a_newer_schema(streaming, conf
     with pytest.raises(DatabaseNotReady):
         sync.sync_once(ingres, safe)
 
-    execute(exchange, "DELETE FROM _v.patches WHERE patch_name = 'exchange-9999'")
+    execute(exchange, "DELETE FROM _v.patches WHERE patch_name = 'model-exchange-9999'")
     _replayed(exchange, ingres)
     again = cli("sync", "-s", ing, "-d", dst, "-t")
     assert again.returncode == 0, again.stderr

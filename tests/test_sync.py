@@ -106,8 +106,15 @@ def test_derived_hashes_are_recomputed_by_the_rules(pair):
                             "FROM exchange.wire_targets").fetchall()
     assert rows
     for uri, h, hn in rows:
-        assert bytes(h) == hashing.compute("sha256", uri)
-        assert bytes(hn) == hashing.compute("sha256_normalized_payto", uri)
+        assert bytes(h) == hashing.full_payto_hash(uri)
+        assert bytes(hn) == hashing.normalized_payto_hash(uri)
+    # h_coin_ev is the exchange's value: it depends on the row's denomination.
+    with psycopg.connect(dst) as conn:
+        bad = conn.execute(
+            "SELECT count(*) FROM exchange.refresh_revealed_coins r JOIN exchange.denominations d "
+            "USING (denominations_serial) WHERE r.h_coin_ev <> sha512(d.denom_pub_hash || "
+            "substring(r.coin_ev from 1 for 4) || substring(r.coin_ev from 9))").fetchone()[0]
+    assert bad == 0
 
 
 def test_dry_run_reports_without_writing(pair):
@@ -172,10 +179,10 @@ def _duplicate_serial():
 
 def _schema_drift():
     def tamper(src):
-        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN manifest TYPE varchar(200)")
+        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN name TYPE varchar(200)")
 
     def repair(src):
-        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN manifest TYPE text")
+        execute(src, "ALTER TABLE exchange.extensions ALTER COLUMN name TYPE text")
     return "extensions", "schema-drift", tamper, repair
 
 
@@ -309,8 +316,8 @@ def test_refuses_wrong_roles_outdated_schemas_and_same_files(cluster, templates,
     other_safe = clone(cluster, templates["empty"], "safe2")
     with pytest.raises(ConfigError, match="source database is itself a 'safe-copy'"):
         sync.sync_once(dst, other_safe)
-    execute(src, "INSERT INTO _v.patches (patch_name, applied_by) VALUES ('exchange-0099', 'x')")
-    with pytest.raises(DatabaseNotReady, match="exchange-0099"):
+    execute(src, "INSERT INTO _v.patches (patch_name, applied_by) VALUES ('model-exchange-0099', 'x')")
+    with pytest.raises(DatabaseNotReady, match="model-exchange-0099"):
         sync.sync_once(src, dst)
     s_conf, d_conf = conf_pair(conf, src, dst)
     assert cli("sync", "-s", s_conf, "-d", d_conf, "-t").returncode == 5
@@ -560,3 +567,31 @@ def test_halt_message_stays_one_line_whatever_ingres_holds(pair):
         sync.sync_once(src, dst)
     assert (info.value.serial, info.value.rule) == (BASE_ROWS + 2, "duplicate-key")
     assert "\n" not in str(info.value) and "evil\\x0aHALT" in str(info.value)
+
+
+@pytest.mark.parametrize("table,serial,key", [
+    # Taler has only a plain index on this serial: the schema would take a duplicate.
+    ("reserves_open_deposits", "reserve_open_deposit_uuid", ("coin_pub", "coin_sig")),
+    # Taler makes fulfillment_id unique only together with h_fulfillment_proof.
+    ("policy_fulfillments", "fulfillment_id", ("h_fulfillment_proof",)),
+])
+def test_serials_taler_does_not_make_unique_are_checked_by_the_sync(pair, table, serial, key):
+    src, dst = pair
+    entry = registry.entry(table)
+    assert not entry.serial_unique
+    assert (serial,) not in entry.enforced_keys(None)
+    # Two new rows sharing one serial, with distinct natural keys: the schema (Taler's,
+    # and so the safe copy's) accepts both, so only the sync's own check stops them.
+    cols = [c.name for c in entry.copy_columns if c.name not in key and c.name != serial]
+    for tag in ("x", "y"):
+        fresh = ", ".join(
+            f"{'sha512' if entry.column(k).length == 64 else 'sha256'}({k} || '{tag}'::bytea)"
+            for k in key)
+        execute(src, f"INSERT INTO exchange.{table} ({serial}, {', '.join(key)}, "
+                     f"{', '.join(cols)}) "
+                     f"SELECT (SELECT max({serial}) FROM exchange.{table}) + "
+                     f"{1 if tag == 'x' else 0}, {fresh}, {', '.join(cols)} "
+                     f"FROM exchange.{table} ORDER BY {serial} LIMIT 1")
+    with pytest.raises(sync.SyncHalt) as info:
+        sync.sync_once(src, dst)
+    assert (info.value.table, info.value.rule) == (table, "duplicate-serial")

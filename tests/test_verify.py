@@ -95,3 +95,33 @@ def test_gc_on_the_safe_copy_is_told_apart_from_rows_never_copied(pair):
     assert ("reserves", 5) in {(f["table"], f["serial"]) for f in report["findings"]}
     assert len(report["findings"]) > 1  # the cascade
     assert report["clean"]
+
+
+def test_taler_updates_of_first_seen_columns_are_not_findings(pair):
+    """The exchange's own UPDATEs (taler-real-schema §2.4) are normal activity, not tampering:
+    mutable columns are not copied, first-seen ones are copied but never compared."""
+    src, dst = pair
+    execute(src,
+            # GREATEST(...) of later activity on a reserve (first seen on the copy).
+            "UPDATE exchange.reserves SET expiration_date = expiration_date + 1000, "
+            "gc_date = gc_date + 1000 WHERE reserve_uuid = 3",
+            # pg_update_auditor.
+            "UPDATE exchange.auditors SET is_active = NOT is_active, last_change = 1, "
+            "auditor_url = 'https://moved.example/' WHERE auditor_uuid = 2",
+            # The legitimization upsert and failure paths.
+            "UPDATE exchange.legitimization_processes SET provider_user_id = 'u', "
+            "error_code = 42, error_message = 'failed', finished = TRUE "
+            "WHERE legitimization_process_serial_id = 4",
+            "UPDATE exchange.legitimization_measures SET display_priority = 99, "
+            "is_finished = TRUE WHERE legitimization_measure_serial_id = 5",
+            "UPDATE exchange.wire_targets SET target_pub = NULL, "
+            "aml_program_lock_timeout = 1 WHERE wire_target_serial_id = 6",
+            "UPDATE exchange.policy_details SET fulfillment_state = 5, "
+            "accumulated_total = ROW(1, 0) WHERE policy_details_serial_id = 7",
+            # Written once and needed by the audit: a change IS a finding.
+            "UPDATE exchange.known_coins SET age_commitment_hash = NULL WHERE known_coin_id = 8",
+            "UPDATE exchange.reserves_close SET close_request_row = 4242 WHERE close_uuid = 9")
+    report = verify.verify(src, dst, block_size=8)
+    found = {(f["table"], f["serial"]): f.get("columns") for f in report["findings"]}
+    assert found == {("known_coins", 8): ["age_commitment_hash"],
+                     ("reserves_close", 9): ["close_request_row"]}

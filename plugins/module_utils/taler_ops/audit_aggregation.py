@@ -90,7 +90,8 @@ def _wire_outs(check):
              fee) in rows:
             claimed = units(claimed)
             check.add(B_WIRE_OUT, claimed)
-            account = bytes(h_payto).hex()
+            # Nullable in Taler's schema (wire_out.wire_target_h_payto).
+            account = bytes(h_payto).hex() if h_payto is not None else None
             if fee is None:
                 check.finding("row_inconsistency", row_table="wire_out", problem_serial=serial,
                               diagnostic=f"no {WIRE_METHOD} wire fee covers execution date "

@@ -1,4 +1,4 @@
-"""The auditor schema (patch auditor-0001).
+"""The auditor schema of the built-in model (patch model-auditor-0001).
 
 Progress per check, running balances, per-reserve state, the findings of the
 audit's checks and the merchants' deposit confirmations.  Every findings table
@@ -9,7 +9,10 @@ has ``row_id`` and ``suppressed`` as Taler's report tables do.  ``-r``
 from .exchange_schema import Patch
 
 SCHEMA = "auditor"
-PATCHES = (Patch("auditor-0001"),)
+# The model's own patch names, never Taler's "auditor-NNNN" (see spec.py).
+PATCH_PREFIX = "model-auditor-"
+FIRST_PATCH = PATCH_PREFIX + "0001"
+PATCHES = (Patch(FIRST_PATCH),)
 
 # Kept by a restart: they come from merchants, not from the audit.
 KEPT_ON_RESTART = ("auditor_deposit_confirmations",)
@@ -119,6 +122,6 @@ FINDINGS_TABLES = tuple(_FINDINGS)
 
 
 def render(patch_name):
-    if patch_name == "auditor-0001":
+    if patch_name == FIRST_PATCH:
         return _statements()
     raise KeyError(patch_name)

@@ -6,9 +6,13 @@ whatever the table and its identity sequence already hold, and moves each
 sequence past them when it flushes, so that the exchange's own inserts (and a
 later generator run) continue without collisions.
 
-Rows are tuples in the column order of the table spec; derived hash columns
-may be passed as None and are filled in here by the registry's rule, so the
-generator cannot get a hash rule wrong.  Amounts are plain ints of 1e-8 units.
+Rows are tuples in the column order the caller names (an explicit column
+list per table, so the same writer fills a model database and one built from
+Taler's own files, which has more tables and columns than the model writes);
+derived hash columns may be passed as None and are filled in here by the
+registry's rule (parent-dependent ones from the parent rows already written
+or added), so the generator cannot get a hash rule wrong.  Amounts are plain
+ints of 1e-8 units; gnunet_hashcode[] values are lists of bytes.
 """
 
 import struct
@@ -23,6 +27,7 @@ from . import hashing
 from .exchange_schema import AMOUNT_FRAC_BASE, MAX_AMOUNT_VALUE
 from .errors import TalerOpsError
 from .exchange_tables import TABLES
+from .spec import HASHCODE
 from .registry import REPLICATED
 
 SCHEMA = "exchange"
@@ -57,6 +62,38 @@ def _amount_dumper(oid):
 
     AmountBinaryDumper.oid = oid
     return AmountBinaryDumper
+
+
+def _hashcode_array_dumper(array_oid, element_oid):
+    """gnunet_hashcode[] in PostgreSQL's binary array format.
+
+    array_recv insists that the element type named in the data is the column's
+    element type, here the domain exchange.gnunet_hashcode (not bytea).
+    """
+    header = struct.Struct("!iiIii")
+
+    class HashcodeArrayBinaryDumper(Dumper):
+        format = pq.Format.BINARY
+
+        def dump(self, obj):
+            out = [header.pack(1, 0, element_oid, len(obj), 1)]
+            for item in obj:
+                out.append(struct.pack("!i", len(item)) + bytes(item))
+            return b"".join(out)
+
+    HashcodeArrayBinaryDumper.oid = array_oid
+    return HashcodeArrayBinaryDumper
+
+
+def register_hashcode(conn):
+    """(oid of exchange.gnunet_hashcode, oid of its array type), dumper registered."""
+    row = conn.execute("SELECT t.oid, t.typarray FROM pg_type t JOIN pg_namespace n "
+                       "ON n.oid = t.typnamespace WHERE n.nspname = 'exchange' "
+                       "AND t.typname = 'gnunet_hashcode'").fetchone()
+    if row is None:
+        raise LookupError("domain exchange.gnunet_hashcode does not exist")
+    conn.adapters.register_dumper(None, _hashcode_array_dumper(row[1], row[0]))
+    return row
 
 
 def register_amount(conn):
@@ -101,8 +138,13 @@ def may_skip_fk_triggers(conn):
 class CopyWriter:
     """Buffers rows per table and writes them with one binary COPY per table."""
 
+    # Parents first (registry order), but known_coins right after its only parent:
+    # on a Taler-built database, Taler's insert triggers on reserves_open_deposits
+    # (which has no FK to known_coins itself) add coin_history rows that do.
     ORDER = tuple(e.name for e in REPLICATED) + tuple(
         t.name for t in TABLES if not t.replicated)
+    ORDER = ORDER[:ORDER.index("denominations") + 1] + ("known_coins",) + tuple(
+        n for n in ORDER[ORDER.index("denominations") + 1:] if n != "known_coins")
 
     def __init__(self, conn, columns=None, fk_check="triggers"):
         """``columns``: {table: column names in row order}; default all of the spec's.
@@ -120,18 +162,39 @@ class CopyWriter:
         self.fk_check = fk_check
         self.specs = {t.name: t for t in TABLES}
         amount_oid = register_amount(conn)
+        _, hashcode_array_oid = register_hashcode(conn)
         self.columns, self.oids, self.derived = {}, {}, {}
         registry = conn.adapters.types
+
+        def oid(col):
+            if col.is_amount:
+                return amount_oid
+            if col.sql_type == HASHCODE + "[]":
+                return hashcode_array_oid
+            if col.sql_type == HASHCODE:
+                return registry.get_oid("bytea")    # a domain is sent as its base type
+            return registry.get_oid(_TYPE_NAMES[col.sql_type])
+
+        # Parent-dependent rules (h_coin_ev needs its denomination's denom_pub_hash):
+        # {(parent table, key column, value column): {key: value}}, from the
+        # database and from every parent row added here.
+        self.parent_values = {}
         for t in TABLES:
             names = tuple(columns[t.name]) if columns and t.name in columns else tuple(
                 c.name for c in t.columns)
             _check_columns(t, names)
             self.columns[t.name] = names
-            self.oids[t.name] = [amount_oid if c.is_amount
-                                 else registry.get_oid(_TYPE_NAMES[c.sql_type])
-                                 for c in map(t.column, names)]
-            self.derived[t.name] = tuple((names.index(d.column), d.rule, names.index(d.source))
-                                         for d in t.derived)
+            self.oids[t.name] = [oid(c) for c in map(t.column, names)]
+            rules = []
+            for d in t.derived:
+                parent = None
+                if d.parent is not None:
+                    local, ptable, pkey, pvalue = d.parent
+                    parent = (names.index(local), (ptable, pkey, pvalue))
+                    self.parent_values.setdefault((ptable, pkey, pvalue), {})
+                rules.append((names.index(d.column), d.rule, names.index(d.source), parent))
+            self.derived[t.name] = tuple(rules)
+        self._load_parent_values()
         self.rows = {name: [] for name in self.ORDER}
         self.sequences = {}
         self.next_serial = {}
@@ -157,6 +220,16 @@ class CopyWriter:
                     sql.Identifier(*seq.split(".", 1)))).fetchone()
             self.next_serial[name] = max(top, last if called else last - 1) + 1
 
+    def _load_parent_values(self):
+        self.parent_sources = {}       # table -> [(key index, value index, cache)]
+        for (ptable, pkey, pvalue), cache in self.parent_values.items():
+            cache.update(self.conn.execute(sql.SQL("SELECT {}, {} FROM {}").format(
+                sql.Identifier(pkey), sql.Identifier(pvalue),
+                sql.Identifier(SCHEMA, ptable))).fetchall())
+            names = self.columns[ptable]
+            self.parent_sources.setdefault(ptable, []).append(
+                (names.index(pkey), names.index(pvalue), cache))
+
     def serial(self, table):
         value = self.next_serial[table]
         self.next_serial[table] = value + 1
@@ -169,9 +242,16 @@ class CopyWriter:
         derived = self.derived[table]
         if derived:
             row = list(row)
-            for col, rule, src in derived:
-                row[col] = hashing.compute(rule, row[src])
+            for col, rule, src, parent in derived:
+                if parent is None:
+                    row[col] = hashing.compute(rule, row[src])
+                else:
+                    local, lookup = parent
+                    row[col] = hashing.compute(rule, row[src],
+                                               self.parent_values[lookup][row[local]])
             row = tuple(row)
+        for key_at, value_at, cache in self.parent_sources.get(table, ()):
+            cache[row[key_at]] = row[value_at]
         self.rows[table].append(row)
         self.pending += 1
         self.added[table] += 1

@@ -138,7 +138,8 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
                                           sql.Literal(foreign_keys))
 
         def render(name):
-            stmts = exchange_schema.render(name, partitions, foreign_keys)
+            stmts = exchange_schema.render(name, partitions, foreign_keys,
+                                           inline_foreign_keys=role != "ingres")
             return stmts + [setup_row] if name == exchange_schema.PATCHES[0].name else stmts
 
         result["applied"] = _apply(conn, pending, render, EXCHANGE_WHAT)

@@ -13,6 +13,7 @@ the exchange would hold (current_balance, remaining, done).  Amounts are ints
 of 1e-8 units.  Only ``inject.py`` breaks these rules, on request.
 """
 
+import hashlib
 import json
 import random
 
@@ -65,7 +66,7 @@ COLUMNS = {
     "reserves": "reserve_uuid reserve_pub expiration_date gc_date current_balance "
                 "purses_active purses_allowed birthday",
     "reserves_in": "reserve_in_serial_id reserve_pub wire_reference credit wire_source_h_payto "
-                   "exchange_account_section execution_date sender_name",
+                   "exchange_account_section execution_date",
     "reserves_close": "close_uuid reserve_pub execution_date wtid wire_target_h_payto amount "
                       "closing_fee close_request_row",
     "reserves_open_requests": "open_request_uuid reserve_pub request_timestamp expiration_date "
@@ -153,18 +154,66 @@ def _rule(table, column):
 _H_PAYTO_RULE = _rule("wire_targets", "wire_target_h_payto")
 
 
-def sender_name(payto):
-    """The receiver-name of a payto URI, as a bank reports the sender of a transfer."""
-    for part in payto.partition("?")[2].split("&"):
-        key, _, value = part.partition("=")
-        if key == "receiver-name" and value:
-            return value.replace("+", " ")[:256]
-    return None
-
-
 def h_payto(payto):
-    """wire_target_h_payto of a payto URI, by the registry's rule."""
+    """wire_target_h_payto of a payto URI, by the registry's rule (the full payto hash)."""
     return hashing.compute(_H_PAYTO_RULE, payto)
+
+
+def h_normalized_payto(payto):
+    """The normalized payto hash: what KYC tables and account_merges hold (§2.5)."""
+    return hashing.normalized_payto_hash(payto)
+
+
+# Taler's BYTEA layouts (taler-real-schema §2.1): a big-endian cipher (1 = RSA,
+# 2 = CS) and a second 4-byte field before the payload.
+RSA, CS = 1, 2
+
+
+def _be32(n):
+    return n.to_bytes(4, "big")
+
+
+def rsa_public_key(rng):
+    """GNUnet's RSA key encoding: be16 len(n) || be16 len(e) || n || e (2048-bit n)."""
+    n = int.from_bytes(rng.randbytes(256), "big") | (1 << 2047) | 1
+    return b"\x01\x00\x00\x03" + n.to_bytes(256, "big") + b"\x01\x00\x01"
+
+
+def denom_pub(rng, cs, age_mask):
+    key = rng.randbytes(32) if cs else rsa_public_key(rng)
+    return _be32(CS if cs else RSA) + _be32(age_mask) + key
+
+
+def blinded_planchet(rng, cs):
+    """refresh_revealed_coins.coin_ev: RSA blinded message or CS (c0, c1, nonce)."""
+    return _be32(CS if cs else RSA) + _be32(0x100) + rng.randbytes(96 if cs else 256)
+
+
+def exchange_withdraw_values(rng, cs):
+    """refresh_revealed_coins.ewv: nothing for RSA, the R pair for CS."""
+    return _be32(CS if cs else RSA) + _be32(0x10000) + (rng.randbytes(64) if cs else b"")
+
+
+def blinded_signature(rng, cs):
+    """reserves_out.denom_sig, refresh_revealed_coins.ev_sig."""
+    return _be32(CS if cs else RSA) + _be32(1) + rng.randbytes(36 if cs else 256)
+
+
+def unblinded_signature(rng, cs):
+    """known_coins.denom_sig."""
+    return _be32(CS if cs else RSA) + _be32(0) + rng.randbytes(64 if cs else 256)
+
+
+def hashcode(data):
+    """A gnunet_hashcode value (Taler's domain is 32 bytes)."""
+    return hashlib.sha512(data if isinstance(data, bytes) else data.encode()).digest()[:32]
+
+
+def iban_payto(rng, name, bic=False):
+    """A payto://iban URI with a valid German IBAN (real check digits) and receiver-name."""
+    bban = f"{rng.getrandbits(27) % 10**8:08d}{rng.getrandbits(34) % 10**10:010d}"
+    iban = "DE" + hashing.iban_check_digits("DE", bban) + bban
+    return f"payto://iban/{'COBADEFFXXX/' if bic else ''}{iban}?receiver-name={name}"
 
 
 class Denomination:
@@ -361,7 +410,7 @@ class Exchange:
         for name in sorted(EXTENSIONS):
             if name not in have:
                 self.put("extensions", self.w.serial("extensions"), name,
-                         _json(EXTENSIONS[name]))
+                         _json(EXTENSIONS[name]).encode())
 
     def create_denominations(self, valid_from, expire_withdraw, with_revoked=True):
         """One key generation: eight coin values, two age-restricted, one to be revoked."""
@@ -379,8 +428,9 @@ class Exchange:
             fees = (CENT if value < 5 * UNIT else 2 * CENT,
                     CENT if value < 10 * UNIT else 2 * CENT, CENT, CENT)
             serial = self.w.serial("denominations")
-            denom_pub = rng.randbytes(32 if cs else 294)
-            self.put("denominations", serial, None, 2 if cs else 1, age_mask, denom_pub,
+            # denom_type keeps Taler's default 1 even for CS: the exchange never
+            # writes it; the cipher is in denom_pub.
+            self.put("denominations", serial, None, 1, age_mask, denom_pub(rng, cs, age_mask),
                      rng.key64(), valid_from, expire_withdraw, expire_deposit, expire_legal,
                      value, *fees)
             d = Denomination(serial, value, fees, revoked, age_mask, cs, valid_from,
@@ -453,9 +503,10 @@ class Exchange:
                      self.next_wire_reference(), CENT, h, ACCOUNT_SECTION, t)
         return h, token
 
-    def kyc(self, h, token, t):
+    def kyc(self, payto, token, t):
         """A KYC measure, its provider process and the AML outcome for an account."""
         rng = self.rng
+        h = h_normalized_payto(payto)     # KYC tables key accounts by the normalized hash
         measure = self.w.serial("legitimization_measures")
         self.put("legitimization_measures", measure, token, t,
                  _json({"measures": [{"check_name": "form-identity", "context": {}}],
@@ -474,11 +525,10 @@ class Exchange:
         rng = self.rng
         n = len(self.merchants) + 1
         tag = rng.getrandbits(40)
-        payto = (f"payto://iban/DE{tag % 100:02d}5001051{tag % 10**12:012d}"
-                 f"?receiver-name=Shop+{n}")
+        payto = iban_payto(rng, f"Shop+{n}", bic=(tag % 5 == 0))
         m = Merchant(rng.key32(), payto)
-        h, token = self.wire_target(payto, t, kyc_pub=True)
-        self.kyc(h, token, t)
+        _, token = self.wire_target(payto, t, kyc_pub=True)
+        self.kyc(payto, token, t)
         self.merchants.append(m)
         return m
 
@@ -497,7 +547,7 @@ class Exchange:
                  f"?receiver-name=Customer+{n}")
         h, token = self.wire_target(payto, t, kyc_pub=kyc)
         if kyc:
-            self.kyc(h, token, t)
+            self.kyc(payto, token, t)
         entry = (h, payto)
         self.customers.append(entry)
         return entry
@@ -509,8 +559,7 @@ class Exchange:
     def credit_wire(self, res, amount, t):
         """reserves_in: the customer's bank transfer into the reserve."""
         self.put("reserves_in", self.w.serial("reserves_in"), res.pub,
-                 self.next_wire_reference(), amount, res.origin[0], ACCOUNT_SECTION, t,
-                 sender_name(res.origin[1]))
+                 self.next_wire_reference(), amount, res.origin[0], ACCOUNT_SECTION, t)
         self._credit(res, amount, t)
 
     def _credit(self, res, amount, t):
@@ -526,7 +575,7 @@ class Exchange:
         rng = self.rng
         serial = self.w.serial("reserves_out")
         self.put("reserves_out", serial, rng.key64(), denom.serial,
-                 rng.randbytes(64 if denom.cs else 256), res.uuid, rng.key64(), t, denom.cost)
+                 blinded_signature(rng, denom.cs), res.uuid, rng.key64(), t, denom.cost)
         self._debit(res, denom.cost, t)
         coin = Coin(rng.key32(), denom, serial)
         if denom.age_mask:
@@ -598,7 +647,7 @@ class Exchange:
     def write_coin(self, coin):
         if coin.known_id is not None:
             self.put("known_coins", coin.known_id, coin.denom.serial, coin.pub,
-                     self.rng.randbytes(64 if coin.denom.cs else 256), coin.age_hash,
+                     unblinded_signature(self.rng, coin.denom.cs), coin.age_hash,
                      max(coin.remaining, 0))
 
     def batch_deposit(self, merchant, t, coins_amounts, refund=False, policy=None,
@@ -655,13 +704,13 @@ class Exchange:
     def policy(self, t, amount, fulfilled=True):
         rng = self.rng
         serial = self.w.serial("policy_details")
-        code = rng.key64()
+        code = rng.key32()
         proof_hash = None
         if fulfilled:
             proof = _json({"escrow": "released", "ref": rng.getrandbits(32)})
-            proof_hash = hashing.compute("sha512", proof)
+            proof_hash = hashcode(proof)
             self.put("policy_fulfillments", self.w.serial("policy_fulfillments"), t + HOUR,
-                     proof, proof_hash, code)
+                     proof, proof_hash, [code])
         self.put("policy_details", serial, code,
                  _json({"type": "escrowed_payment", "deadline_us": t + WEEK}), t + WEEK,
                  amount, amount, 0, amount if fulfilled else 0, 3 if fulfilled else 2,
@@ -691,9 +740,8 @@ class Exchange:
         for i, d in enumerate(fresh):
             rrc = self.w.serial("refresh_revealed_coins")
             self.put("refresh_revealed_coins", rrc, melt, i, rng.key64(), d.serial,
-                     rng.randbytes(64 if d.cs else 256), None,
-                     rng.randbytes(64 if d.cs else 256),
-                     rng.randbytes(64) if d.cs else b"\x00\x00\x00\x01")
+                     blinded_planchet(rng, d.cs), None, blinded_signature(rng, d.cs),
+                     exchange_withdraw_values(rng, d.cs))
             out.append((d, rrc))
         self.put("refresh_transfer_keys", self.w.serial("refresh_transfer_keys"), melt,
                  rng.key32(), rng.randbytes(64))
@@ -758,7 +806,7 @@ class Exchange:
                  rng.key64(), t)
         wallet_payto = f"payto://taler-reserve/exchange.demo.taler.net/{res.pub.hex()}"
         self.put("account_merges", self.w.serial("account_merges"), res.pub, rng.key64(),
-                 purse_pub, h_payto(wallet_payto))
+                 purse_pub, h_normalized_payto(wallet_payto))
         self.put("purse_decision", self.w.serial("purse_decision"), purse_pub, t, False)
         self._credit(res, amount, t)
         return res

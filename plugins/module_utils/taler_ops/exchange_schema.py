@@ -3,16 +3,19 @@
 A patch creates the tables whose ``since`` is that patch and adds the columns
 whose ``since`` is that patch to older tables, so the specs stay the single
 description of the schema.  With ``partitions`` (dbinit -P N) the tables that
-have a partition key are hash-partitioned and no foreign keys are created, as
-in Taler: NULL = plain tables with foreign keys, 0 = one default partition,
-N >= 1 = N hash partitions.
+have a partition key are hash-partitioned exactly as Taler's
+exchange_do_create_tables does it: NULL = plain tables with all foreign keys,
+0 = one default partition, N >= 1 = N hash partitions; then each key sits where
+Taler puts it (spec.Table.master_keys) and only the foreign keys Taler declares
+inline survive.  tests/test_taler_schema_identity.py compares the result with a
+database built from Taler's own files.
 """
 
 from dataclasses import dataclass
 from typing import Tuple
 
 from .exchange_tables import TABLES
-from .spec import FIRST_PATCH, KYC_AUTH_PATCH
+from .spec import FIRST_PATCH, KYC_AUTH_PATCH, PATCH_PREFIX
 
 SCHEMA = "exchange"
 MAX_AMOUNT_VALUE = 2 ** 52   # Taler's TALER_AMOUNT_MAX_VALUE
@@ -33,7 +36,10 @@ class Patch:
     conflicts: Tuple[str, ...] = ()
 
 
+# The model's patches, in order (names: spec.py).  PATCH_PREFIX is what
+# versioning looks up in _v.patches for this flavour of the schema.
 PATCHES = (Patch(FIRST_PATCH), Patch(KYC_AUTH_PATCH, requires=(FIRST_PATCH,)))
+assert all(p.name.startswith(PATCH_PREFIX) for p in PATCHES)
 
 
 def _q(name):
@@ -48,15 +54,11 @@ def _column_sql(col):
         parts.append("DEFAULT " + col.default)
     if not col.nullable:
         parts.append("NOT NULL")
+    # Only the CHECKs Taler has: amounts are range-checked by the sync's row
+    # rules (validate.py), not by the schema, as in Taler.
     checks = []
     if col.length is not None:
         checks.append(f"LENGTH({_q(col.name)}) = {col.length}")
-    if col.is_amount:
-        c = _q(col.name)
-        null_ok = f"{c} IS NULL OR " if col.nullable else ""
-        checks.append(f"{null_ok}(({c}).val IS NOT NULL AND ({c}).frac IS NOT NULL"
-                      f" AND ({c}).val BETWEEN 0 AND {MAX_AMOUNT_VALUE}"
-                      f" AND ({c}).frac BETWEEN 0 AND {AMOUNT_FRAC_BASE - 1})")
     if col.check:
         checks.append(col.check)
     parts += [f"CHECK ({c})" for c in checks]
@@ -65,12 +67,6 @@ def _column_sql(col):
 
 def _cols(names):
     return ", ".join(_q(n) for n in names)
-
-
-def _keys(table):
-    yield "PRIMARY KEY", table.primary_key
-    for unique in table.uniques:
-        yield "UNIQUE", unique
 
 
 def _born_with_table(col, table):
@@ -82,18 +78,25 @@ def _create_table(table, partitions):
     qualified = f"{SCHEMA}.{_q(table.name)}"
     body = [_column_sql(c) for c in table.columns if _born_with_table(c, table)]
     partitioned = partitions is not None and table.partition_key is not None
-    key_on_parts = []
-    for kind, cols in _keys(table):
-        # A partitioned table can only carry keys that contain the partition key;
-        # the others go on every partition (as Taler's "constrain" action does).
-        if partitioned and table.partition_key not in cols:
-            key_on_parts.append((kind, cols))
-        else:
-            body.append(f"{kind} ({_cols(cols)})")
+    on_master = list(table.master_keys)
+    inline, twins, key_on_parts = [], [], []
+    for kind, cols in table.keys:
+        if partitioned:
+            if cols in table.unpartitioned_only_keys:
+                continue    # Taler adds it with a "foreign" action, which -P skips
+            if cols not in on_master:
+                # Added by Taler's "constrain" action: on every partition only.
+                key_on_parts.append((kind, cols))
+                continue
+            on_master.remove(cols)      # declared in Taler's CREATE TABLE
+        # CREATE TABLE silently merges a key equal to an earlier one; Taler has such
+        # twins (added later by ALTER TABLE), so they are added the same way.
+        (twins if any(c == cols for _, c in inline) else inline).append((kind, cols))
+    body += [f"{kind} ({_cols(cols)})" for kind, cols in inline]
     stmt = f"CREATE TABLE {qualified} (\n    " + ",\n    ".join(body) + "\n)"
     if partitioned:
         stmt += f" PARTITION BY HASH ({_q(table.partition_key)})"
-    out = [stmt]
+    out = [stmt] + [f"ALTER TABLE {qualified} ADD {kind} ({_cols(cols)})" for kind, cols in twins]
     if table.comment:
         out.append(f"COMMENT ON TABLE {qualified} IS '" + table.comment.replace("'", "''") + "'")
     if not partitioned:
@@ -112,7 +115,7 @@ def _create_table(table, partitions):
 
 def _index_fk_columns(table):
     """Index FK columns that no key starts with: GC cascades and child look-ups need it."""
-    keys = [k for _, k in _keys(table)]
+    keys = [k for _, k in table.keys]
     out = []
     for fk in table.foreign_keys:
         if any(k[:len(fk.columns)] == fk.columns for k in keys):
@@ -122,11 +125,27 @@ def _index_fk_columns(table):
     return out
 
 
-def _foreign_keys(table):
+def _foreign_keys(table, inline_only=False):
     return [
         f"ALTER TABLE {SCHEMA}.{_q(table.name)} ADD FOREIGN KEY ({_cols(fk.columns)}) "
         f"REFERENCES {SCHEMA}.{_q(fk.table)} ({_cols(fk.ref_columns)}) ON DELETE {fk.on_delete}"
-        for fk in table.foreign_keys]
+        for fk in table.foreign_keys if fk.inline or not inline_only]
+
+
+def _model_types():
+    """Types and functions Taler's patches define that the model's tables use."""
+    return [
+        # Taler's GNUnet hash code domain (32 bytes, as Taler declares it).
+        f"CREATE DOMAIN {SCHEMA}.gnunet_hashcode AS BYTEA CHECK (LENGTH(VALUE) = 32)",
+        # wire_targets.access_token's default, as Taler's exchange-0005 defines it:
+        # n random bytes.  Same name and signature; the body is the model's own.
+        f"""CREATE FUNCTION {SCHEMA}.random_bytea(bytea_length INT4) RETURNS BYTEA
+LANGUAGE sql VOLATILE AS $$
+    SELECT COALESCE(string_agg(set_byte('\\x00'::bytea, 0, floor(random() * 256)::int4), ''
+                               ::bytea), ''::bytea)
+      FROM generate_series(1, bytea_length)
+$$""",
+    ]
 
 
 def _preamble():
@@ -166,11 +185,19 @@ def _preamble():
     ]
 
 
-def render(patch_name, partitions=None, foreign_keys=True):
-    """The statements of one exchange patch, in order."""
+def render(patch_name, partitions=None, foreign_keys=True, inline_foreign_keys=None):
+    """The statements of one exchange patch, in order.
+
+    ``inline_foreign_keys``: create the foreign keys Taler declares inline (on
+    never-partitioned tables) even under -P, as Taler does; default: when
+    ``foreign_keys`` or partitioned.
+    """
+    if inline_foreign_keys is None:
+        inline_foreign_keys = foreign_keys or partitions is not None
     out = []
     if patch_name == FIRST_PATCH:
         out += _preamble()
+        out += _model_types()
     new_tables = [t for t in TABLES if t.since == patch_name]
     for table in new_tables:
         out += _create_table(table, partitions)
@@ -185,4 +212,7 @@ def render(patch_name, partitions=None, foreign_keys=True):
     if partitions is None and foreign_keys:
         for table in new_tables:
             out += _foreign_keys(table)
+    elif inline_foreign_keys:
+        for table in new_tables:
+            out += _foreign_keys(table, inline_only=True)
     return out

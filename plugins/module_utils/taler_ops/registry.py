@@ -19,11 +19,30 @@ class Entry:
     name: str
     serial: str
     copy_columns: Tuple[Column, ...]     # serial first, then in table order
-    mutable_columns: Tuple[Column, ...]
+    mutable_columns: Tuple[Column, ...]  # never copied (keep their default on the safe copy)
     parents: Tuple[ForeignKey, ...]
     derived: Tuple[DerivedHash, ...]
     natural_keys: Tuple[Tuple[str, ...], ...]
     taler_sync: bool
+    # False where Taler's schema does not make the serial unique by itself
+    # (reserves_open_deposits, policy_fulfillments): the sync must check it.
+    serial_unique: bool = True
+    spec: object = None                  # the Table it was derived from
+
+    @property
+    def first_seen_columns(self):
+        """Copied once as first seen; the exchange may change them later (not final)."""
+        return tuple(c for c in self.copy_columns if c.first_seen)
+
+    @property
+    def compared_columns(self):
+        """What verify compares: the copied columns the exchange never changes."""
+        return tuple(c for c in self.copy_columns if not c.first_seen)
+
+    def enforced_keys(self, partitions):
+        """Keys (serial included) whose uniqueness the schema enforces table-wide
+        with this partitioning (None: unpartitioned).  The sync checks the others."""
+        return self.spec.enforced_keys(partitions)
 
     @property
     def copy_column_names(self):
@@ -52,6 +71,8 @@ def _entry(table):
         derived=table.derived,
         natural_keys=table.natural_keys,
         taler_sync=table.taler_sync,
+        serial_unique=table.serial_unique,
+        spec=table,
     )
 
 

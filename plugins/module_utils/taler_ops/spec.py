@@ -7,9 +7,18 @@ copy registry are both derived from it, so they cannot drift apart.
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-FIRST_PATCH = "exchange-0001"
-# KYC authorisation transfers (kycauths_in) and the sender name of reserve credits.
-KYC_AUTH_PATCH = "exchange-0002"
+# The built-in model's patch names.  They are deliberately not Taler's
+# ("exchange-NNNN"): a database the model built must never look to Taler's
+# dbinit (or to taler-ops' detection of a Taler-built database) as if Taler's
+# own files had been applied.  Every other module takes the names from here.
+PATCH_PREFIX = "model-exchange-"
+FIRST_PATCH = PATCH_PREFIX + "0001"
+# KYC authorisation transfers (kycauths_in), as Taler's exchange-0005 adds them.
+KYC_AUTH_PATCH = PATCH_PREFIX + "0002"
+# Taler's own patch names, which no model patch may bear.
+TALER_PATCH_PREFIXES = ("exchange-", "auditor-")
+
+HASHCODE = "exchange.gnunet_hashcode"   # Taler's 32-byte domain (policy tables only)
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,10 @@ class Column:
     mutable: bool = False          # changed by the exchange after insert: never replicated
     since: str = FIRST_PATCH
     check: Optional[str] = None    # extra CHECK expression over this column
+    # Changed by the exchange after insert, but NOT NULL without a default (or
+    # needed by the audit as first written): copied once as first seen, never
+    # compared by verify, never final.  See docs/hash-rules.md and docs/sync.md.
+    first_seen: bool = False
 
     @property
     def is_amount(self):
@@ -34,15 +47,29 @@ class ForeignKey:
     table: str
     ref_columns: Tuple[str, ...]
     on_delete: str = "CASCADE"
+    # Declared inline in Taler's CREATE TABLE, so it exists in partitioned mode
+    # too (only on tables that are never partitioned).
+    inline: bool = False
 
 
 @dataclass(frozen=True)
 class DerivedHash:
-    """``column`` must equal ``rule(source)``; the sync recomputes it (see hashing.py)."""
+    """``column`` must equal ``rule(source)``; the sync recomputes it (see hashing.py).
+
+    A rule that also needs a value of the row's parent names it with
+    ``parent = (local column, parent table, parent key column, parent value column)``:
+    the rule is then ``rule(source, parent value)``, e.g. h_coin_ev needs the
+    denom_pub_hash of the row's denomination.
+    """
 
     column: str
     rule: str
     source: str
+    parent: Optional[Tuple[str, str, str, str]] = None
+    # The exchange may leave the column NULL whatever the source holds (Taler's
+    # h_normalized_payto on rows from before exchange-0007): a NULL is kept as
+    # NULL, a value must match the rule.
+    null_kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,10 +77,16 @@ class Table:
     name: str
     serial: str
     columns: Tuple[Column, ...]
-    primary_key: Tuple[str, ...]
+    primary_key: Optional[Tuple[str, ...]]   # None: the table has no primary key (as in Taler)
     uniques: Tuple[Tuple[str, ...], ...] = ()
     foreign_keys: Tuple[ForeignKey, ...] = ()
     partition_key: Optional[str] = None   # hash-partitioned with dbinit -P
+    # Partitioned mode (dbinit -P), as Taler's exchange_do_create_tables does it:
+    # the keys listed here stay on the partitioned table (Taler declares them in
+    # CREATE TABLE); every other key exists on each partition only.
+    master_keys: Tuple[Tuple[str, ...], ...] = ()
+    # Keys Taler adds through a "foreign" action: they do not exist at all under -P.
+    unpartitioned_only_keys: Tuple[Tuple[str, ...], ...] = ()
     replicated: bool = True
     taler_sync: bool = True               # in taler-auditor-sync's list of 44
     derived: Tuple[DerivedHash, ...] = ()
@@ -68,10 +101,36 @@ class Table:
         raise KeyError(f"{self.name}.{name}")
 
     @property
+    def keys(self):
+        """(kind, columns) of every PK/UNIQUE in unpartitioned mode, PK first."""
+        out = [("PRIMARY KEY", self.primary_key)] if self.primary_key else []
+        return out + [("UNIQUE", u) for u in self.uniques]
+
+    @property
     def natural_keys(self):
-        """Keys other than the serial that must be unique (PK first)."""
-        keys = [self.primary_key] + list(self.uniques)
-        return tuple(k for k in keys if k and k != (self.serial,))
+        """Keys other than the serial that must be unique (PK first, no repeats)."""
+        out = []
+        for _, k in self.keys:
+            if k != (self.serial,) and k not in out:
+                out.append(k)
+        return tuple(out)
+
+    @property
+    def serial_unique(self):
+        """Whether the schema itself makes the serial unique (unpartitioned mode)."""
+        return any(k == (self.serial,) for _, k in self.keys)
+
+    def enforced_keys(self, partitions):
+        """Keys whose uniqueness the schema enforces across the whole table.
+
+        Under -P a per-partition key still holds globally when it contains the
+        partition key (equal keys hash to the same partition).
+        """
+        keys = [k for _, k in self.keys]
+        if partitions is None or self.partition_key is None:
+            return {tuple(k) for k in keys}
+        return {tuple(k) for k in keys
+                if k not in self.unpartitioned_only_keys and self.partition_key in k}
 
 
 # Column constructors, named after what the column holds in Taler.
@@ -120,7 +179,11 @@ def boolean(name, **kw):
     return Column(name, "boolean", **kw)
 
 
-def fk(cols, table, ref=None, on_delete="CASCADE"):
+def hashcode(name, array=False, **kw):
+    return Column(name, HASHCODE + ("[]" if array else ""), **kw)
+
+
+def fk(cols, table, ref=None, on_delete="CASCADE", inline=False):
     cols = (cols,) if isinstance(cols, str) else tuple(cols)
     ref = cols if ref is None else ((ref,) if isinstance(ref, str) else tuple(ref))
-    return ForeignKey(cols, table, ref, on_delete)
+    return ForeignKey(cols, table, ref, on_delete, inline)

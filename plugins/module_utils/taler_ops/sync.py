@@ -49,7 +49,8 @@ DEFAULT_SETTLE = 2.0        # daemon: copy serials seen at least this long ago
 MAX_SERIAL_GAP = 1_000_000
 MAX_BACKOFF = 60.0          # seconds between reconnection attempts
 SYNC_LOCK_KEY = 0x7A1E_5C01  # advisory lock: one sync per destination database
-PATCH_PREFIX = "exchange-"
+# Both flavours' patches: Taler's own (exchange-NNNN) and the built-in model's.
+PATCH_PREFIXES = ("exchange-", exchange_schema.PATCH_PREFIX)
 SOURCE_WHAT = "sync source (ingres) database"
 DEST_WHAT = "sync destination (safe copy) database"
 
@@ -235,7 +236,7 @@ class Syncer:
         """
         have = {}
         for side, conn in (("ingres", self.src), ("safe copy", self.dst)):
-            have[side] = versioning.applied(conn, PATCH_PREFIX)
+            have[side] = [p for prefix in PATCH_PREFIXES for p in versioning.applied(conn, prefix)]
             if conn is self.src and not in_snapshot:
                 conn.rollback()
         ahead = sorted(set(have["ingres"]) - set(have["safe copy"]))

@@ -88,7 +88,7 @@ def row_rules(entry):
                                  f"'= ' || {c}::text || ' violates CHECK ({col.check})'"))
         if col.name in derived:
             d = derived[col.name]
-            expr = hashing.sql_expression(d.rule, q(d.source))
+            expr = hashing.derived_expression(d)
             rules.append(RowRule(DERIVED_HASH, col.name, f"{c} IS DISTINCT FROM {expr}",
                                  lit(f"does not match {d.rule}({d.source})")))
     return rules
@@ -113,7 +113,7 @@ def copy_select_list(entry):
     for col in entry.copy_columns:
         if col.name in derived:
             d = derived[col.name]
-            out.append(f"{hashing.sql_expression(d.rule, q(d.source))} AS {q(col.name)}")
+            out.append(f"{hashing.derived_expression(d)} AS {q(col.name)}")
         else:
             out.append(q(col.name))
     return ", ".join(out)
@@ -177,8 +177,4 @@ def relation_checks(entry, rows_table, target_table, enforced_keys=None, foreign
 
 def globally_enforced_keys(entry, partitions):
     """Keys a destination with this partitioning enforces across the whole table."""
-    spec = _SPECS[entry.name]
-    keys = [spec.primary_key] + list(spec.uniques)
-    if partitions is None or spec.partition_key is None:
-        return {tuple(k) for k in keys}
-    return {tuple(k) for k in keys if spec.partition_key in k}
+    return _SPECS[entry.name].enforced_keys(partitions)

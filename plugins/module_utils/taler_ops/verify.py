@@ -5,6 +5,10 @@ columns of the rows at or below the table's watermark: block digests first
 (md5 over the ordered row digests of ``block_size`` serials, computed on each
 server, so only digests cross the network), then the rows of differing blocks.
 
+Columns the exchange changes after insert are never compared: mutable ones
+are not copied at all, first-seen ones (registry ``first_seen_columns``) are
+copied once and may legitimately differ upstream later.
+
 Findings, per row:
 - ``changed``               the row differs upstream (columns named);
 - ``deleted-gc``            gone upstream, and Taler's GC rules (gc.py) explain it;
@@ -48,7 +52,9 @@ _BELOW_OLDEST = {
 
 
 def _row_text(entry):
-    return f"md5(ROW({', '.join(q(c.name) for c in entry.copy_columns)})::text)"
+    # Only the final columns: a first-seen column (reserves.expiration_date,
+    # auditors.is_active, ...) is changed by the exchange itself after insert.
+    return f"md5(ROW({', '.join(q(c.name) for c in entry.compared_columns)})::text)"
 
 
 def _open(uri, what):
@@ -194,7 +200,7 @@ def _drill(entry, src, dst, blk, block_size, wm, upstream_gc, local_gc):
                    "detail": why or "present upstream below the watermark but never copied"}
         else:
             old, new = _fetch(dst, entry, serial), _fetch(src, entry, serial)
-            cols = [c.name for c in entry.copy_columns if old[c.name] != new[c.name]]
+            cols = [c.name for c in entry.compared_columns if old[c.name] != new[c.name]]
             yield {"table": entry.name, "serial": serial, "kind": "changed",
                    "detail": "changed upstream: " + ", ".join(cols), "columns": cols}
 

@@ -129,6 +129,8 @@ def refuse_unknown(have, patches, what):
 
 def check_current(conn, patches, what):
     """Raise DatabaseNotReady unless exactly ``patches`` (and none newer) are applied."""
+    # "model-exchange-0001" -> "model-exchange-": the flavour's prefix, so the
+    # patches of another flavour (Taler's "exchange-NNNN") are not counted here.
     prefix = patches[0].name.rsplit("-", 1)[0] + "-"
     have = applied(conn, prefix)
     missing = [p.name for p in patches if p.name not in have]

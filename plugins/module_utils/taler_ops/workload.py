@@ -21,7 +21,7 @@ import time
 from . import gc
 from .copywriter import CopyWriter, may_skip_fk_triggers
 from .db import connect
-from .dbinit import assert_exchange_current, read_setup
+from .dbinit import assert_exchange_current, exchange_flavour, read_setup
 from .errors import TalerOpsError, UsageError
 from .exchange_model import (CENT, COLUMNS, DAY, HISTORY_SPAN, HOUR, IDLE_RESERVE_EXPIRATION,
                              LEGAL_RESERVE_EXPIRATION, MARGIN, MINUTE, SECOND, UNIT, WEEK, YEAR,
@@ -50,6 +50,13 @@ def _open(uri, *, need_primary_for_gc=False):
     try:
         assert_exchange_current(conn)
         setup = read_setup(conn)
+        if setup is None and exchange_flavour(conn) == "taler":
+            # Built from Taler's own files and never touched by taler-ops: an exchange
+            # primary as Taler made it; the catalog says whether it has its FKs (no -P).
+            fks = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' "
+                "AND conrelid = 'exchange.coin_deposits'::regclass)").fetchone()[0]
+            setup = ("primary", None, fks)
     except BaseException:
         conn.close()
         raise
@@ -63,6 +70,9 @@ def _open(uri, *, need_primary_for_gc=False):
     if need_primary_for_gc and role != "primary":
         conn.close()
         raise UsageError(f"--gc-every needs the exchange primary; this database is {role!r}")
+    # Taler's own triggers (reserve_history, coin_history, ...) name their tables
+    # unqualified: Taler's clients run with search_path = exchange.
+    conn.execute("SET search_path TO exchange, public")
     conn.commit()
     return conn, setup
 
@@ -287,15 +297,43 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     validate_bulk_args(rows, seed)
     if fk_check not in ("auto", "triggers", "set"):
         raise UsageError(f"fk_check must be auto, triggers or set, not {fk_check!r}")
+    parse_kinds(inject)                 # a usage error before touching the database
+    conn, setup = _open(uri)
+    try:
+        return bulk_into(conn, bool(setup[2]), rows, seed, inject, record_path, now_us,
+                         progress, fk_check)
+    finally:
+        conn.close()
+
+
+def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=None,
+              progress=None, fk_check="auto"):
+    """bulk() on an open connection to any exchange schema with the model's tables.
+
+    Only the tables and columns the model writes are touched (explicit column
+    lists), so this works on a database built from Taler's own SQL files too;
+    ``has_fks``: whether that schema enforces its foreign keys.  Commits per
+    chunk; rolls back the unfinished chunk on error; leaves ``conn`` open.
+    """
+    validate_bulk_args(rows, seed)
     kinds = parse_kinds(inject)
     now = _now_us() if now_us is None else int(now_us)
-    conn, setup = _open(uri)
+    # Taler's own triggers (reserve_history, coin_history, ...) name their tables
+    # unqualified: Taler's clients run with search_path = exchange.
+    conn.execute("SET search_path TO exchange, public")
+    conn.commit()
     started = time.monotonic()
     writer = None
     try:
-        has_fks = bool(setup[2])
         if fk_check == "auto":
-            fk_check = "set" if has_fks and may_skip_fk_triggers(conn) else "triggers"
+            # "set" switches off every trigger, and a schema built from Taler's files
+            # has triggers of its own (reserve_history, coin_history, ...) that must run.
+            own_triggers = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " WHERE c.relnamespace = 'exchange'::regnamespace AND NOT t.tgisinternal)"
+            ).fetchone()[0]
+            fk_check = ("set" if has_fks and not own_triggers and may_skip_fk_triggers(conn)
+                        else "triggers")
         elif fk_check == "set" and not has_fks:
             fk_check = "triggers"       # nothing to switch off
         writer = CopyWriter(conn, COLUMNS, fk_check=fk_check)
@@ -345,8 +383,6 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
             pass                    # the first error is the one to report
         conn.rollback()
         raise
-    finally:
-        conn.close()
 
 
 # -- live ---------------------------------------------------------------------
@@ -556,13 +592,14 @@ def _live_denominations(ex, conn, t_from, t_to):
                   (d.fee_deposit).val * 100000000 + (d.fee_deposit).frac,
                   (d.fee_refresh).val * 100000000 + (d.fee_refresh).frac,
                   (d.fee_refund).val * 100000000 + (d.fee_refund).frac,
-                  d.age_mask, d.denom_type, d.valid_from, d.expire_withdraw
+                  d.age_mask, get_byte(d.denom_pub, 3), d.valid_from, d.expire_withdraw
              FROM exchange.denominations d
             WHERE d.valid_from <= %s AND d.expire_withdraw > %s AND d.expire_deposit > %s
               AND NOT EXISTS (SELECT 1 FROM exchange.denomination_revocations r
                                WHERE r.denominations_serial = d.denominations_serial)
             ORDER BY d.denominations_serial""", (t_from, t_to, t_to + DAY)).fetchall()
-    # Only denominations whose fees leave every deposit something to wire.
+    # Only denominations whose fees leave every deposit something to wire.  The
+    # cipher is denom_pub's first field (Taler never writes denom_type: it stays 1).
     denoms = [Denomination(r[0], r[1], r[2:6], False, r[6], r[7] == 2, r[8], r[9])
               for r in rows if r[1] >= 10 * CENT and r[3] <= 2 * CENT and r[4] <= 2 * CENT]
     if len({d.value for d in denoms if not d.age_mask}) >= 4:
