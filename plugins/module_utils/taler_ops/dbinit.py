@@ -13,9 +13,6 @@ from .db import connect
 from .errors import CreateError, DatabaseNotReady, TalerOpsError, UsageError
 
 EXCHANGE_WHAT = "exchange database"
-# The model's patch names, e.g. model-exchange-0001: never one of Taler's names.
-EXCHANGE_MODEL_PREFIX = exchange_schema.PATCHES[0].name.rsplit("-", 1)[0] + "-"
-AUDITOR_MODEL_PREFIX = auditor_schema.PATCHES[0].name.rsplit("-", 1)[0] + "-"
 AUDITOR_WHAT = "auditor database"
 
 
@@ -45,8 +42,6 @@ def exchange_flavour(conn):
 
 def _legacy_model(conn):
     """Taler's own patch names on a schema Taler did not build: an earlier taler-ops' model."""
-    if EXCHANGE_MODEL_PREFIX == taler_sql.EXCHANGE_PREFIX:
-        return False
     return bool(taler_sql.registered(conn, taler_sql.EXCHANGE_PREFIX))
 
 
@@ -105,9 +100,9 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         if sql_dir or flavour == "taler":
             return _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc,
                                           partitions, role, now_us)
-        before = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
+        before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         setup = read_setup(conn)
-        pending = _pending(conn, exchange_schema.PATCHES, EXCHANGE_MODEL_PREFIX)
+        pending = _pending(conn, exchange_schema.PATCHES, exchange_schema.PATCH_PREFIX)
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "reset": False, "gc": None}
         if not reset:
@@ -145,7 +140,7 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         result["applied"] = _apply(conn, pending, render, EXCHANGE_WHAT)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
-        result["patches_after"] = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
+        result["patches_after"] = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         result["setup"] = _setup_dict(read_setup(conn))
         return result
     finally:
@@ -265,7 +260,7 @@ def _drop_exchange(conn):
 
 def _drop_exchange_model(conn):
     if versioning.has_versioning(conn):
-        names = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
+        names = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         if _legacy_model(conn):   # the earlier model's registrations under Taler's names
             names = taler_sql.registered(conn, taler_sql.EXCHANGE_PREFIX) + names
         versioning.unregister(conn, reversed(names))
@@ -277,7 +272,7 @@ def exchange_drop(uri):
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
-        before = versioning.applied(conn, EXCHANGE_MODEL_PREFIX)
+        before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         existed = _schema_exists(conn, "exchange")
         _drop_exchange(conn)
         return {"patches_before": before, "patches_after": [], "applied": [], "pending": [],
@@ -293,8 +288,8 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, s
         flavour = auditor_flavour(conn)
         if sql_dir or flavour == "taler":
             return _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate)
-        before = versioning.applied(conn, AUDITOR_MODEL_PREFIX)
-        pending = _pending(conn, auditor_schema.PATCHES, AUDITOR_MODEL_PREFIX)
+        before = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
+        pending = _pending(conn, auditor_schema.PATCHES, auditor_schema.PATCH_PREFIX)
         result = {"patches_before": before, "pending": [p.name for p in pending],
                   "applied": [], "restarted": False, "dropped": False}
         if not drop:
@@ -306,7 +301,7 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, s
             existed = _schema_exists(conn, "auditor") or bool(before)
             with conn.transaction():
                 if versioning.has_versioning(conn):
-                    versioning.unregister(conn, reversed(versioning.applied(conn, AUDITOR_MODEL_PREFIX)))
+                    versioning.unregister(conn, reversed(versioning.applied(conn, auditor_schema.PATCH_PREFIX)))
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
             result["dropped"] = existed
             pending = list(auditor_schema.PATCHES)
@@ -317,7 +312,7 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, s
             result["restarted"] = _restart_auditor(conn)
         versioning.ensure_versioning(conn)
         result["applied"] = _apply(conn, pending, auditor_schema.render, AUDITOR_WHAT)
-        result["patches_after"] = versioning.applied(conn, AUDITOR_MODEL_PREFIX)
+        result["patches_after"] = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
         return result
     finally:
         conn.close()
@@ -348,7 +343,7 @@ def _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate
     if drop:
         if flavour == "model":
             with conn.transaction():
-                versioning.unregister(conn, reversed(versioning.applied(conn, AUDITOR_MODEL_PREFIX)))
+                versioning.unregister(conn, reversed(versioning.applied(conn, auditor_schema.PATCH_PREFIX)))
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
         elif flavour == "taler":
             taler_sql.auditor_drop(conn, sql_dir, AUDITOR_WHAT)
