@@ -235,3 +235,16 @@ def test_a_taler_built_auditor_database_is_recognised(cluster, conf, cli, sql_ro
     # Without its files taler-ops does not migrate it with the model.
     done = cli("auditor-dbinit", "-c", _conf(conf, "b.conf", uri, section="auditordb-postgres"))
     assert done.returncode == 2 and "SQL_DIR" in done.stderr
+
+
+def test_a_database_of_an_earlier_taler_ops_is_refused_then_recreated(exchange_db, conf, cli):
+    # Earlier taler-ops registered Taler's own patch names for its model.
+    with psycopg.connect(exchange_db, autocommit=True) as conn:
+        conn.execute("SELECT _v.register_patch('exchange-0001', NULL, NULL)")
+    cfg = _conf(conf, "legacy.conf", exchange_db)
+    done = cli("exchange-dbinit", "-c", cfg)
+    assert done.returncode == 5
+    assert "earlier taler-ops" in done.stderr
+    recreated = cli("exchange-dbinit", "-c", cfg, "-r")
+    assert recreated.returncode == 0, recreated.stderr
+    assert not any(p.startswith("exchange-") for p in _patches(exchange_db))
