@@ -14,13 +14,13 @@ description:
     a pass copies nothing.
   - Only the registry's immutable columns of the replicated exchange tables are copied, in
     batches of O(batch_size) rows, each committed together with the table's watermark in
-    C(exchange.sync_watermarks). Derived hashes are recomputed; mutable columns keep the
+    C(taler_ops.sync_watermarks). Derived hashes are recomputed; mutable columns keep the
     safe copy's defaults. UPDATEs and DELETEs upstream are never propagated.
   - Any invariant violation (missing parent, duplicate key under a new serial, NULL, wrong
     length, bad amount, forged derived hash, a planted far-away serial, schema drift) fails
     the task with one
     C(HALT table=... serial=... rule=...) message; nothing of the offending batch is
-    written, earlier batches stay, and the halt is recorded in C(exchange.sync_halts).
+    written, earlier batches stay, and the halt is recorded in C(taler_ops.sync_halts).
     Once the ingres copy is repaired the next run resumes.
   - The destination must have been created with role C(safe-copy); a source that is itself
     a safe copy is refused. Both must be at the current exchange patch level.
@@ -57,7 +57,7 @@ notes:
   - Another sync holding the destination (the sync service) makes the task fail; stop the
     service first or let it do the work.
   - The destination role needs INSERT on the exchange tables, SELECT, INSERT and UPDATE on
-    C(exchange.sync_watermarks) and C(exchange.sync_halts), and TEMPORARY on the database
+    C(taler_ops.sync_watermarks) and C(taler_ops.sync_halts), and TEMPORARY on the database
     (used only to diagnose a violation); the source role needs only SELECT.
   - If the destination role may C(SET session_replication_role) (PostgreSQL 15
     C(GRANT SET ON PARAMETER session_replication_role)), the per-row FK triggers are skipped

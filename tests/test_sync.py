@@ -87,7 +87,7 @@ def test_full_sync_copies_every_table_and_keeps_mutable_defaults(cluster, templa
 def test_a_generated_exchange_history_syncs_completely(cluster, templates):
     from taler_ops import workload
     src = clone(cluster, templates["empty"], "gen_src")   # the generator writes any role
-    execute(src, "UPDATE exchange.database_setup SET role = 'primary'")
+    execute(src, "UPDATE taler_ops.database_setup SET role = 'primary'")
     dst = clone(cluster, templates["empty"], "gen_dst")
     inserted = workload.bulk(src, 3000, seed=1)
     filled = {name for name, n in inserted.items() if n}
@@ -236,27 +236,27 @@ def test_tampering_halts_keeps_earlier_batches_and_resumes_after_repair(pair, ki
         assert table_digest(dst, table) == table_digest(dst, table, upto=40)
         assert table_digest(dst, table)[0] == 40
     # The audit's consistent cut stays at the last complete pass.
-    cut = dict(execute(dst, "SELECT table_name, complete_serial FROM exchange.sync_watermarks"))
+    cut = dict(execute(dst, "SELECT table_name, complete_serial FROM taler_ops.sync_watermarks"))
     assert set(cut.values()) == {BASE_ROWS}
     if table not in ("denominations", "extensions"):
         assert marks["denominations"] == 50, "earlier tables of the pass were copied"
     recorded = execute(dst, "SELECT table_name, serial, rule, cleared_tsz IS NULL "
-                            "FROM exchange.sync_halts")
+                            "FROM taler_ops.sync_halts")
     assert recorded == [(table, halt.serial, rule, True)]
 
     # Running again without a repair halts the same way (and records it once).
     with pytest.raises(sync.SyncHalt):
         sync.sync_once(src, dst, batch_size=BATCH)
-    assert len(execute(dst, "SELECT 1 FROM exchange.sync_halts")) == 1
+    assert len(execute(dst, "SELECT 1 FROM taler_ops.sync_halts")) == 1
 
     repair(src)
     result = sync.sync_once(src, dst, batch_size=BATCH)
     assert result["copied"] > 0
     src_d, dst_d = all_digests(src), all_digests(dst)
     assert dst_d == src_d
-    assert execute(dst, "SELECT count(*) FROM exchange.sync_halts WHERE cleared_tsz IS NULL") \
+    assert execute(dst, "SELECT count(*) FROM taler_ops.sync_halts WHERE cleared_tsz IS NULL") \
         == [(0,)]
-    assert execute(dst, "SELECT count(*) FROM exchange.sync_watermarks "
+    assert execute(dst, "SELECT count(*) FROM taler_ops.sync_watermarks "
                         "WHERE complete_serial <> 50") == [(0,)]
 
 
@@ -277,7 +277,7 @@ def test_partitioned_safe_copy_checks_relations_itself(cluster, templates):
     """No FKs and per-partition keys on the destination: the sync checks them explicitly."""
     src = clone(cluster, templates["src"], "part_src")
     dst = make_template(cluster, "sync_part_dst", "safe-copy", partitions=2)
-    assert execute(dst, "SELECT foreign_keys FROM exchange.database_setup") == [(False,)]
+    assert execute(dst, "SELECT foreign_keys FROM taler_ops.database_setup") == [(False,)]
     sync_data.populate(src, NEW[1], start=NEW[0])
     drop_keys(src, "known_coins")
     # known_coins is partitioned by coin_pub; known_coin_id is unique per partition only.
@@ -327,7 +327,7 @@ def test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap(pair, conf, c
 
     def copied():
         return execute(dst, "SELECT coalesce(sum(rows_copied), 0) "
-                            "FROM exchange.sync_watermarks")[0][0]
+                            "FROM taler_ops.sync_watermarks")[0][0]
 
     def table_rows():
         return sum(n for n, _ in all_digests(dst).values())
@@ -361,7 +361,7 @@ def test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap(pair, conf, c
                 f'SELECT count(*), count(DISTINCT "{entry.serial}"), max("{entry.serial}") '
                 f'FROM exchange."{entry.name}"').fetchone()
             assert n == distinct == top == BASE_ROWS + 400, entry.name
-        copied = conn.execute("SELECT sum(rows_copied) FROM exchange.sync_watermarks").fetchone()
+        copied = conn.execute("SELECT sum(rows_copied) FROM taler_ops.sync_watermarks").fetchone()
     assert copied[0] == total
 
 
@@ -437,11 +437,14 @@ def test_module_check_mode_then_idempotent_sync_then_halt(pair, conf, module_run
 
 def _grant_sync_roles(cluster, src, dst, reader, writer):
     execute(cluster.uri(), f'CREATE ROLE "{reader}" LOGIN', f'CREATE ROLE "{writer}" LOGIN')
-    execute(src, f'GRANT USAGE ON SCHEMA exchange, _v TO "{reader}"',
-            f'GRANT SELECT ON ALL TABLES IN SCHEMA exchange, _v TO "{reader}"')
-    grants = [f'GRANT USAGE ON SCHEMA exchange, _v TO "{writer}"',
-              f'GRANT SELECT ON _v.patches, exchange.database_setup TO "{writer}"',
-              f'GRANT SELECT, INSERT, UPDATE ON exchange.sync_watermarks, exchange.sync_halts '
+    execute(src, f'GRANT USAGE ON SCHEMA exchange, _v, taler_ops TO "{reader}"',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA exchange, _v TO "{reader}"',
+            f'GRANT SELECT ON taler_ops.database_setup TO "{reader}"')
+    grants = [f'GRANT USAGE ON SCHEMA exchange, _v, taler_ops TO "{writer}"',
+              f'GRANT SELECT ON _v.patches, taler_ops.database_setup TO "{writer}"',
+              f'GRANT SELECT, INSERT, UPDATE ON taler_ops.sync_watermarks, taler_ops.sync_halts '
+              f'TO "{writer}"',
+              f'GRANT SELECT, INSERT, UPDATE, DELETE ON taler_ops.sync_holes, taler_ops.sync_cuts '
               f'TO "{writer}"']
     grants += [f'GRANT SELECT, INSERT ON exchange."{e.name}" TO "{writer}"'
                for e in registry.REPLICATED]

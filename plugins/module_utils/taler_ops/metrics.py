@@ -73,8 +73,15 @@ def registry_from(report):
         lrows = _gauge(reg, "taler_ops_sync_lag_rows", "serials not yet copied", ["table"])
         lsecs = _gauge(reg, "taler_ops_sync_lag_seconds",
                        "seconds rows have waited since the table last advanced", ["table"])
+        holes = _gauge(reg, "taler_ops_sync_open_holes",
+                       "serials missing below the watermark, still searched on every pass",
+                       ["table"])
+        hole_age = _gauge(reg, "taler_ops_sync_oldest_open_hole_seconds",
+                          "age of the oldest open hole (0 without one)", ["table"])
         for table, row in sync["tables"].items():
             mark.labels(table).set(row["watermark"])
+            holes.labels(table).set(row.get("open_holes", 0))
+            hole_age.labels(table).set(row.get("oldest_hole_seconds") or 0)
             if "source_max" in row:
                 smax.labels(table).set(row["source_max"])
                 lrows.labels(table).set(row["lag_rows"])

@@ -125,7 +125,7 @@ def _verify(src, dst, block_size, now_us, max_findings, tables):
         raise ConfigError(f"the destination database was created as {role!r}, not 'safe-copy'")
     marks, copied = {}, {}
     for name, last, rows in dst.execute(
-            "SELECT table_name, last_serial, rows_copied FROM exchange.sync_watermarks"):
+            "SELECT table_name, last_serial, rows_copied FROM taler_ops.sync_watermarks"):
         marks[name], copied[name] = last, rows
     upstream_gc, local_gc = _GcJudge(src, now_us), _GcJudge(dst, now_us)
     report = {"tables": {}, "findings": [], "summary": {}, "truncated": False}
