@@ -134,7 +134,7 @@ def test_sync_daemon_writes_metrics_and_exports_its_halt(cluster, conf, tmp_path
     cmd = [sys.executable, "-m", "taler_ops.cli", "sync",
            "-s", conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}}),
            "-d", conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}}),
-           "--settle", "0", "--metrics-textfile", str(prom)]
+           "--hole-horizon", "0", "--metrics-textfile", str(prom)]
     daemon = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:

@@ -481,48 +481,7 @@ def test_least_privilege_roles_sync_and_diagnose(cluster, pair):
             conn.execute("DELETE FROM exchange.reserves")
 
 
-# -- rows committed out of serial order ----------------------------------------------------
-
-def test_settle_window_keeps_rows_committed_out_of_serial_order(pair):
-    from taler_ops import verify
-    src, dst = pair
-    only = {"extensions"}
-    # Serial 22 commits first; 21 (allocated earlier) commits a moment later.
-    sync_data.populate(src, 1, start=22, tables=only)
-    syncer = sync.Syncer(src, dst, settle=0.5).open()
-    try:
-        first = syncer.run_pass()
-        assert first["tables"]["extensions"]["copied"] == 0
-        sync_data.populate(src, 1, start=21, tables=only)
-        time.sleep(0.6)
-        second = syncer.run_pass()
-    finally:
-        syncer.close()
-    assert second["tables"]["extensions"]["copied"] == 2
-    assert watermarks(dst)["extensions"] == 22
-
-    # Without a settle window the watermark steps over a late row, and verify sees it.
-    sync_data.populate(src, 1, start=24, tables=only)
-    sync.sync_once(src, dst)
-    sync_data.populate(src, 1, start=23, tables=only)
-    assert sync.sync_once(src, dst)["copied"] == 0
-    report = verify.verify(src, dst)
-    assert [(f["table"], f["serial"], f["kind"]) for f in report["findings"]] == \
-        [("extensions", 23, "missing-on-safe-copy")]
-
-
-def test_a_planted_serial_far_beyond_the_rest_halts(pair):
-    src, dst = pair
-    sync_data.populate(src, 5, start=BASE_ROWS + 1, tables={"extensions"})
-    execute(src, "INSERT INTO exchange.extensions (extension_id, name) VALUES (5000000, 'far')")
-    with pytest.raises(sync.SyncHalt) as info:
-        sync.sync_once(src, dst)
-    assert (info.value.table, info.value.serial, info.value.rule) == \
-        ("extensions", 5000000, "serial-gap")
-    assert "follows serial 25" in str(info.value)
-    assert watermarks(dst)["extensions"] == BASE_ROWS
-    execute(src, "DELETE FROM exchange.extensions WHERE extension_id = 5000000")
-    assert sync.sync_once(src, dst)["tables"]["extensions"]["copied"] == 5
+# Rows committed out of serial order, serial gaps and planted serials: tests/test_sync_trust.py.
 
 
 # -- a streaming-replication standby as the source -----------------------------------

@@ -793,7 +793,7 @@ def sync_once(src_uri, dst_uri, batch_size=DEFAULT_BATCH, dry_run=False, progres
     times with backoff; a database unreachable at the start fails at once.
     """
     totals = {"tables": {}, "copied": 0, "passes": 0, "dry_run": dry_run, "warnings": [],
-              "open_holes": None}
+              "open_holes": None, "holes_filled": 0}
     syncer = Syncer(src_uri, dst_uri, batch_size, dry_run, progress, stop,
                     trigger_free=trigger_free, hole_horizon=hole_horizon).open()
     backoff = 1.0
@@ -815,6 +815,7 @@ def sync_once(src_uri, dst_uri, batch_size=DEFAULT_BATCH, dry_run=False, progres
             totals["copied"] += result["copied"]
             totals["warnings"] = result["warnings"]
             totals["open_holes"] = result.get("open_holes", totals["open_holes"])
+            totals["holes_filled"] += result["holes_filled"]
             for name, info in result["tables"].items():
                 agg = totals["tables"].setdefault(name, {"copied": 0})
                 agg["copied"] += info["copied"]
