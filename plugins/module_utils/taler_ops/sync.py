@@ -371,6 +371,8 @@ class Syncer:
                     " AND complete_serial IS DISTINCT FROM (%s::jsonb ->> w.table_name)::int8",
                     (Jsonb(cut), names, Jsonb(cut), Jsonb(cut)))
                 self.dst.execute(f"DELETE FROM {bookkeeping.CUTS} WHERE pass_id < %s", (pass_id,))
+            # A spoiled cut can never be published again.
+            self.dst.execute(f"DELETE FROM {bookkeeping.CUTS} WHERE spoiled")
             return self.dst.execute(
                 f"SELECT count(*) FROM {bookkeeping.HOLES} WHERE expired_tsz IS NULL").fetchone()[0]
 
@@ -433,8 +435,11 @@ class Syncer:
         return out
 
     def _next_pass_id(self):
+        # Above every cut and every hole, even when old cuts were pruned: a new cut
+        # must never look older than a hole that was open before it.
         return self.dst.execute(
-            f"SELECT coalesce(max(pass_id), 0) + 1 FROM {bookkeeping.CUTS}").fetchone()[0]
+            f"SELECT greatest((SELECT max(pass_id) FROM {bookkeeping.CUTS}), "
+            f"(SELECT max(pass_id) FROM {bookkeeping.HOLES}), 0) + 1").fetchone()[0]
 
     # -- holes -----------------------------------------------------------------
     def _revisit_holes(self, entry, holes, info, result):
@@ -611,9 +616,9 @@ class Syncer:
     def _range_violation(self, entry, lo, hi, copied):
         """The source may send rows it was not asked for: they must land in (lo, hi] only."""
         s = q(entry.serial)
-        have, outside = self.dst.execute(
-            f"SELECT count(*), min({s}) FILTER (WHERE {s} = %s) FROM {qualified(entry.name)} "
-            f"WHERE {s} > %s AND {s} <= %s", (hi, lo, hi)).fetchone()
+        have = self.dst.execute(
+            f"SELECT count(*) FROM {qualified(entry.name)} WHERE {s} > %s AND {s} <= %s",
+            (lo, hi)).fetchone()[0]
         if have == copied:
             return None
         return entry.name, hi, validate.OUT_OF_RANGE, (
