@@ -333,6 +333,7 @@ class Syncer:
                 break
         if not result["stopped"]:
             result["open_holes"] = self._end_pass()
+        result["source_clock"] = self.clock[0]
 
     def _end_pass(self):
         """Expire holes past their horizon, record this pass's cut, publish a consistent one.
