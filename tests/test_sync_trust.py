@@ -100,6 +100,25 @@ def test_a_row_committed_after_a_higher_serial_is_copied_by_a_later_t_run(pair):
     assert first < second and _complete(dst) == second
 
 
+def test_status_and_metrics_show_open_holes_and_the_halt(pair):
+    from taler_ops import metrics, status
+    src, dst = pair
+    execute(src, "INSERT INTO exchange.extensions (extension_id, name) VALUES (23, 'x')")
+    _once(src, dst)
+    part = status.sync(src, dst)
+    assert part["open_holes"] == 1 and part["tables"]["extensions"]["open_holes"] == 1
+    assert part["tables"]["extensions"]["oldest_hole_seconds"] >= 0
+    text = metrics.render({"sync": part, "healthy": True})
+    assert 'taler_ops_sync_open_holes{table="extensions"} 1.0' in text
+    _once(src, dst, horizon=0)
+    execute(src, "INSERT INTO exchange.extensions (extension_id, name) VALUES (22, 'y')")
+    with pytest.raises(sync.SyncHalt):
+        _once(src, dst, horizon=0)
+    part = status.sync(src, dst)
+    assert part["halted"] and part["halt"]["rule"] == "late-row"
+    assert part["open_holes"] == 0
+
+
 def test_a_hole_does_not_expire_while_a_transaction_seen_running_is_open(pair):
     src, dst = pair
     early, late = Exchange(src), Exchange(src)
