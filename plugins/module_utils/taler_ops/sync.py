@@ -345,6 +345,10 @@ class Syncer:
         clock, xmin, _ = self.clock
         with self.dst.transaction():
             if clock is not None:
+                # Holes seen while the stream clock was unknown start their horizon now.
+                self.dst.execute(
+                    f"UPDATE {bookkeeping.HOLES} SET source_clock = %s "
+                    "WHERE source_clock IS NULL AND expired_tsz IS NULL", (clock,))
                 self.dst.execute(
                     f"UPDATE {bookkeeping.HOLES} SET expired_tsz = now() "
                     "WHERE expired_tsz IS NULL AND table_name = ANY(%s) "
