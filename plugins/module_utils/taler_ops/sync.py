@@ -176,12 +176,13 @@ class Syncer:
         # A query that row-level security would filter now fails instead of
         # silently returning fewer rows (the ingres owner may define policies).
         self.src.execute("SET row_security TO off")
-        if not self.dry_run:
-            got = self.dst.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]
-            if not got:
-                self.close()
-                raise SyncLocked("another taler-ops sync is already running against this "
-                                 "safe copy (advisory lock held); exiting")
+        # A dry run takes the lock too: it inserts (then rolls back) the same rows, and
+        # racing a running sync would end in a false duplicate-key halt.
+        got = self.dst.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]
+        if not got:
+            self.close()
+            raise SyncLocked("another taler-ops sync is already running against this "
+                             "safe copy (advisory lock held); exiting")
         self.replica_role = False
         if not self.dry_run and self.trigger_free is not False:
             self.replica_role = self._try_replica_role()
