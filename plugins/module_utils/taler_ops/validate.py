@@ -97,6 +97,9 @@ def row_rules(entry):
                                  f"'= ' || {c}::text || ' violates CHECK ({col.check})'"))
         if col.name in derived:
             d = derived[col.name]
+            # Evaluated on the destination, over the candidate rows: a rule that needs
+            # the row's parent may read it with a scalar subquery on exchange.<parent>
+            # (already in the safe copy, so trusted); column names here are unqualified.
             expr = hashing.sql_expression(d.rule, q(d.source))
             rules.append(RowRule(DERIVED_HASH, col.name, f"{c} IS DISTINCT FROM {expr}",
                                  lit(f"does not match {d.rule}({d.source})")))
@@ -194,7 +197,8 @@ def relation_checks(entry, rows_table, target_table, enforced_keys=None, foreign
 def globally_enforced_keys(entry, partitions):
     """Keys a destination with this partitioning enforces across the whole table."""
     spec = _SPECS[entry.name]
-    keys = [spec.primary_key] + list(spec.uniques)
+    # A table may have no primary key, only UNIQUE constraints (as some of Taler's).
+    keys = [k for k in [spec.primary_key] + list(spec.uniques) if k]
     if partitions is None or spec.partition_key is None:
         return {tuple(k) for k in keys}
     return {tuple(k) for k in keys if spec.partition_key in k}
