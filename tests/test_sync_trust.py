@@ -108,7 +108,7 @@ def test_status_and_metrics_show_open_holes_and_the_halt(pair):
     part = status.sync(src, dst)
     assert part["open_holes"] == 1 and part["tables"]["extensions"]["open_holes"] == 1
     assert part["tables"]["extensions"]["oldest_hole_seconds"] >= 0
-    text = metrics.render({"sync": part, "healthy": True})
+    text = metrics.render({"sync": part, "healthy": True, "time": "2026-01-01T00:00:00+00:00"})
     assert 'taler_ops_sync_open_holes{table="extensions"} 1.0' in text
     _once(src, dst, horizon=0)
     execute(src, "INSERT INTO exchange.extensions (extension_id, name) VALUES (22, 'y')")
