@@ -31,7 +31,6 @@ UPDATEs and DELETEs upstream are never propagated (verify.py reports them).
 """
 
 import contextlib
-import datetime
 import logging
 import re
 import threading
@@ -404,7 +403,9 @@ class Syncer:
             "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8, "
             "(SELECT count(*) FROM pg_catalog.pg_subscription s WHERE s.subdbid = "
             " (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())), "
-            "(SELECT min(coalesce(st.last_msg_send_time, '-infinity')) "
+            # The slowest subscription; NULL as soon as one has no running worker.
+            "(SELECT CASE WHEN bool_and(st.last_msg_send_time IS NOT NULL) "
+            "             THEN min(st.last_msg_send_time) END "
             "   FROM pg_catalog.pg_subscription s "
             "   LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid "
             "        AND st.relid IS NULL "
@@ -414,11 +415,9 @@ class Syncer:
         if recovery:
             clock = replayed
         elif subscriptions:
-            clock = None if sent is None or sent == datetime.datetime.min else sent
+            clock = sent
         else:
             clock = now
-        if isinstance(clock, datetime.date) and not isinstance(clock, datetime.datetime):
-            clock = None     # -infinity: a subscription without a running worker
         return clock, xmin, xmax
 
     def _source_maxima(self):
