@@ -14,13 +14,18 @@ description:
     a pass copies nothing.
   - Only the registry's immutable columns of the replicated exchange tables are copied, in
     batches of O(batch_size) rows, each committed together with the table's watermark in
-    C(exchange.sync_watermarks). Derived hashes are recomputed; mutable columns keep the
-    safe copy's defaults. UPDATEs and DELETEs upstream are never propagated.
+    C(taler_ops.sync_watermarks). Every rule is checked by the safe copy's server (derived
+    hashes recomputed there); mutable columns keep the safe copy's defaults. UPDATEs and
+    DELETEs upstream are never propagated.
+  - Serials missing below a watermark (rows committed out of serial order, or burned) are
+    recorded as holes in C(taler_ops.sync_holes) and searched again by every later run, so
+    a row committed late is never stepped over; C(open_holes) reports how many remain.
   - Any invariant violation (missing parent, duplicate key under a new serial, NULL, wrong
-    length, bad amount, forged derived hash, a planted far-away serial, schema drift) fails
+    length, bad amount, forged derived hash, a row in an expired hole (late-row), a source
+    that could hide rows, schema drift) fails
     the task with one
     C(HALT table=... serial=... rule=...) message; nothing of the offending batch is
-    written, earlier batches stay, and the halt is recorded in C(exchange.sync_halts).
+    written, earlier batches stay, and the halt is recorded in C(taler_ops.sync_halts).
     Once the ingres copy is repaired the next run resumes.
   - The destination must have been created with role C(safe-copy); a source that is itself
     a safe copy is refused. Both must be at the current exchange patch level.
@@ -43,13 +48,18 @@ options:
     description: Rows per destination transaction.
     type: int
     default: 20000
+  hole_horizon:
+    description:
+      - Seconds of the source's replication clock after which a hole expires (a row
+        appearing there later halts with rule C(late-row)); see C(docs/sync.md).
+    type: float
+    default: 60
 attributes:
   check_mode:
     support: full
     description:
-      - One read-only pass that validates the new source rows (row rules only) and reports
-        per table how many rows would be copied. Parents and keys are only checked by a
-        real run, against the destination.
+      - One pass that copies and checks everything inside a destination transaction that
+        is rolled back, and reports per table how many rows would be copied.
   diff_mode:
     support: none
     description: Not supported.
@@ -57,7 +67,8 @@ notes:
   - Another sync holding the destination (the sync service) makes the task fail; stop the
     service first or let it do the work.
   - The destination role needs INSERT on the exchange tables, SELECT, INSERT and UPDATE on
-    C(exchange.sync_watermarks) and C(exchange.sync_halts), and TEMPORARY on the database
+    C(taler_ops.sync_watermarks) and C(taler_ops.sync_halts), SELECT, INSERT, UPDATE and
+    DELETE on C(taler_ops.sync_holes) and C(taler_ops.sync_cuts), and TEMPORARY on the database
     (used only to diagnose a violation); the source role needs only SELECT.
   - If the destination role may C(SET session_replication_role) (PostgreSQL 15
     C(GRANT SET ON PARAMETER session_replication_role)), the per-row FK triggers are skipped
@@ -106,6 +117,11 @@ tables:
   returned: always
   type: dict
   sample: {reserves: {copied: 12, watermark: 4711, source_max: 4711}}
+open_holes:
+  description: Holes still open after the run (searched again by the next run or the service).
+  returned: success
+  type: int
+  sample: 0
 warnings_found:
   description: Unexpected extra columns on either side (they are not copied).
   returned: always
@@ -133,6 +149,7 @@ def main():
             src_config=dict(type="path", required=True),
             dst_config=dict(type="path", required=True),
             batch_size=dict(type="int", default=20000),
+            hole_horizon=dict(type="float", default=60.0),
         ),
         supports_check_mode=True,
     )
@@ -154,13 +171,14 @@ def main():
         src_uri = config.exchangedb_uri(config.load(p["src_config"], project="taler-auditor"))
         dst_uri = config.exchangedb_uri(config.load(p["dst_config"], project="taler-auditor"))
         result = sync.sync_once(src_uri, dst_uri, batch_size=p["batch_size"],
-                                dry_run=module.check_mode)
+                                dry_run=module.check_mode, hole_horizon=p["hole_horizon"])
     except sync.SyncHalt as halt:
         module.fail_json(msg=str(halt), halt=halt.as_dict(), exit_code=halt.exit_code)
     except TalerOpsError as exc:
         module.fail_json(msg=str(exc), exit_code=exc.exit_code)
     module.exit_json(changed=result["copied"] > 0, copied=result["copied"],
                      passes=result["passes"], tables=result["tables"],
+                     open_holes=result["open_holes"],
                      warnings_found=result["warnings"])
 
 

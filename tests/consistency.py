@@ -9,7 +9,7 @@ def prefix_problems(ingres, safe):
     """[] if every table holds exactly the ingres rows up to its watermark and all FKs resolve."""
     problems = []
     with psycopg.connect(safe) as dst, psycopg.connect(ingres) as src:
-        marks = dict(dst.execute("SELECT table_name, last_serial FROM exchange.sync_watermarks"))
+        marks = dict(dst.execute("SELECT table_name, last_serial FROM taler_ops.sync_watermarks"))
         for e in registry.REPLICATED:
             mark = marks.get(e.name, 0)
             q = (f"SELECT count(*), COALESCE(sum({e.serial}), 0), COALESCE(max({e.serial}), 0) "

@@ -51,7 +51,7 @@ def all_digests(uri):
 def watermarks(uri):
     with psycopg.connect(uri) as conn:
         return dict(conn.execute(
-            "SELECT table_name, last_serial FROM exchange.sync_watermarks").fetchall())
+            "SELECT table_name, last_serial FROM taler_ops.sync_watermarks").fetchall())
 
 
 def execute(uri, *statements, params=None):

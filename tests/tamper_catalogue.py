@@ -42,6 +42,15 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class LateRow:
+    """Issue 16: the sync exits 0 with the hole recorded (``--hole-horizon 0``, so it expires
+    at once); then ``then`` runs on ingres (what arrives next) and the sync halts with
+    ``late-row`` naming ``table``, the safe copy unchanged by that second run."""
+    table: str
+    then: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     what: str
@@ -100,6 +109,23 @@ def _undo_new(table, where):
     return f"DELETE FROM exchange.{table} WHERE {where}"
 
 
+# The serial the exchange hands out next for reserves (planted far serials excluded).
+_NEXT_RESERVE = ("(SELECT max(reserve_uuid) + 1 FROM exchange.reserves "
+                 "WHERE reserve_uuid < 1000000000000)")
+
+
+def _forged_denomination():
+    """Denomination 1 again under a new serial and key, with a forged derived hash."""
+    from taler_ops import registry
+    entry = registry.entry("denominations")
+    names = [c.name for c in entry.copy_columns]
+    exprs = [f"{n} + 1000000" if n == entry.serial else
+             ("sha512('forged'::bytea)" if n == "denom_pub_hash" else
+              ("denom_pub || '\\x00'::bytea" if n == "denom_pub" else n)) for n in names]
+    return (f"INSERT INTO exchange.denominations ({', '.join(names)}) SELECT {', '.join(exprs)} "
+            f"FROM exchange.denominations ORDER BY {entry.serial} LIMIT 1")
+
+
 _INJECT_TEXT = "payto://x-taler-bank/bank.example/x'); DROP TABLE exchange.reserves; --"
 _INJECT_CONNINFO = "payto://iban/DE00 host=evil.example password=x dbname=postgres sslmode=disable"
 
@@ -139,10 +165,48 @@ CASES = (
          Ignored(("missing-on-safe-copy",)),
          (_undo_new("reserves", "reserve_uuid = 0"),)),
     Case("serial-far-beyond", "a valid row with a serial far beyond the rest (would make the "
-         "sync skip every later row)",
+         "sync skip every later row): it opens a hole, and the exchange's next row, once the "
+         "hole expired, halts instead of vanishing",
          (_new_reserve("beyond", reserve_uuid="1000000000000000"),),
-         Halt("serial-gap", "reserves"),
-         (_undo_new("reserves", "reserve_uuid = 1000000000000000"),)),
+         LateRow("reserves", (_new_reserve("next", reserve_uuid=_NEXT_RESERVE),))),
+    Case("late-commit-after-horizon", "a serial left out (a transaction still open, or burned) "
+         "commits after its hole expired",
+         (_new_reserve("second", reserve_uuid=f"{_NEXT_RESERVE} + 1"),),
+         LateRow("reserves", (_new_reserve("first", reserve_uuid=(
+             "(SELECT max(reserve_uuid) - 1 FROM exchange.reserves "
+             "WHERE reserve_uuid < 1000000000000)")),))),
+    Case("late-commit-in-an-emptied-table", "after a TRUNCATE upstream, rows come back with "
+         "new serials above the watermark but one commits late below them",
+         ("TRUNCATE exchange.extensions",
+          "INSERT INTO exchange.extensions (extension_id, name) VALUES (1000000000, 'second')"),
+         LateRow("extensions", ("INSERT INTO exchange.extensions (extension_id, name) "
+                                "VALUES (999999999, 'first')",))),
+    Case("row-level-security", "a policy that hides rows from the sync's reader",
+         ("ALTER TABLE exchange.reserves ENABLE ROW LEVEL SECURITY",
+          "CREATE POLICY hide ON exchange.reserves USING (reserve_uuid % 2 = 0)"),
+         Halt("hidden-rows", "reserves"),
+         ("DROP POLICY hide ON exchange.reserves",
+          "ALTER TABLE exchange.reserves DISABLE ROW LEVEL SECURITY")),
+    Case("rewrite-rule", "a rule on a source table",
+         ("CREATE RULE hide AS ON INSERT TO exchange.refunds DO INSTEAD NOTHING",),
+         Halt("hidden-rows", "refunds"),
+         ("DROP RULE hide ON exchange.refunds",)),
+    Case("table-swapped-for-a-view", "the table renamed and a filtering view in its place",
+         ("ALTER TABLE exchange.wire_out RENAME TO wire_out_real",
+          "CREATE VIEW exchange.wire_out AS SELECT * FROM exchange.wire_out_real "
+          "WHERE wireout_uuid % 2 = 0"),
+         Halt("schema-drift", "wire_out"),
+         ("DROP VIEW exchange.wire_out",
+          "ALTER TABLE exchange.wire_out_real RENAME TO wire_out")),
+    Case("shadowed-hash-function", "a forged denom_pub_hash plus an sha512 in schema exchange "
+         "and a search_path that would pick it: the source computes nothing",
+         ("CREATE FUNCTION exchange.sha512(bytea) RETURNS bytea LANGUAGE sql "
+          "AS 'SELECT ''\\x00''::bytea'",
+          "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = exchange, pg_catalog',"
+          " current_database()); END$$",
+          _forged_denomination()),
+         Halt("derived-hash", "denominations"),
+         ("DELETE FROM exchange.denominations WHERE denominations_serial > 1000000",)),
     Case("short-key", "a 31-byte reserve public key",
          (drop_checks("reserves"), _new_reserve("short", reserve_pub="'\\x00'::bytea || "
                                                  "substring(sha256('s'::bytea) from 1 for 30)")),
@@ -235,11 +299,12 @@ CASES = (
           "FOR EACH ROW EXECUTE FUNCTION exchange.evil()",
           _new_reserve("trigger")),
          Copied({"reserves": 1})),
-    Case("extra-rule", "a rewrite rule on an ingres table",
+    Case("extra-rule", "a rewrite rule on an ingres table (rules can hide rows: refused)",
          ("CREATE RULE evil AS ON INSERT TO exchange.extensions DO ALSO "
           "DELETE FROM exchange.reserves",
           _new_reserve("rule")),
-         Copied({"reserves": 1})),
+         Halt("hidden-rows", "extensions"),
+         ("DROP RULE evil ON exchange.extensions",)),
     Case("patches-deleted", "the _v.patches rows deleted (schema looks uninitialised)",
          ("DELETE FROM _v.patches",),
          Refused(5),

@@ -550,7 +550,7 @@ def test_safe_copy_audit_stops_at_the_last_complete_sync_pass(cluster):
     d = h.denomination()
     _, uuid, _ = h.reserve("1.01")
     h.withdraw(uuid, d, "1.01")
-    q(safe, """INSERT INTO exchange.sync_watermarks (table_name, last_serial, complete_serial)
+    q(safe, """INSERT INTO taler_ops.sync_watermarks (table_name, last_serial, complete_serial)
                VALUES ('reserves', 1, 1), ('reserves_in', 1, 1), ('reserves_out', 1, 1)""")
     # Mid-pass: a wire_out copied, its aggregation_tracking rows not yet.
     wo = h.wire_out([], "5")
@@ -560,9 +560,9 @@ def test_safe_copy_audit_stops_at_the_last_complete_sync_pass(cluster):
     assert first["bounded_by"] == "sync cut" and first["findings"] == []
     assert progress(aud)["reserves_reserve_out_serial_id"] == 2
     assert "aggregation_last_wire_out_serial_id" not in progress(aud)
-    q(safe, """UPDATE exchange.sync_watermarks SET complete_serial = 2
+    q(safe, """UPDATE taler_ops.sync_watermarks SET complete_serial = 2
                 WHERE table_name = 'reserves_out'""")
-    q(safe, """INSERT INTO exchange.sync_watermarks (table_name, last_serial, complete_serial)
+    q(safe, """INSERT INTO taler_ops.sync_watermarks (table_name, last_serial, complete_serial)
                VALUES ('wire_out', 1, 1)""")
     second = audit.run(safe, aud, now_us=NOW)
     assert found(second) == sorted([("reserve_balance_insufficient", "reserves_out", over),

@@ -92,7 +92,7 @@ def test_gc_reset_and_status_playbooks(deployment):
     assert "'reserves': 1" in gc_run.stdout and "rules for a safe-copy" in gc_run.stdout
     assert _reserves(SAFE) & planted == {b_pub, c_pub, d_pub}
     with psycopg.connect(SAFE) as conn:
-        mark = conn.execute("SELECT last_serial FROM exchange.sync_watermarks "
+        mark = conn.execute("SELECT last_serial FROM taler_ops.sync_watermarks "
                             "WHERE table_name = 'reserves'").fetchone()[0]
 
     # The sync runs again; new rows arrive, the collected reserve never comes back.
@@ -101,7 +101,7 @@ def test_gc_reset_and_status_playbooks(deployment):
     wait_for(lambda: e_pub in _reserves(SAFE), timeout=120)
     assert a_pub not in _reserves(SAFE) and a_pub in _reserves(INGRES)
     with psycopg.connect(SAFE) as conn:
-        assert conn.execute("SELECT last_serial FROM exchange.sync_watermarks "
+        assert conn.execute("SELECT last_serial FROM taler_ops.sync_watermarks "
                             "WHERE table_name = 'reserves'").fetchone()[0] == mark + 1
 
     refused = _play("reset.yml", "-e", "taler_reset_auditor=restart", env=env)

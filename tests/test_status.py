@@ -53,7 +53,8 @@ def test_status_follows_lag_halt_outage_and_recovery(cli, chain):
     rc, report = _status(cli, confs)
     assert rc == 0 and report["healthy"], report["problems"]
     assert report["sync"]["tables"]["wire_targets"] == {
-        "watermark": 3, "rows_copied": 3, "source_max": 3, "lag_rows": 0, "lag_seconds": 0.0}
+        "watermark": 3, "rows_copied": 3, "source_max": 3, "lag_rows": 0, "lag_seconds": 0.0,
+        "open_holes": 0, "oldest_hole_seconds": None}
     assert report["publisher"]["slots"][0]["active"] is True
     assert report["ingres"]["subscriptions"][0]["worker_pid"]
 
@@ -136,7 +137,7 @@ def test_sync_daemon_writes_metrics_and_exports_its_halt(cluster, conf, tmp_path
     cmd = [sys.executable, "-m", "taler_ops.cli", "sync",
            "-s", conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}}),
            "-d", conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}}),
-           "--settle", "0", "--metrics-textfile", str(prom)]
+           "--hole-horizon", "0", "--metrics-textfile", str(prom)]
     daemon = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:

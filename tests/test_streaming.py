@@ -90,7 +90,7 @@ def test_sync_copies_from_the_standby_and_refuses_a_newer_schema(streaming, conf
     execute(exchange, "SELECT _v.register_patch('model-exchange-9999')")
     sync_data.populate(exchange, 2, start=6)
     _replayed(exchange, ingres)
-    marks = execute(safe, "SELECT table_name, last_serial FROM exchange.sync_watermarks ORDER BY 1")
+    marks = execute(safe, "SELECT table_name, last_serial FROM taler_ops.sync_watermarks ORDER BY 1")
     refused = cli("sync", "-s", ing, "-d", dst, "-t")
     assert refused.returncode == 5, refused.stderr
     current = exchange_schema.PATCHES[-1].name
@@ -98,7 +98,7 @@ def test_sync_copies_from_the_standby_and_refuses_a_newer_schema(streaming, conf
             in refused.stderr)
     assert "unknown to this taler-ops" in refused.stderr
     assert execute(safe, "SELECT count(*) FROM exchange.reserves") == [(5,)]
-    assert execute(safe, "SELECT table_name, last_serial FROM exchange.sync_watermarks "
+    assert execute(safe, "SELECT table_name, last_serial FROM taler_ops.sync_watermarks "
                          "ORDER BY 1") == marks
     with pytest.raises(DatabaseNotReady):
         sync.sync_once(ingres, safe)

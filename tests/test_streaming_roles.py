@@ -98,7 +98,7 @@ def test_exchange_publisher_prepares_a_primary_for_a_standby(primary):
     assert execute(uri, "SELECT has_table_privilege('tst_reader', 'exchange.reserves', 'SELECT'), "
                         "has_table_privilege('tst_reader', 'exchange.reserves', 'INSERT'), "
                         "has_table_privilege('tst_reader', '_v.patches', 'SELECT'), "
-                        "has_table_privilege('tst_reader', 'exchange.database_setup', 'SELECT'), "
+                        "has_table_privilege('tst_reader', 'taler_ops.database_setup', 'SELECT'), "
                         "has_table_privilege('taler_replication', 'exchange.reserves', 'SELECT')") \
         == [(True, False, True, True, False)]
     # The reader's password is the one given (a standby checks it against this hash).

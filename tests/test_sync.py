@@ -87,7 +87,7 @@ def test_full_sync_copies_every_table_and_keeps_mutable_defaults(cluster, templa
 def test_a_generated_exchange_history_syncs_completely(cluster, templates):
     from taler_ops import workload
     src = clone(cluster, templates["empty"], "gen_src")   # the generator writes any role
-    execute(src, "UPDATE exchange.database_setup SET role = 'primary'")
+    execute(src, "UPDATE taler_ops.database_setup SET role = 'primary'")
     dst = clone(cluster, templates["empty"], "gen_dst")
     inserted = workload.bulk(src, 3000, seed=1)
     filled = {name for name, n in inserted.items() if n}
@@ -243,27 +243,27 @@ def test_tampering_halts_keeps_earlier_batches_and_resumes_after_repair(pair, ki
         assert table_digest(dst, table) == table_digest(dst, table, upto=40)
         assert table_digest(dst, table)[0] == 40
     # The audit's consistent cut stays at the last complete pass.
-    cut = dict(execute(dst, "SELECT table_name, complete_serial FROM exchange.sync_watermarks"))
+    cut = dict(execute(dst, "SELECT table_name, complete_serial FROM taler_ops.sync_watermarks"))
     assert set(cut.values()) == {BASE_ROWS}
     if table not in ("denominations", "extensions"):
         assert marks["denominations"] == 50, "earlier tables of the pass were copied"
     recorded = execute(dst, "SELECT table_name, serial, rule, cleared_tsz IS NULL "
-                            "FROM exchange.sync_halts")
+                            "FROM taler_ops.sync_halts")
     assert recorded == [(table, halt.serial, rule, True)]
 
     # Running again without a repair halts the same way (and records it once).
     with pytest.raises(sync.SyncHalt):
         sync.sync_once(src, dst, batch_size=BATCH)
-    assert len(execute(dst, "SELECT 1 FROM exchange.sync_halts")) == 1
+    assert len(execute(dst, "SELECT 1 FROM taler_ops.sync_halts")) == 1
 
     repair(src)
     result = sync.sync_once(src, dst, batch_size=BATCH)
     assert result["copied"] > 0
     src_d, dst_d = all_digests(src), all_digests(dst)
     assert dst_d == src_d
-    assert execute(dst, "SELECT count(*) FROM exchange.sync_halts WHERE cleared_tsz IS NULL") \
+    assert execute(dst, "SELECT count(*) FROM taler_ops.sync_halts WHERE cleared_tsz IS NULL") \
         == [(0,)]
-    assert execute(dst, "SELECT count(*) FROM exchange.sync_watermarks "
+    assert execute(dst, "SELECT count(*) FROM taler_ops.sync_watermarks "
                         "WHERE complete_serial <> 50") == [(0,)]
 
 
@@ -284,7 +284,7 @@ def test_partitioned_safe_copy_checks_relations_itself(cluster, templates):
     """No FKs and per-partition keys on the destination: the sync checks them explicitly."""
     src = clone(cluster, templates["src"], "part_src")
     dst = make_template(cluster, "sync_part_dst", "safe-copy", partitions=2)
-    assert execute(dst, "SELECT foreign_keys FROM exchange.database_setup") == [(False,)]
+    assert execute(dst, "SELECT foreign_keys FROM taler_ops.database_setup") == [(False,)]
     sync_data.populate(src, NEW[1], start=NEW[0])
     drop_keys(src, "known_coins")
     # known_coins is partitioned by coin_pub; known_coin_id is unique per partition only.
@@ -334,7 +334,7 @@ def test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap(pair, conf, c
 
     def copied():
         return execute(dst, "SELECT coalesce(sum(rows_copied), 0) "
-                            "FROM exchange.sync_watermarks")[0][0]
+                            "FROM taler_ops.sync_watermarks")[0][0]
 
     def table_rows():
         return sum(n for n, _ in all_digests(dst).values())
@@ -368,7 +368,7 @@ def test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap(pair, conf, c
                 f'SELECT count(*), count(DISTINCT "{entry.serial}"), max("{entry.serial}") '
                 f'FROM exchange."{entry.name}"').fetchone()
             assert n == distinct == top == BASE_ROWS + 400, entry.name
-        copied = conn.execute("SELECT sum(rows_copied) FROM exchange.sync_watermarks").fetchone()
+        copied = conn.execute("SELECT sum(rows_copied) FROM taler_ops.sync_watermarks").fetchone()
     assert copied[0] == total
 
 
@@ -444,11 +444,14 @@ def test_module_check_mode_then_idempotent_sync_then_halt(pair, conf, module_run
 
 def _grant_sync_roles(cluster, src, dst, reader, writer):
     execute(cluster.uri(), f'CREATE ROLE "{reader}" LOGIN', f'CREATE ROLE "{writer}" LOGIN')
-    execute(src, f'GRANT USAGE ON SCHEMA exchange, _v TO "{reader}"',
-            f'GRANT SELECT ON ALL TABLES IN SCHEMA exchange, _v TO "{reader}"')
-    grants = [f'GRANT USAGE ON SCHEMA exchange, _v TO "{writer}"',
-              f'GRANT SELECT ON _v.patches, exchange.database_setup TO "{writer}"',
-              f'GRANT SELECT, INSERT, UPDATE ON exchange.sync_watermarks, exchange.sync_halts '
+    execute(src, f'GRANT USAGE ON SCHEMA exchange, _v, taler_ops TO "{reader}"',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA exchange, _v TO "{reader}"',
+            f'GRANT SELECT ON taler_ops.database_setup TO "{reader}"')
+    grants = [f'GRANT USAGE ON SCHEMA exchange, _v, taler_ops TO "{writer}"',
+              f'GRANT SELECT ON _v.patches, taler_ops.database_setup TO "{writer}"',
+              f'GRANT SELECT, INSERT, UPDATE ON taler_ops.sync_watermarks, taler_ops.sync_halts '
+              f'TO "{writer}"',
+              f'GRANT SELECT, INSERT, UPDATE, DELETE ON taler_ops.sync_holes, taler_ops.sync_cuts '
               f'TO "{writer}"']
     grants += [f'GRANT SELECT, INSERT ON exchange."{e.name}" TO "{writer}"'
                for e in registry.REPLICATED]
@@ -485,48 +488,7 @@ def test_least_privilege_roles_sync_and_diagnose(cluster, pair):
             conn.execute("DELETE FROM exchange.reserves")
 
 
-# -- rows committed out of serial order ----------------------------------------------------
-
-def test_settle_window_keeps_rows_committed_out_of_serial_order(pair):
-    from taler_ops import verify
-    src, dst = pair
-    only = {"extensions"}
-    # Serial 22 commits first; 21 (allocated earlier) commits a moment later.
-    sync_data.populate(src, 1, start=22, tables=only)
-    syncer = sync.Syncer(src, dst, settle=0.5).open()
-    try:
-        first = syncer.run_pass()
-        assert first["tables"]["extensions"]["copied"] == 0
-        sync_data.populate(src, 1, start=21, tables=only)
-        time.sleep(0.6)
-        second = syncer.run_pass()
-    finally:
-        syncer.close()
-    assert second["tables"]["extensions"]["copied"] == 2
-    assert watermarks(dst)["extensions"] == 22
-
-    # Without a settle window the watermark steps over a late row, and verify sees it.
-    sync_data.populate(src, 1, start=24, tables=only)
-    sync.sync_once(src, dst)
-    sync_data.populate(src, 1, start=23, tables=only)
-    assert sync.sync_once(src, dst)["copied"] == 0
-    report = verify.verify(src, dst)
-    assert [(f["table"], f["serial"], f["kind"]) for f in report["findings"]] == \
-        [("extensions", 23, "missing-on-safe-copy")]
-
-
-def test_a_planted_serial_far_beyond_the_rest_halts(pair):
-    src, dst = pair
-    sync_data.populate(src, 5, start=BASE_ROWS + 1, tables={"extensions"})
-    execute(src, "INSERT INTO exchange.extensions (extension_id, name) VALUES (5000000, 'far')")
-    with pytest.raises(sync.SyncHalt) as info:
-        sync.sync_once(src, dst)
-    assert (info.value.table, info.value.serial, info.value.rule) == \
-        ("extensions", 5000000, "serial-gap")
-    assert "follows serial 25" in str(info.value)
-    assert watermarks(dst)["extensions"] == BASE_ROWS
-    execute(src, "DELETE FROM exchange.extensions WHERE extension_id = 5000000")
-    assert sync.sync_once(src, dst)["tables"]["extensions"]["copied"] == 5
+# Rows committed out of serial order, serial gaps and planted serials: tests/test_sync_trust.py.
 
 
 # -- a streaming-replication standby as the source -----------------------------------

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from sync_helpers import clone, watermarks
-from tamper_catalogue import CASES, Copied, Halt, Ignored, Refused
+from tamper_catalogue import CASES, Copied, Halt, Ignored, LateRow, Refused
 from taler_ops import dbinit, registry, workload
 from taler_ops.exchange_tables import TABLES
 
@@ -70,9 +70,20 @@ def test_tamper_case(case, goldens, cluster, cli, tmp_path):
     before, marks = _digest(safe), watermarks(safe)
 
     _run_sql(ingres, case.tamper)
-    out = cli("sync", "-s", src, "-d", dst, "-t", "-b", case.batch)
-    log = out.stdout + out.stderr
     expect = case.expect
+    if isinstance(expect, LateRow):
+        first = cli("sync", "-s", src, "-d", dst, "-t", "-b", case.batch, "--hole-horizon", "0")
+        assert first.returncode == 0, first.stdout + first.stderr
+        with psycopg.connect(safe) as conn:
+            assert conn.execute("SELECT count(*) FROM taler_ops.sync_holes WHERE table_name = %s "
+                                "AND expired_tsz IS NOT NULL", (expect.table,)).fetchone()[0] >= 1
+        before, marks = _digest(safe), watermarks(safe)
+        _run_sql(ingres, expect.then)
+        expect = Halt("late-row", expect.table)
+        out = cli("sync", "-s", src, "-d", dst, "-t", "-b", case.batch, "--hole-horizon", "0")
+    else:
+        out = cli("sync", "-s", src, "-d", dst, "-t", "-b", case.batch)
+    log = out.stdout + out.stderr
 
     if isinstance(expect, Halt):
         assert out.returncode == 1, log

@@ -75,7 +75,7 @@ class Audit:
         setup = read_setup(self.ex)
         self.ex.rollback()
         if setup is None:
-            raise DatabaseNotReady("the exchange database has no exchange.database_setup; "
+            raise DatabaseNotReady("the exchange database has no taler_ops.database_setup; "
                                    "run exchange-dbinit first")
         self.role = setup[0]
         if self.internal and self.role == "safe-copy":
@@ -184,7 +184,7 @@ def sync_cut(ex, role):
     The sync commits table by table, in copy order, so a snapshot taken in the
     middle of a pass can hold a withdrawal without the merge that funded it, or
     a wire_out without its aggregation_tracking rows: not a consistent state.
-    exchange.sync_watermarks.complete_serial is the serial up to which the last
+    taler_ops.sync_watermarks.complete_serial is the serial up to which the last
     *complete* pass copied each table (set for every table in one transaction
     at the end of a pass), so on a safe copy the audit examines rows up to it
     only; rows of a pass still running wait for the next run.  Other roles are
@@ -193,14 +193,14 @@ def sync_cut(ex, role):
     if role != "safe-copy":
         return None
     if not ex.execute(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'exchange' "
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'taler_ops' "
             "AND table_name = 'sync_watermarks' AND column_name = 'complete_serial'").fetchone():
         # Only a safe copy made by a pre-release exchange-0001 lacks it.
         raise DatabaseNotReady(
-            "the safe copy's exchange.sync_watermarks has no complete_serial column (created "
+            "the safe copy's taler_ops.sync_watermarks has no complete_serial column (created "
             "by an older pre-release taler-ops); recreate the safe copy with exchange-dbinit")
     return {name: serial for name, serial in ex.execute(
-        "SELECT table_name, complete_serial FROM exchange.sync_watermarks")}
+        "SELECT table_name, complete_serial FROM taler_ops.sync_watermarks")}
 
 
 def table_maxima(ex):

@@ -1,35 +1,47 @@
-"""taler-ops' own bookkeeping, in a schema of its own (``taler_ops``).
+"""taler-ops' own bookkeeping, in schema ``taler_ops`` (never in Taler's ``exchange``).
 
-Taler owns schema ``exchange``: its drop.sql drops it, its dbinit and helpers
-walk it.  What taler-ops records about a database (its role, the sync's
-watermarks and halts) therefore lives beside it, never inside it, so a
-database built by Taler's own dbinit gains nothing in ``exchange`` when
-taler-ops adopts it.
+Taler's drop.sql drops schema ``exchange``; what taler-ops records about a
+database (its role and layout) and the sync's state (watermarks, halts, holes)
+must neither be dropped with it nor get in its way.  ``create`` is idempotent
+and runs inside the caller's transaction, so dbinit can create the schema in
+the same transaction as the first exchange patch, and a database built from
+Taler's own SQL files can get it afterwards.  Databases made by an older
+taler-ops keep their rows: the tables are moved out of ``exchange``.
 """
 
 from psycopg import sql
 
 SCHEMA = "taler_ops"
+SETUP = f"{SCHEMA}.database_setup"
+WATERMARKS = f"{SCHEMA}.sync_watermarks"
+HALTS = f"{SCHEMA}.sync_halts"
+HOLES = f"{SCHEMA}.sync_holes"
+CUTS = f"{SCHEMA}.sync_cuts"
+TABLES = ("database_setup", "sync_watermarks", "sync_halts", "sync_holes", "sync_cuts")
 ROLES = ("primary", "ingres", "safe-copy")
 
-_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-COMMENT ON SCHEMA {SCHEMA} IS 'taler-ops bookkeeping (database role, sync progress); not part of Taler''s schema';
-CREATE TABLE IF NOT EXISTS {SCHEMA}.database_setup (
+_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"COMMENT ON SCHEMA {SCHEMA} IS 'taler-ops bookkeeping: database role, sync state'",
+    # What this database is: GC and the sync read it, never guess it.
+    f"""CREATE TABLE IF NOT EXISTS {SETUP} (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
     role TEXT NOT NULL CHECK (role IN ({", ".join("'" + r + "'" for r in ROLES)})),
     partitions INT4 CHECK (partitions >= 0),
     foreign_keys BOOLEAN NOT NULL,
     created_tsz TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.sync_watermarks (
+)""",
+    # The sync's per-table progress on a safe copy, committed with the rows.
+    f"""CREATE TABLE IF NOT EXISTS {WATERMARKS} (
     table_name TEXT PRIMARY KEY,
     last_serial INT8 NOT NULL DEFAULT 0 CHECK (last_serial >= 0),
     rows_copied INT8 NOT NULL DEFAULT 0,
+    -- the audit reads up to here: the last complete pass's cut, below every open hole
     complete_serial INT8 NOT NULL DEFAULT 0,
     updated_tsz TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.sync_halts (
+)""",
+    # Why the sync stopped (one row per distinct halt); cleared once it copied past it.
+    f"""CREATE TABLE IF NOT EXISTS {HALTS} (
     halt_id INT8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_name TEXT NOT NULL,
     serial INT8,
@@ -37,32 +49,72 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.sync_halts (
     message TEXT NOT NULL,
     halted_tsz TIMESTAMPTZ NOT NULL DEFAULT now(),
     cleared_tsz TIMESTAMPTZ
-);
-"""
+)""",
+    # Serials lo < s < hi that a pass found missing below the watermark: an
+    # exchange transaction may still commit them.  Open holes are searched
+    # again on every pass; an expired one only for a late row (a halt).
+    f"""CREATE TABLE IF NOT EXISTS {HOLES} (
+    table_name TEXT NOT NULL,
+    lo INT8 NOT NULL,
+    hi INT8 NOT NULL,
+    seen_tsz TIMESTAMPTZ NOT NULL DEFAULT now(),
+    source_clock TIMESTAMPTZ,
+    source_xmax INT8,
+    -- the pass that first saw the serials missing (pieces of a split hole keep it)
+    pass_id INT8 NOT NULL DEFAULT 0,
+    expired_tsz TIMESTAMPTZ,
+    PRIMARY KEY (table_name, lo),
+    CHECK (hi > lo + 1)
+)""",
+    # The watermarks at the end of recent complete passes.  A pass's cut becomes
+    # the audit's complete_serial once every hole open at its end has expired
+    # unfilled: then the rows up to it are exactly that pass's snapshot, so no
+    # exchange transaction is split.  ``spoiled``: a hole open then was filled later.
+    f"""CREATE TABLE IF NOT EXISTS {CUTS} (
+    pass_id INT8 PRIMARY KEY,
+    cut JSONB NOT NULL,
+    spoiled BOOLEAN NOT NULL DEFAULT FALSE,
+    made_tsz TIMESTAMPTZ NOT NULL DEFAULT now()
+)""",
+]
 
 
-def exists(conn):
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                        (f"{SCHEMA}.database_setup",)).fetchone()[0]
+def _move_legacy(conn):
+    """Tables an older taler-ops created in schema exchange move here, rows and all."""
+    for name in TABLES:
+        old = conn.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                           (f"exchange.{name}", f"{SCHEMA}.{name}")).fetchone()
+        if old[0] and not old[1]:
+            conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                sql.Identifier("exchange", name), sql.Identifier(SCHEMA)))
 
 
 def create(conn, role, partitions, foreign_keys):
-    """Create the schema (idempotent) and record the database's role once."""
-    conn.execute(_DDL)
+    """Idempotent: schema, tables and the one database_setup row (kept if present)."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    _move_legacy(conn)
+    for stmt in _DDL:
+        conn.execute(stmt)
     conn.execute(
-        sql.SQL("INSERT INTO {}.database_setup (role, partitions, foreign_keys) "
-                "VALUES (%s, %s, %s) ON CONFLICT (singleton) DO NOTHING").format(
-            sql.Identifier(SCHEMA)),
-        (role, partitions, foreign_keys))
+        f"INSERT INTO {SETUP} (role, partitions, foreign_keys) VALUES (%s, %s, %s) "
+        "ON CONFLICT (singleton) DO NOTHING", (role, partitions, foreign_keys))
+
+
+def exists(conn):
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (SETUP,)).fetchone()[0]
 
 
 def read_setup(conn):
-    """(role, partitions, foreign_keys), or None when taler-ops never adopted the database."""
+    """(role, partitions, foreign_keys) of an exchange database, or None before create()."""
     if not exists(conn):
-        return None
-    return conn.execute(sql.SQL("SELECT role, partitions, foreign_keys FROM {}.database_setup")
-                        .format(sql.Identifier(SCHEMA))).fetchone()
+        legacy = conn.execute("SELECT to_regclass('exchange.database_setup') IS NOT NULL")
+        if not legacy.fetchone()[0]:
+            return None
+        # Not migrated yet (dbinit moves it): still readable, e.g. on a hot standby.
+        return conn.execute(
+            "SELECT role, partitions, foreign_keys FROM exchange.database_setup").fetchone()
+    return conn.execute(f"SELECT role, partitions, foreign_keys FROM {SETUP}").fetchone()
 
 
 def drop(conn):
-    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+    conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")

@@ -43,12 +43,14 @@ def _table(report):
     if sync and "tables" in sync:
         state = "HALTED" if sync.get("halted") else "running"
         lines.append(f"sync       {state}, lag {sync.get('lag_rows', '?')} rows, "
-                     f"{sync.get('lag_seconds', 0):.0f} s")
-        lines.append(f"  {'table':<28} {'watermark':>12} {'ingres max':>12} {'lag rows':>10}")
+                     f"{sync.get('lag_seconds', 0):.0f} s, {sync.get('open_holes', 0)} open hole(s)")
+        lines.append(f"  {'table':<28} {'watermark':>12} {'ingres max':>12} {'lag rows':>10} "
+                     f"{'holes':>6}")
         for table, row in sync["tables"].items():
             if row["watermark"] or row.get("source_max"):
                 lines.append(f"  {table:<28} {row['watermark']:>12} "
-                             f"{row.get('source_max', '?'):>12} {row.get('lag_rows', '?'):>10}")
+                             f"{row.get('source_max', '?'):>12} {row.get('lag_rows', '?'):>10} "
+                             f"{row.get('open_holes', 0):>6}")
     audit = report.get("audit", {})
     if "progress" in audit:
         total = sum(audit["findings"].values())

@@ -1,6 +1,6 @@
 """``taler-ops sync`` and ``taler-ops verify``.
 
-sync:   taler-ops sync -s SRC.conf -d DST.conf [-t] [-b N] [--settle S] [--pidfile FILE]
+sync:   taler-ops sync -s SRC.conf -d DST.conf [-t] [-b N] [--hole-horizon S] [--pidfile FILE]
         [--metrics-textfile FILE]
         Exit 0: synchronized (-t) or stopped by SIGTERM/SIGINT; 1: HALT (an
         invariant violation, one ``HALT table=... serial=... rule=...`` line on
@@ -88,10 +88,8 @@ def _write_pidfile(path):
 
 
 def _sync(args):
-    if args.settle is not None and (args.terminate or args.dry_run):
-        raise UsageError("--settle applies to the daemon only (not with -t or --dry-run)")
-    if args.settle is not None and args.settle < 0:
-        raise UsageError("--settle takes a number of seconds >= 0")
+    if args.hole_horizon < 0:
+        raise UsageError("--hole-horizon takes a number of seconds >= 0")
     src_uri, dst_uri = _uris(args)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -101,7 +99,8 @@ def _sync(args):
     try:
         if args.terminate or args.dry_run:
             result = sync.sync_once(src_uri, dst_uri, args.batch, dry_run=args.dry_run,
-                                    progress=progress, stop=stop)
+                                    progress=progress, stop=stop,
+                                    hole_horizon=args.hole_horizon)
             _print_pass(result, progress, args.json)
             if args.json:
                 print(json.dumps(result, indent=2, sort_keys=True))
@@ -109,7 +108,10 @@ def _sync(args):
                 verb = "would copy" if args.dry_run else "copied"
                 state = "stopped" if result.get("stopped") else (
                     "dry run" if args.dry_run else "synchronized")
-                print(f"{state}: {verb} {result['copied']} rows in {result['passes']} pass(es)")
+                holes = result.get("open_holes")
+                print(f"{state}: {verb} {result['copied']} rows in {result['passes']} pass(es)"
+                      + (f"; {holes} open hole(s) will be searched again by the next run"
+                         if holes else ""))
             return 0
         export = _metrics_exporter(args.metrics_textfile, src_uri, dst_uri)
 
@@ -118,8 +120,7 @@ def _sync(args):
             export()
 
         result = sync.run_daemon(src_uri, dst_uri, args.batch, progress=progress, stop=stop,
-                                 on_pass=on_pass,
-                                 settle=sync.DEFAULT_SETTLE if args.settle is None else args.settle)
+                                 on_pass=on_pass, hole_horizon=args.hole_horizon)
         print(f"stopped: copied {result['copied']} rows in {result['passes']} pass(es)")
         return 0
     except sync.SyncHalt as halt:
@@ -204,10 +205,12 @@ def add_parser(sub):
                    help=f"rows per destination transaction (default {sync.DEFAULT_BATCH})")
     p.add_argument("--dry-run", action="store_true",
                    help="one pass that validates and counts what would be copied; writes nothing")
-    p.add_argument("--settle", type=float, metavar="SECONDS",
-                   help="daemon: copy only serials visible for at least this long, so rows "
-                        "committed out of serial order are not stepped over "
-                        f"(default {sync.DEFAULT_SETTLE})")
+    p.add_argument("--hole-horizon", type=float, default=sync.DEFAULT_HOLE_HORIZON,
+                   metavar="SECONDS",
+                   help="search serials missing below a watermark (holes: rows committed out "
+                        "of serial order, or burned) again on every pass until the source's "
+                        "replication clock moved this far; a row appearing later halts "
+                        f"(late-row) (default {sync.DEFAULT_HOLE_HORIZON:g})")
     p.add_argument("--pidfile", metavar="FILE", help="write the process id here while running")
     p.add_argument("--metrics-textfile", metavar="FILE",
                    help="daemon: keep Prometheus metrics of ingres and sync in FILE (node_exporter "

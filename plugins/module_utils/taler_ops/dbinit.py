@@ -56,15 +56,8 @@ def refuse_legacy(conn, what):
 
 
 def read_setup(conn):
-    """(role, partitions, foreign_keys) of an exchange database, or None if never set up."""
-    setup = bookkeeping.read_setup(conn)
-    if setup is not None:
-        return setup
-    if conn.execute("SELECT to_regclass('exchange.database_setup') IS NULL").fetchone()[0]:
-        return None
-    row = conn.execute(
-        "SELECT role, partitions, foreign_keys FROM exchange.database_setup").fetchone()
-    return row
+    """(role, partitions, foreign_keys), or None: see bookkeeping.read_setup."""
+    return bookkeeping.read_setup(conn)
 
 
 def _apply(conn, patches, render, what):
@@ -127,17 +120,20 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
             # anyway; FKs there would only break replicated TRUNCATEs.
             foreign_keys = partitions is None and role != "ingres"
         versioning.ensure_versioning(conn)
-        setup_row = sql.SQL(
-            "INSERT INTO exchange.database_setup (role, partitions, foreign_keys) "
-            "VALUES ({}, {}, {})").format(sql.Literal(role), sql.Literal(partitions),
-                                          sql.Literal(foreign_keys))
 
         def render(name):
             stmts = exchange_schema.render(name, partitions, foreign_keys,
                                            inline_foreign_keys=role != "ingres")
-            return stmts + [setup_row] if name == exchange_schema.PATCHES[0].name else stmts
+            if name == exchange_schema.PATCHES[0].name:
+                # The role is recorded in the same transaction as the schema it describes.
+                stmts = stmts + [lambda c: bookkeeping.create(c, role, partitions, foreign_keys)]
+            return stmts
 
         result["applied"] = _apply(conn, pending, render, EXCHANGE_WHAT)
+        if versioning.applied(conn, exchange_schema.PATCH_PREFIX):
+            # Idempotent; moves the bookkeeping of an older taler-ops out of schema exchange.
+            with conn.transaction():
+                bookkeeping.create(conn, role, partitions, foreign_keys)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
         result["patches_after"] = versioning.applied(conn, exchange_schema.PATCH_PREFIX)

@@ -14,6 +14,7 @@ database built from Taler's own files.
 from dataclasses import dataclass
 from typing import Tuple
 
+from . import bookkeeping
 from .exchange_tables import TABLES
 from .spec import FIRST_PATCH, KYC_AUTH_PATCH, PATCH_PREFIX
 
@@ -21,7 +22,8 @@ SCHEMA = "exchange"
 MAX_AMOUNT_VALUE = 2 ** 52   # Taler's TALER_AMOUNT_MAX_VALUE
 AMOUNT_FRAC_BASE = 100_000_000
 
-ROLES = ("primary", "ingres", "safe-copy")
+# taler-ops' bookkeeping (role, sync state) lives in schema taler_ops (bookkeeping.py).
+ROLES = bookkeeping.ROLES
 
 
 def amount_units(expr):
@@ -155,33 +157,6 @@ def _preamble():
         f"CREATE TYPE {SCHEMA}.taler_amount AS (val INT8, frac INT4)",
         f"COMMENT ON TYPE {SCHEMA}.taler_amount IS "
         "'Amount: val units plus frac/100000000 units of the currency'",
-        # What this database is: GC and the sync read it, never guess it.
-        f"""CREATE TABLE {SCHEMA}.database_setup (
-    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
-    role TEXT NOT NULL CHECK (role IN ({", ".join("'" + r + "'" for r in ROLES)})),
-    partitions INT4 CHECK (partitions >= 0),
-    foreign_keys BOOLEAN NOT NULL,
-    created_tsz TIMESTAMPTZ NOT NULL DEFAULT now()
-)""",
-        # The sync's per-table progress on a safe copy, committed with the rows.
-        f"""CREATE TABLE {SCHEMA}.sync_watermarks (
-    table_name TEXT PRIMARY KEY,
-    last_serial INT8 NOT NULL DEFAULT 0 CHECK (last_serial >= 0),
-    rows_copied INT8 NOT NULL DEFAULT 0,
-    -- last_serial as of the end of the last complete pass: a consistent cut for the audit
-    complete_serial INT8 NOT NULL DEFAULT 0,
-    updated_tsz TIMESTAMPTZ NOT NULL DEFAULT now()
-)""",
-        # Why the sync stopped (one row per distinct halt); cleared once it copied past it.
-        f"""CREATE TABLE {SCHEMA}.sync_halts (
-    halt_id INT8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    table_name TEXT NOT NULL,
-    serial INT8,
-    rule TEXT NOT NULL,
-    message TEXT NOT NULL,
-    halted_tsz TIMESTAMPTZ NOT NULL DEFAULT now(),
-    cleared_tsz TIMESTAMPTZ
-)""",
     ]
 
 

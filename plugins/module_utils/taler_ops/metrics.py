@@ -97,9 +97,16 @@ def registry_from(report):
         # A counter, unlike the watermark: rows actually copied, so rate() is rows/s.
         copied = CounterMetricFamily("taler_ops_sync_rows_copied",
                                      "rows copied into the safe copy", labels=["table"])
+        holes = _gauge(reg, "taler_ops_sync_open_holes",
+                       "serials missing below the watermark, still searched on every pass",
+                       ["table"])
+        hole_age = _gauge(reg, "taler_ops_sync_oldest_open_hole_seconds",
+                          "age of the oldest open hole (0 without one)", ["table"])
         for table, row in sync["tables"].items():
             mark.labels(table).set(row["watermark"])
             copied.add_metric([table], row.get("rows_copied") or 0)
+            holes.labels(table).set(row.get("open_holes", 0))
+            hole_age.labels(table).set(row.get("oldest_hole_seconds") or 0)
             if "source_max" in row:
                 smax.labels(table).set(row["source_max"])
                 lrows.labels(table).set(row["lag_rows"])

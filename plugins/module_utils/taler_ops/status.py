@@ -115,11 +115,16 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
             cur = dst.cursor(row_factory=psycopg.rows.dict_row)
             marks = {r["table_name"]: r for r in cur.execute(
                 "SELECT table_name, last_serial, rows_copied, updated_tsz "
-                "FROM exchange.sync_watermarks")}
+                "FROM taler_ops.sync_watermarks")}
+            holes = {}
+            if dst.execute("SELECT to_regclass('taler_ops.sync_holes')").fetchone()[0]:
+                holes = {r["table_name"]: r for r in cur.execute(
+                    "SELECT table_name, count(*) AS open_holes, min(seen_tsz) AS oldest "
+                    "FROM taler_ops.sync_holes WHERE expired_tsz IS NULL GROUP BY 1")}
             halts = []
-            if dst.execute("SELECT to_regclass('exchange.sync_halts')").fetchone()[0]:
+            if dst.execute("SELECT to_regclass('taler_ops.sync_halts')").fetchone()[0]:
                 halts = cur.execute(
-                    "SELECT table_name, serial, rule, message, halted_tsz FROM exchange.sync_halts "
+                    "SELECT table_name, serial, rule, message, halted_tsz FROM taler_ops.sync_halts "
                     "WHERE cleared_tsz IS NULL ORDER BY halt_id DESC LIMIT 1").fetchall()
     except DatabaseNotReady as exc:
         part["problems"].append(str(exc))
@@ -133,6 +138,7 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
         h = halts[0]
         part["problems"].append(f"sync halted: table={h['table_name']} serial={h['serial']} "
                                 f"rule={h['rule']}: {h['message']}")
+    part["open_holes"] = sum(h["open_holes"] for h in holes.values())
     part["last_pass"] = max((m["updated_tsz"] for m in marks.values()), default=None)
     try:
         with connect(source_uri, "ingres database", autocommit=True) as src:
@@ -143,7 +149,11 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
     for entry in registry.REPLICATED:
         mark = marks.get(entry.name)
         watermark = mark["last_serial"] if mark else 0
-        row = {"watermark": watermark, "rows_copied": mark["rows_copied"] if mark else 0}
+        hole = holes.get(entry.name)
+        row = {"watermark": watermark, "rows_copied": mark["rows_copied"] if mark else 0,
+               # serials missing below the watermark that a later pass still looks into
+               "open_holes": hole["open_holes"] if hole else 0,
+               "oldest_hole_seconds": _age(hole["oldest"], now) if hole else None}
         if maxima is not None:
             row["source_max"] = maxima[entry.name]
             row["lag_rows"] = max(0, maxima[entry.name] - watermark)

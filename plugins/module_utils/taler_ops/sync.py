@@ -1,38 +1,47 @@
 """The safe sync: copy new, valid, append-only records from ingres to the safe copy.
 
-One *pass* reads the source in one REPEATABLE READ, READ ONLY transaction (so a
-hot standby works as a source and every table is cut at the same instant:
-children can never reference parents committed after the parents were copied,
-taler-facts §8.1).  For every registry table in copy order it copies the rows
-with ``watermark < serial <= max(serial) in the snapshot`` in batches of at
-most ``batch_size`` rows:
+Nothing on the source (the untrusted ingres copy) is trusted: it only streams
+stored column values; every rule deciding whether a row may enter the safe copy
+runs on the destination.  One *pass* reads the source in one REPEATABLE READ,
+READ ONLY transaction (a hot standby works as a source, and everything a pass
+copies comes from one snapshot).  For every registry table in copy order:
 
-1. one source query finds the batch's last serial and the first row breaking a
-   row rule (validate.py) — set-based, in the snapshot;
-2. the batch is streamed as binary COPY from the source into the destination
-   table (only the copied columns; derived hashes recomputed by the source
-   query), never decoded in Python, so memory does not depend on the backlog;
-3. the destination's constraints (FKs, keys) check relations; where it cannot
-   (partitioned safe copy) the same checks run explicitly before commit;
-4. the batch and the table's watermark in ``exchange.sync_watermarks`` commit
-   in one transaction, so a crash at any point neither duplicates nor skips.
+1. *holes* (serials found missing below the watermark by an earlier pass, see
+   ``taler_ops.sync_holes``) are searched again; rows that appeared there are
+   copied like new rows; a row in an *expired* hole halts (``late-row``);
+2. the rows ``watermark < serial <= max(serial)`` are copied in batches of at
+   most ``batch_size``: binary COPY from the source straight into the
+   destination table inside the batch transaction, never decoded in Python;
+3. before commit, on the destination: the rows must be exactly the asked-for
+   range, the row rules (validate.row_check: derived hashes, NULLs, lengths,
+   amounts, CHECKs) and relation rules the destination does not enforce itself
+   must hold; the serials missing in the batch become holes;
+4. the batch, its holes and the watermark commit in one transaction, so a crash
+   at any point neither duplicates nor skips.
+
+At the end of a complete pass, holes whose horizon passed expire, the pass's
+cut is recorded, and ``complete_serial`` moves to the newest cut that no open
+or since-filled hole makes inconsistent (``_end_pass``).
 
 Any violation halts: the batch is rolled back, the first offending serial and
-rule are diagnosed (slow path, still in the snapshot), recorded in
-``exchange.sync_halts`` in a transaction of their own, and SyncHalt is raised.
+rule are diagnosed on the destination (the batch streamed again, in the same
+snapshot, into an unconstrained temporary table), recorded in
+``taler_ops.sync_halts`` in a transaction of their own, and SyncHalt is raised.
 UPDATEs and DELETEs upstream are never propagated (verify.py reports them).
 """
 
-import collections
+import contextlib
 import logging
 import re
 import threading
 import time
+from typing import NamedTuple
 
 import psycopg
 from psycopg import IsolationLevel
+from psycopg.types.json import Jsonb
 
-from . import dbinit, exchange_schema, registry, validate, versioning
+from . import bookkeeping, dbinit, exchange_schema, registry, validate, versioning
 from .db import connect
 from .errors import ConfigError, DatabaseNotReady, TalerOpsError
 from .validate import q, qualified
@@ -42,11 +51,10 @@ log = logging.getLogger("taler_ops.sync")
 DEFAULT_BATCH = 20000
 CHUNK_BYTES = 1 << 17        # bytes handed to libpq per write while streaming
 MAX_IDLE_DELAY = 5.0        # seconds between passes when idle (daemon)
-DEFAULT_SETTLE = 2.0        # daemon: copy serials seen at least this long ago
-# Sequence gaps are normal (aborted inserts, ON CONFLICT DO NOTHING, crashes), but
-# a jump this large would move the watermark past the serials the exchange hands
-# out next, so the sync would silently skip them: a planted row, halt on it.
-MAX_SERIAL_GAP = 1_000_000
+# Serials missing below the watermark (holes) are searched again on every pass
+# until the source's stream clock moved this far past the pass that first saw
+# them (and every transaction then running ended); a row appearing later halts.
+DEFAULT_HOLE_HORIZON = 60.0
 MAX_BACKOFF = 60.0          # seconds between reconnection attempts
 SYNC_LOCK_KEY = 0x7A1E_5C01  # advisory lock: one sync per destination database
 # Both flavours' patches: Taler's own (exchange-NNNN) and the built-in model's.
@@ -110,14 +118,32 @@ def _connection_problem(exc):
         and not isinstance(exc, psycopg.errors.QueryCanceled))
 
 
+class Hole(NamedTuple):
+    """Serials lo < s < hi a pass found missing below the watermark."""
+
+    lo: int
+    hi: int
+    expired: bool
+    source_clock: object
+    source_xmax: int
+    pass_id: int
+    seen_tsz: object
+
+
+def _nothing():
+    return contextlib.nullcontext()
+
+
 class Syncer:
     """One source/destination pair; ``run_pass`` copies one consistent snapshot."""
 
     def __init__(self, src_uri, dst_uri, batch_size=DEFAULT_BATCH, dry_run=False,
-                 progress=None, stop=None, tables=None, trigger_free=None, settle=0.0,
-                 max_serial_gap=None):
+                 progress=None, stop=None, tables=None, trigger_free=None,
+                 hole_horizon=DEFAULT_HOLE_HORIZON):
         if batch_size < 1:
             raise TalerOpsError("the batch size (-b) must be at least 1", exit_code=2)
+        if hole_horizon < 0:
+            raise TalerOpsError("the hole horizon must be >= 0 seconds", exit_code=2)
         self.src_uri, self.dst_uri = src_uri, dst_uri
         self.batch_size = batch_size
         self.dry_run = dry_run
@@ -130,9 +156,9 @@ class Syncer:
         # None: use trigger-free inserts when the destination role may; True: require it.
         self.trigger_free = trigger_free
         self.replica_role = False
-        self.settle = settle
-        self.max_serial_gap = MAX_SERIAL_GAP if max_serial_gap is None else max_serial_gap
-        self._seen = collections.deque()   # (monotonic time, {table: max serial})
+        self.hole_horizon = hole_horizon
+        self.clock = None      # the source's stream clock of the current pass
+        self.pass_id = 0
 
     # -- connections -----------------------------------------------------------
     def open(self):
@@ -147,12 +173,16 @@ class Syncer:
             # untrusted source adds to its schemas can shadow the functions we call.
             conn.execute("SET search_path TO pg_catalog, pg_temp")
             conn.execute("SET bytea_output TO hex")
-        if not self.dry_run:
-            got = self.dst.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]
-            if not got:
-                self.close()
-                raise SyncLocked("another taler-ops sync is already running against this "
-                                 "safe copy (advisory lock held); exiting")
+        # A query that row-level security would filter now fails instead of
+        # silently returning fewer rows (the ingres owner may define policies).
+        self.src.execute("SET row_security TO off")
+        # A dry run takes the lock too: it inserts (then rolls back) the same rows, and
+        # racing a running sync would end in a false duplicate-key halt.
+        got = self.dst.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]
+        if not got:
+            self.close()
+            raise SyncLocked("another taler-ops sync is already running against this "
+                             "safe copy (advisory lock held); exiting")
         self.replica_role = False
         if not self.dry_run and self.trigger_free is not False:
             self.replica_role = self._try_replica_role()
@@ -196,19 +226,20 @@ class Syncer:
 
     # -- preflight -------------------------------------------------------------
     def preflight(self):
-        """Patch levels (exit 5), roles, and the source's columns and types (halt)."""
+        """Patch levels (exit 5), roles, the source's columns and types, hiding places (halt)."""
         self._refuse_source_ahead()
         dbinit.assert_exchange_current(self.src, SOURCE_WHAT)
         dbinit.assert_exchange_current(self.dst, DEST_WHAT)
         self.src.rollback()
-        src_setup = dbinit.read_setup(self.src)
+        src_setup = bookkeeping.read_setup(self.src)
         self.src.rollback()
-        dst_setup = dbinit.read_setup(self.dst)
-        if dst_setup[0] != "safe-copy":
+        dst_setup = bookkeeping.read_setup(self.dst)
+        if dst_setup is None or dst_setup[0] != "safe-copy":
             raise ConfigError(
-                f"the destination database was created as {dst_setup[0]!r}, not 'safe-copy': "
-                "refusing to sync into it (create it with exchange-dbinit --role safe-copy)")
-        if src_setup[0] == "safe-copy":
+                f"the destination database was created as {dst_setup and dst_setup[0]!r}, not "
+                "'safe-copy': refusing to sync into it (create it with exchange-dbinit --role "
+                "safe-copy)")
+        if src_setup is not None and src_setup[0] == "safe-copy":
             raise ConfigError("the source database is itself a 'safe-copy': the sync reads the "
                               "ingres copy (or the primary), refusing")
         self.dst_setup = dst_setup
@@ -223,6 +254,11 @@ class Syncer:
             if problems:
                 table, message = problems[0]
                 raise self._halt(table, None, validate.SCHEMA_DRIFT, f"{side}: {message}")
+        hiding = hiding_places(self.src, self.entries)
+        self.src.rollback()
+        if hiding:
+            table, message = hiding[0]
+            raise self._halt(table, None, validate.HIDDEN_ROWS, message)
 
     def _refuse_source_ahead(self, in_snapshot=False):
         """A schema the safe copy does not have yet arrived on ingres: exit 5, write nothing.
@@ -254,33 +290,13 @@ class Syncer:
         """Copy one snapshot; returns {'tables': {...}, 'copied': n, 'stopped': bool}."""
         self.preflight()
         started = time.monotonic()
-        result = {"tables": {}, "copied": 0, "stopped": False, "warnings": list(self.warnings)}
+        result = {"tables": {}, "copied": 0, "stopped": False, "warnings": list(self.warnings),
+                  "holes_filled": 0}
         try:
-            self._refuse_source_ahead(in_snapshot=True)
-            maxima = self._source_maxima()
-            limits = self._settled(maxima)
-            marks = self._watermarks()
-            for entry in self.entries:
-                if self.stop.is_set():
-                    result["stopped"] = True
-                    break
-                wm = marks.get(entry.name, 0)
-                top = maxima.get(entry.name)
-                info = {"copied": 0, "watermark": wm, "source_max": top}
-                result["tables"][entry.name] = info
-                if wm and (top is None or top < wm):
-                    # Rows the safe copy holds are gone upstream: verify tells which.
-                    self._warn(result, f"{entry.name}: the source's largest serial "
-                                       f"({top}) is below the watermark {wm}")
-                top = limits.get(entry.name)
-                if top is None or top <= wm:
-                    continue
-                self._copy_table(entry, wm, top, info, result)
-                if info.get("stopped"):
-                    result["stopped"] = True
-                    break
-            if not result["stopped"] and not self.dry_run:
-                self._mark_complete()
+            # A dry run does everything in one destination transaction it rolls back:
+            # the checks are the real ones, and nothing stays.
+            with self.dst.transaction(force_rollback=True) if self.dry_run else _nothing():
+                self._run_pass(result)
         finally:
             if self.src is not None and not self.src.closed:
                 try:
@@ -290,46 +306,120 @@ class Syncer:
         result["seconds"] = round(time.monotonic() - started, 3)
         return result
 
-    def _mark_complete(self):
-        """Every table is now copied up to one snapshot: publish that cut for the audit.
+    def _run_pass(self, result):
+        # Everything below reads the source in this one snapshot (REPEATABLE READ).
+        self._refuse_source_ahead(in_snapshot=True)
+        self.clock = self._source_clock()
+        maxima = self._source_maxima()
+        marks = self._watermarks()
+        holes = self._holes()
+        self.pass_id = self._next_pass_id()
+        for entry in self.entries:
+            if self.stop.is_set():
+                result["stopped"] = True
+                break
+            wm = marks.get(entry.name, 0)
+            top = maxima.get(entry.name)
+            info = {"copied": 0, "watermark": wm, "source_max": top}
+            result["tables"][entry.name] = info
+            self._revisit_holes(entry, holes.get(entry.name, []), info, result)
+            if wm and (top is None or top < wm):
+                # Rows the safe copy holds are gone upstream: verify tells which.
+                self._warn(result, f"{entry.name}: the source's largest serial "
+                                   f"({top}) is below the watermark {wm}")
+            if top is not None and top > wm:
+                self._copy_range(entry, wm, top, info, result)
+            if info.get("stopped"):
+                result["stopped"] = True
+                break
+        if not result["stopped"]:
+            result["open_holes"] = self._end_pass()
+        result["source_clock"] = self.clock[0]
 
-        Mid-pass, the safe copy can hold a withdrawal without the merge that funded
-        it (tables commit one after the other); ``complete_serial`` only moves here.
+    def _end_pass(self):
+        """Expire holes past their horizon, record this pass's cut, publish a consistent one.
+
+        Every open hole was searched in this pass's snapshot (or made in it) and
+        found empty, so expiring it here is judged on this one snapshot.
         """
         names = [e.name for e in self.entries]
+        clock, xmin, _ = self.clock
         with self.dst.transaction():
+            if clock is not None:
+                # Holes seen while the stream clock was unknown start their horizon now.
+                self.dst.execute(
+                    f"UPDATE {bookkeeping.HOLES} SET source_clock = %s "
+                    "WHERE source_clock IS NULL AND expired_tsz IS NULL", (clock,))
+                self.dst.execute(
+                    f"UPDATE {bookkeeping.HOLES} SET expired_tsz = now() "
+                    "WHERE expired_tsz IS NULL AND table_name = ANY(%s) "
+                    "AND source_clock + make_interval(secs => %s) <= %s AND source_xmax <= %s",
+                    (names, self.hole_horizon, clock, xmin))
             self.dst.execute(
-                "INSERT INTO exchange.sync_watermarks (table_name) SELECT unnest(%s::text[]) "
+                f"INSERT INTO {bookkeeping.WATERMARKS} (table_name) SELECT unnest(%s::text[]) "
                 "ON CONFLICT (table_name) DO NOTHING", (names,))
             self.dst.execute(
-                "UPDATE exchange.sync_watermarks SET complete_serial = last_serial "
-                "WHERE table_name = ANY(%s) AND complete_serial <> last_serial", (names,))
-
-    def _settled(self, maxima):
-        """Per table, the largest serial that may be copied now.
-
-        Serials are handed out at insert but transactions commit in another
-        order: serial 101 can be visible while 100 is still in flight.  With
-        ``settle`` > 0 a pass copies only up to the maxima seen at least
-        ``settle`` seconds ago, so a row committed out of order within that
-        window is not stepped over by the watermark.
-        """
-        if self.settle <= 0:
-            return maxima
-        now = time.monotonic()
-        self._seen.append((now, maxima))
-        ripe = None
-        while self._seen and self._seen[0][0] <= now - self.settle:
-            ripe = self._seen.popleft()
-        if ripe is None:
-            return {}
-        self._seen.appendleft(ripe)   # still the newest ripe view next time
-        return {name: min(top, ripe[1].get(name) or 0) if top is not None else None
-                for name, top in maxima.items()}
+                f"INSERT INTO {bookkeeping.CUTS} (pass_id, cut) SELECT %s, "
+                f"jsonb_object_agg(table_name, last_serial) FROM {bookkeeping.WATERMARKS} "
+                "WHERE table_name = ANY(%s) ON CONFLICT (pass_id) DO NOTHING",
+                (self.pass_id, names))
+            # The newest cut no open hole is older than, and no hole open then was filled.
+            row = self.dst.execute(
+                f"SELECT c.pass_id, c.cut FROM {bookkeeping.CUTS} c WHERE NOT c.spoiled "
+                f"AND NOT EXISTS (SELECT 1 FROM {bookkeeping.HOLES} h WHERE h.expired_tsz IS NULL"
+                " AND h.pass_id <= c.pass_id AND h.table_name = ANY(%s)) "
+                "ORDER BY c.pass_id DESC LIMIT 1", (names,)).fetchone()
+            if row is not None:
+                pass_id, cut = row
+                self.dst.execute(
+                    f"UPDATE {bookkeeping.WATERMARKS} w SET complete_serial = (%s::jsonb ->> "
+                    "w.table_name)::int8 WHERE w.table_name = ANY(%s) AND %s::jsonb ? w.table_name"
+                    " AND complete_serial IS DISTINCT FROM (%s::jsonb ->> w.table_name)::int8",
+                    (Jsonb(cut), names, Jsonb(cut), Jsonb(cut)))
+                self.dst.execute(f"DELETE FROM {bookkeeping.CUTS} WHERE pass_id < %s", (pass_id,))
+            # A spoiled cut can never be published again.
+            self.dst.execute(f"DELETE FROM {bookkeeping.CUTS} WHERE spoiled")
+            return self.dst.execute(
+                f"SELECT count(*) FROM {bookkeeping.HOLES} WHERE expired_tsz IS NULL").fetchone()[0]
 
     def _warn(self, result, message):
         log.warning("%s", message)
         result["warnings"].append(message)
+
+    def _source_clock(self):
+        """(clock, xmin, xmax) of the source in the pass's snapshot: the holes' horizon.
+
+        The clock is the one the replication stream carries, so a stalled stream
+        stops it and no hole expires while rows cannot arrive: on a hot standby
+        the primary's commit time of the last replayed transaction, on a logical
+        subscriber the publisher's send time of the last message (the slowest
+        subscription), otherwise (a primary) its own time.  xmin/xmax: a hole
+        only expires once every transaction running when it was seen has ended.
+        The ingres owner can move this clock; then a late row halts (late-row).
+        """
+        row = self.src.execute(
+            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_xact_replay_timestamp(), "
+            "pg_catalog.statement_timestamp(), "
+            "pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::int8, "
+            "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::int8, "
+            "(SELECT count(*) FROM pg_catalog.pg_subscription s WHERE s.subdbid = "
+            " (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())), "
+            # The slowest subscription; NULL as soon as one has no running worker.
+            "(SELECT CASE WHEN bool_and(st.last_msg_send_time IS NOT NULL) "
+            "             THEN min(st.last_msg_send_time) END "
+            "   FROM pg_catalog.pg_subscription s "
+            "   LEFT JOIN pg_catalog.pg_stat_subscription st ON st.subid = s.oid "
+            "        AND st.relid IS NULL "
+            "  WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database "
+            "                      WHERE datname = current_database()))").fetchone()
+        recovery, replayed, now, xmin, xmax, subscriptions, sent = row
+        if recovery:
+            clock = replayed
+        elif subscriptions:
+            clock = sent
+        else:
+            clock = now
+        return clock, xmin, xmax
 
     def _source_maxima(self):
         query = " UNION ALL ".join(
@@ -339,43 +429,82 @@ class Syncer:
 
     def _watermarks(self):
         rows = self.dst.execute(
-            "SELECT table_name, last_serial FROM exchange.sync_watermarks").fetchall()
+            f"SELECT table_name, last_serial FROM {bookkeeping.WATERMARKS}").fetchall()
         return dict(rows)
 
-    def _copy_table(self, entry, lo, top, info, result):
+    def _holes(self):
+        out = {}
+        for row in self.dst.execute(
+                f"SELECT table_name, lo, hi, expired_tsz IS NOT NULL, source_clock, source_xmax, "
+                f"pass_id, seen_tsz FROM {bookkeeping.HOLES} ORDER BY table_name, lo"):
+            out.setdefault(row[0], []).append(Hole(*row[1:]))
+        return out
+
+    def _next_pass_id(self):
+        # Above every cut and every hole, even when old cuts were pruned: a new cut
+        # must never look older than a hole that was open before it.
+        return self.dst.execute(
+            f"SELECT greatest((SELECT max(pass_id) FROM {bookkeeping.CUTS}), "
+            f"(SELECT max(pass_id) FROM {bookkeeping.HOLES}), 0) + 1").fetchone()[0]
+
+    # -- holes -----------------------------------------------------------------
+    def _revisit_holes(self, entry, holes, info, result):
+        """Copy rows that appeared in open holes; a row in an expired hole halts (late-row)."""
+        if not holes:
+            return
         s = q(entry.serial)
-        # gap: distance to the previous serial (the watermark for the batch's first
-        # row; none for the very first row of a table's history).
-        scan = (f"SELECT count(*), max(b.s), min(b.s) FILTER (WHERE b.bad), "
-                f"min(b.s) FILTER (WHERE b.gap > %(maxgap)s) FROM "
-                f"(SELECT {s} AS s, {validate.any_violation_sql(entry)} AS bad, "
-                f"{s} - lag({s}, 1, CASE WHEN %(lo)s = 0 THEN {s} ELSE %(lo)s END) "
-                f"OVER (ORDER BY {s}) AS gap "
-                f"FROM {qualified(entry.name)} WHERE {s} > %(lo)s AND {s} <= %(top)s "
-                f"ORDER BY {s} LIMIT %(n)s) b")
+        # Only stored serials are read here: which holes hold a row now, and the first.
+        filled = self.src.execute(
+            f"SELECT h.lo, (SELECT min(t.{s}) FROM {qualified(entry.name)} t "
+            f"WHERE t.{s} > h.lo AND t.{s} < h.hi) FROM unnest(%s::int8[], %s::int8[]) h(lo, hi)",
+            ([h.lo for h in holes], [h.hi for h in holes])).fetchall()
+        first = {lo: serial for lo, serial in filled if serial is not None}
+        for hole in holes:
+            if hole.lo not in first:
+                continue
+            if hole.expired:
+                raise self._halt(entry.name, first[hole.lo], validate.LATE_ROW, (
+                    f"{entry.name} serial {first[hole.lo]} appeared in the hole "
+                    f"{hole.lo}..{hole.hi} (exclusive) after it expired (horizon "
+                    f"{self.hole_horizon:g} s of the source's stream clock): the watermark "
+                    "went past it long ago; repair the ingres copy, or if the row is genuine "
+                    "reopen the hole (docs/sync.md)"))
+        for hole in holes:
+            if hole.lo in first and not hole.expired:
+                log.info("event=hole-fill table=%s lo=%d hi=%d", entry.name, hole.lo, hole.hi)
+                before = info["copied"]
+                self._copy_range(entry, hole.lo, hole.hi - 1, info, result, hole=hole)
+                result["holes_filled"] += 1
+                info["hole_rows"] = info.get("hole_rows", 0) + info["copied"] - before
+                if info.get("stopped"):
+                    return
+
+    # -- copying ---------------------------------------------------------------
+    def _copy_range(self, entry, lo, top, info, result, hole=None):
+        """Copy the source's rows with lo < serial <= top in batches (a hole's, or new ones)."""
+        s = q(entry.serial)
+        # Only which serials exist is asked of the source; it validates nothing.
+        scan = (f"SELECT count(*), max(b.s) FROM (SELECT {s} AS s FROM {qualified(entry.name)} "
+                f"WHERE {s} > %(lo)s AND {s} <= %(top)s ORDER BY {s} LIMIT %(n)s) b")
         t0 = time.monotonic()
         while lo < top:
             if self.stop.is_set():
                 info["stopped"] = True
                 return
-            count, hi, bad, jump = self.src.execute(
-                scan, {"lo": lo, "top": top, "n": self.batch_size,
-                       "maxgap": self.max_serial_gap}).fetchone()
+            count, hi = self.src.execute(
+                scan, {"lo": lo, "top": top, "n": self.batch_size}).fetchone()
             if not count:
                 break
-            if bad is not None and (jump is None or bad <= jump):
-                raise self._halt(*self._diagnose_row(entry, bad))
-            if jump is not None:
-                raise self._halt(*self._diagnose_gap(entry, jump, lo))
-            if not self.dry_run:
-                self._copy_batch(entry, lo, hi, count)
+            copied = self._copy_batch(entry, lo, hi, hole)
             lo = hi
-            info["copied"] += count
-            info["watermark"] = hi
-            result["copied"] += count
+            info["copied"] += copied
+            result["copied"] += copied
+            if hole is None:
+                info["watermark"] = hi
             elapsed = time.monotonic() - t0
-            self.progress({"table": entry.name, "rows": info["copied"], "watermark": hi,
-                           "source_max": top, "seconds": elapsed,
+            self.progress({"table": entry.name, "rows": info["copied"],
+                           "watermark": info["watermark"], "source_max": info["source_max"],
+                           "seconds": elapsed,
                            "rows_per_s": info["copied"] / elapsed if elapsed > 0 else None})
 
     def _copy_out_sql(self, entry, lo, hi):
@@ -387,8 +516,9 @@ class Syncer:
     def _stream(self, entry, lo, hi, target):
         """Stream (lo, hi] from the source into ``target`` inside the current dst transaction.
 
-        The source COPY is always read to its end, even when the destination
-        fails, so the source transaction (and its snapshot) survives for the diagnosis.
+        Returns the number of rows the destination took.  The source COPY is
+        always read to its end, even when the destination fails, so the source
+        transaction (and its snapshot) survives for the diagnosis.
         """
         copy_in = f"COPY {target} ({validate.column_list(entry)}) FROM STDIN (FORMAT BINARY)"
         failure = None
@@ -407,6 +537,7 @@ class Syncer:
                         failure = failure or self._put(sink, chunk)
                 if failure is not None:
                     raise failure
+            return dcur.rowcount
 
     def _probe_by_index(self):
         """Checks probe a batch's rows into big tables: never scan the big table.
@@ -425,32 +556,52 @@ class Syncer:
             return exc
         return None
 
-    def _copy_batch(self, entry, lo, hi, count):
+    def _copy_batch(self, entry, lo, hi, hole=None):
+        """One destination transaction: rows (lo, hi], their checks, holes and watermark.
+
+        ``hole``: the rows fill (part of) this hole instead of moving the watermark.
+        """
         partitions = self.dst_setup[1]
         foreign_keys = self.dst_setup[2] and not self.replica_role
         enforced = validate.globally_enforced_keys(entry, partitions)
-        checks = validate.relation_checks(entry, qualified(entry.name), qualified(entry.name),
+        target = qualified(entry.name)
+        checks = validate.relation_checks(entry, target, target,
                                           enforced_keys=enforced, foreign_keys=foreign_keys)
         violation = None
+        params = {"lo": lo, "hi": hi}
         try:
             with self.dst.transaction():
-                self._stream(entry, lo, hi, qualified(entry.name))
-                params = {"lo": lo, "hi": hi}
-                if checks:
-                    self._probe_by_index()
-                for rule, query in checks:
-                    row = self.dst.execute(query, params).fetchone()
+                copied = self._stream(entry, lo, hi, target)
+                violation = self._range_violation(entry, lo, hi, copied)
+                if violation is None:
+                    row = self.dst.execute(validate.row_check(entry, target), params).fetchone()
                     if row:
-                        violation = (entry.name, row[0], rule, row[1])
-                        raise psycopg.Rollback()
+                        violation = self._row_violation(entry, *row)
+                if violation is None and checks:
+                    self._probe_by_index()
+                    for rule, query in checks:
+                        row = self.dst.execute(query, params).fetchone()
+                        if row:
+                            violation = (entry.name, row[0], rule, f"{entry.name} {row[1]}")
+                            break
+                if violation is not None:
+                    raise psycopg.Rollback()
+                self._record_holes(entry, lo, hi, hole)
+                if hole is None:
+                    self.dst.execute(
+                        f"INSERT INTO {bookkeeping.WATERMARKS} AS w (table_name, last_serial,"
+                        " rows_copied) VALUES (%s, %s, %s) ON CONFLICT (table_name) DO UPDATE"
+                        " SET last_serial = EXCLUDED.last_serial,"
+                        " rows_copied = w.rows_copied + EXCLUDED.rows_copied, updated_tsz = now()",
+                        (entry.name, hi, copied))
+                else:
+                    self.dst.execute(
+                        f"INSERT INTO {bookkeeping.WATERMARKS} AS w (table_name, rows_copied) "
+                        "VALUES (%s, %s) ON CONFLICT (table_name) DO UPDATE"
+                        " SET rows_copied = w.rows_copied + EXCLUDED.rows_copied,"
+                        " updated_tsz = now()", (entry.name, copied))
                 self.dst.execute(
-                    "INSERT INTO exchange.sync_watermarks AS w (table_name, last_serial, rows_copied)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (table_name) DO UPDATE"
-                    " SET last_serial = EXCLUDED.last_serial,"
-                    " rows_copied = w.rows_copied + EXCLUDED.rows_copied, updated_tsz = now()",
-                    (entry.name, hi, count))
-                self.dst.execute(
-                    "UPDATE exchange.sync_halts SET cleared_tsz = now() WHERE cleared_tsz IS NULL"
+                    f"UPDATE {bookkeeping.HALTS} SET cleared_tsz = now() WHERE cleared_tsz IS NULL"
                     " AND table_name = %s AND (serial IS NULL OR serial <= %s)", (entry.name, hi))
         except psycopg.errors.IntegrityError as exc:
             violation = self._diagnose_batch(entry, lo, hi, exc)
@@ -458,37 +609,69 @@ class Syncer:
             if _connection_problem(exc):
                 raise ConnectionLost(f"lost a database connection while copying {entry.name}: "
                                      f"{_one_line(exc)}") from None
-            if isinstance(exc, (psycopg.errors.DataError, psycopg.errors.InvalidBinaryRepresentation)):
+            if isinstance(exc, (psycopg.errors.DataError, psycopg.errors.InvalidBinaryRepresentation,
+                                psycopg.errors.BadCopyFileFormat)):
                 violation = self._diagnose_batch(entry, lo, hi, exc)
             else:
                 raise TalerOpsError(f"copying {entry.name} serials {lo + 1}..{hi} failed: "
                                     f"{_one_line(exc)}") from None
         if violation:
             raise self._halt(*violation)
+        return copied
+
+    def _range_violation(self, entry, lo, hi, copied):
+        """The source may send rows it was not asked for: they must land in (lo, hi] only."""
+        s = q(entry.serial)
+        have = self.dst.execute(
+            f"SELECT count(*) FROM {qualified(entry.name)} WHERE {s} > %s AND {s} <= %s",
+            (lo, hi)).fetchone()[0]
+        if have == copied:
+            return None
+        return entry.name, hi, validate.OUT_OF_RANGE, (
+            f"{entry.name}: asked for serials {lo + 1}..{hi}, the source sent {copied} rows of "
+            f"which {have} are in that range")
+
+    @staticmethod
+    def _row_violation(entry, serial, text):
+        rule, column, detail = text.split("\t", 2)
+        return entry.name, serial, rule, f"{entry.name}.{column} {detail}"
+
+    def _record_holes(self, entry, lo, hi, hole):
+        """Serials missing among the batch's rows become holes (judged on the destination).
+
+        A new hole remembers the source's clock and xmax of this pass; the pieces
+        of a hole being filled keep the hole's own, so filling never extends a
+        horizon.  Filling a hole: the batch starts at the hole's (remaining) lower
+        end, and what is left above the batch stays a hole; a further batch in
+        the same hole starts there and replaces it again.
+        """
+        s = q(entry.serial)
+        if hole is None:
+            origin = (self.clock[0], self.clock[2], self.pass_id)
+        else:
+            origin = (hole.source_clock, hole.source_xmax, hole.pass_id)
+            # A cut taken while this hole was open did not hold these rows: spoiled.
+            self.dst.execute(f"UPDATE {bookkeeping.CUTS} SET spoiled = true "
+                             "WHERE pass_id >= %s AND NOT spoiled", (hole.pass_id,))
+            self.dst.execute(f"DELETE FROM {bookkeeping.HOLES} WHERE table_name = %s AND lo = %s",
+                             (entry.name, lo))
+        self.dst.execute(
+            f"INSERT INTO {bookkeeping.HOLES} (table_name, lo, hi, source_clock, source_xmax, "
+            "pass_id) SELECT %(t)s, g.prev, g.s, %(clock)s, %(xmax)s, %(pass)s FROM "
+            f"(SELECT {s} AS s, lag({s}, 1, %(lo)s) OVER (ORDER BY {s}) AS prev "
+            f"FROM {qualified(entry.name)} WHERE {s} > %(lo)s AND {s} <= %(hi)s) g "
+            "WHERE g.s > g.prev + 1",
+            {"t": entry.name, "lo": lo, "hi": hi, "clock": origin[0], "xmax": origin[1],
+             "pass": origin[2]})
+        if hole is not None and hi + 1 < hole.hi:
+            self.dst.execute(
+                f"INSERT INTO {bookkeeping.HOLES} (table_name, lo, hi, source_clock, source_xmax, "
+                "pass_id, seen_tsz) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (entry.name, hi, hole.hi) + origin + (hole.seen_tsz,))
 
     # -- diagnosis (slow path, only after a violation) --------------------------
-    def _diagnose_row(self, entry, serial):
-        row = self.src.execute(
-            f"SELECT {validate.first_violation_sql(entry)} FROM {qualified(entry.name)} "
-            f"WHERE {q(entry.serial)} = %s", (serial,)).fetchall()
-        for (text,) in row:
-            if text:
-                rule, column, detail = text.split("\t", 2)
-                return entry.name, serial, rule, f"{entry.name}.{column} {detail}"
-        return entry.name, serial, "unknown", "row rule violated"
-
-    def _diagnose_gap(self, entry, serial, lo):
-        s = q(entry.serial)
-        prev = self.src.execute(
-            f"SELECT coalesce(max({s}), %s) FROM {qualified(entry.name)} "
-            f"WHERE {s} > %s AND {s} < %s", (lo, lo, serial)).fetchone()[0]
-        return entry.name, serial, validate.SERIAL_GAP, (
-            f"{entry.name} serial {serial} follows serial {prev}: a jump of {serial - prev} "
-            f"(limit {self.max_serial_gap}) would put the watermark past every serial the "
-            "exchange hands out next")
-
     def _diagnose_batch(self, entry, lo, hi, exc):
-        """Stage the batch in a temporary table and find its first offending row."""
+        """Stage the batch in a temporary table on the destination and find its first offence."""
         reason = _one_line(exc)
         stage = "pg_temp.taler_ops_sync_stage"
         found = []
@@ -499,13 +682,17 @@ class Syncer:
                                  f"SELECT {validate.column_list(entry)} "
                                  f"FROM {qualified(entry.name)} WITH NO DATA")
                 self._stream(entry, lo, hi, stage)
+                row = self.dst.execute(validate.row_check(entry, stage),
+                                       {"lo": lo, "hi": hi}).fetchone()
+                if row:
+                    found.append(self._row_violation(entry, *row)[1:])
                 checks = validate.relation_checks(entry, stage, qualified(entry.name),
                                                   enforced_keys=None, foreign_keys=False)
                 self._probe_by_index()
                 for rule, query in checks:
                     row = self.dst.execute(query, {"lo": lo, "hi": hi}).fetchone()
                     if row:
-                        found.append((row[0], rule, row[1]))
+                        found.append((row[0], rule, f"{entry.name} {row[1]}"))
                 raise psycopg.Rollback()
         except psycopg.Error as exc2:
             if _connection_problem(exc2):
@@ -514,7 +701,7 @@ class Syncer:
                         _one_line(exc2))
         if found:
             serial, rule, detail = min(found, key=lambda f: f[0])
-            return entry.name, serial, rule, f"{entry.name} {detail}"
+            return entry.name, serial, rule, detail
         return entry.name, None, "constraint", (
             f"{entry.name} serials {lo + 1}..{hi} rejected by the safe copy: {reason}")
 
@@ -525,16 +712,45 @@ class Syncer:
             try:
                 with self.dst.transaction():
                     known = self.dst.execute(
-                        "SELECT 1 FROM exchange.sync_halts WHERE cleared_tsz IS NULL AND "
+                        f"SELECT 1 FROM {bookkeeping.HALTS} WHERE cleared_tsz IS NULL AND "
                         "table_name = %s AND serial IS NOT DISTINCT FROM %s AND rule = %s",
                         (table, serial, rule)).fetchone()
                     if not known:
                         self.dst.execute(
-                            "INSERT INTO exchange.sync_halts (table_name, serial, rule, message) "
+                            f"INSERT INTO {bookkeeping.HALTS} (table_name, serial, rule, message) "
                             "VALUES (%s, %s, %s, %s)", (table, serial, rule, str(halt)))
             except psycopg.Error as exc:
-                log.error("could not record the halt in exchange.sync_halts: %s", _one_line(exc))
+                log.error("could not record the halt in %s: %s", bookkeeping.HALTS,
+                          _one_line(exc))
         return halt
+
+
+def hiding_places(conn, entries):
+    """[(table, why)] where the source could hide rows from the sync's reader.
+
+    A SELECT on a view, a foreign table, a table with rules, or under row-level
+    security may return fewer rows than are stored; each source relation and
+    every partition under it must be a plain table without any of that.
+    """
+    out = []
+    for entry in entries:
+        rows = conn.execute(
+            "SELECT c.relname, c.relkind, c.relrowsecurity OR c.relforcerowsecurity, "
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid), "
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid) "
+            "FROM pg_catalog.pg_class c WHERE c.oid IN ("
+            " SELECT %s::regclass UNION"
+            " SELECT relid FROM pg_catalog.pg_partition_tree(%s::regclass))",
+            (qualified(entry.name), qualified(entry.name))).fetchall()
+        for rel, kind, rls, rules, policies in rows:
+            what = f"source relation exchange.{rel} (for {entry.name})"
+            if kind not in ("r", "p"):
+                out.append((entry.name, f"{what} is not a table (relkind {kind!r})"))
+            elif rules:
+                out.append((entry.name, f"{what} has rewrite rules"))
+            elif rls or policies:
+                out.append((entry.name, f"{what} has row-level security or policies"))
+    return out
 
 
 def schema_problems(conn, entries):
@@ -578,15 +794,19 @@ def schema_problems(conn, entries):
 
 
 def sync_once(src_uri, dst_uri, batch_size=DEFAULT_BATCH, dry_run=False, progress=None,
-              stop=None, retries=3, trigger_free=None):
+              stop=None, retries=3, trigger_free=None, hole_horizon=DEFAULT_HOLE_HORIZON):
     """Passes until one copies nothing (``-t``); a dry run makes exactly one pass.
 
+    Serials still missing below a watermark stay recorded as open holes in the
+    safe copy (``open_holes`` in the result), so a row committed late is copied
+    by any later run, -t or daemon: exiting 0 never steps over a row.
     A connection lost (or a transient error) in the middle is retried ``retries``
     times with backoff; a database unreachable at the start fails at once.
     """
-    totals = {"tables": {}, "copied": 0, "passes": 0, "dry_run": dry_run, "warnings": []}
+    totals = {"tables": {}, "copied": 0, "passes": 0, "dry_run": dry_run, "warnings": [],
+              "open_holes": None, "holes_filled": 0}
     syncer = Syncer(src_uri, dst_uri, batch_size, dry_run, progress, stop,
-                    trigger_free=trigger_free).open()
+                    trigger_free=trigger_free, hole_horizon=hole_horizon).open()
     backoff = 1.0
     try:
         while True:
@@ -605,6 +825,8 @@ def sync_once(src_uri, dst_uri, batch_size=DEFAULT_BATCH, dry_run=False, progres
             totals["passes"] += 1
             totals["copied"] += result["copied"]
             totals["warnings"] = result["warnings"]
+            totals["open_holes"] = result.get("open_holes", totals["open_holes"])
+            totals["holes_filled"] += result["holes_filled"]
             for name, info in result["tables"].items():
                 agg = totals["tables"].setdefault(name, {"copied": 0})
                 agg["copied"] += info["copied"]
@@ -627,14 +849,14 @@ def _guarded_pass(syncer):
 
 
 def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=None,
-               on_pass=None, max_delay=MAX_IDLE_DELAY, settle=DEFAULT_SETTLE):
+               on_pass=None, max_delay=MAX_IDLE_DELAY, hole_horizon=DEFAULT_HOLE_HORIZON):
     """Keep the safe copy fresh until ``stop`` is set; halts and schema problems end it.
 
     LISTEN/NOTIFY cannot be relied on (a logical-replication subscriber fires no
     statement-level NOTIFY for applied rows), so it polls adaptively: at once
     after a busy pass, doubling up to ``max_delay`` while idle.  Lost connections
     and transient errors are retried with exponential backoff up to MAX_BACKOFF.
-    ``settle``: see Syncer._settled.
+    ``hole_horizon``: see DEFAULT_HOLE_HORIZON and Syncer._source_clock.
     """
     stop = stop or threading.Event()
     delay, backoff = 0.0, 1.0
@@ -645,7 +867,7 @@ def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=N
             try:
                 if syncer is None:
                     syncer = Syncer(src_uri, dst_uri, batch_size, progress=progress,
-                                    stop=stop, settle=settle).open()
+                                    stop=stop, hole_horizon=hole_horizon).open()
                     log.info("event=connected")
                 result = _guarded_pass(syncer)
             except ConnectionLost as exc:

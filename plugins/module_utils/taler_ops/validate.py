@@ -1,15 +1,19 @@
 """The invariants a record must satisfy before it may enter the safe copy.
 
 Everything here renders SQL from the registry, so the rules follow the table
-specs.  Row rules (NULLs, lengths, amounts, derived hashes, column CHECKs) are
-evaluated set-based on the *source*, inside the sync's snapshot, before a batch
-is streamed; relation rules (parents, natural keys, serials) are enforced by
-the destination's constraints and, where the destination cannot enforce them
-(partitioned safe copies have no FKs and only per-partition keys), checked
-explicitly on the destination before the batch commits.
+specs.  Every rule is evaluated on the *destination* (the trusted safe copy),
+never by the untrusted source: a batch is streamed as stored column values into
+the destination table inside the batch transaction, the safe copy's own
+constraints (NOT NULL, lengths, amounts, CHECKs, keys, FKs) reject what they
+can, and the checks rendered here run over the batch's serial range before it
+commits: row rules (derived hashes above all), relation rules where the
+destination cannot enforce them itself (partitioned safe copies have no FKs and
+only per-partition keys).  A rule may read other tables of the safe copy (a
+parent row is already there and trusted), which derived-hash rules that need
+the row's parent rely on.
 
 Rule names are part of the interface: they appear in the HALT line, in
-``exchange.sync_halts`` and in the Ansible module's failure.
+``taler_ops.sync_halts`` and in the Ansible module's failure.
 """
 
 from dataclasses import dataclass
@@ -29,12 +33,17 @@ PARENT_MISSING = "parent-missing"
 DUPLICATE_KEY = "duplicate-key"
 DUPLICATE_SERIAL = "duplicate-serial"
 SCHEMA_DRIFT = "schema-drift"
-SERIAL_GAP = "serial-gap"
+# A row appeared in a hole whose horizon had passed: the watermark already went past it.
+LATE_ROW = "late-row"
+# The source sent rows outside the serial range it was asked for.
+OUT_OF_RANGE = "out-of-range"
+# The source could hide rows from the sync's reader (views, rules, RLS, foreign tables).
+HIDDEN_ROWS = "hidden-rows"
 
 ROW_RULES = (NULL, LENGTH, AMOUNT_NULL, AMOUNT_NEGATIVE, AMOUNT_NOT_NORMALIZED,
              DERIVED_HASH, CHECK)
-RELATION_RULES = (PARENT_MISSING, DUPLICATE_KEY, DUPLICATE_SERIAL, SERIAL_GAP)
-ALL_RULES = ROW_RULES + RELATION_RULES + (SCHEMA_DRIFT,)
+RELATION_RULES = (PARENT_MISSING, DUPLICATE_KEY, DUPLICATE_SERIAL, LATE_ROW, OUT_OF_RANGE)
+ALL_RULES = ROW_RULES + RELATION_RULES + (SCHEMA_DRIFT, HIDDEN_ROWS)
 
 _SPECS = {t.name: t for t in TABLES}
 
@@ -88,6 +97,9 @@ def row_rules(entry):
                                  f"'= ' || {c}::text || ' violates CHECK ({col.check})'"))
         if col.name in derived:
             d = derived[col.name]
+            # Evaluated on the destination, over the candidate rows: a rule that needs
+            # the row's parent reads it with a scalar subquery on exchange.<parent>
+            # (already in the safe copy, so trusted); column names here are unqualified.
             expr = hashing.derived_expression(d)
             rules.append(RowRule(DERIVED_HASH, col.name, f"{c} IS DISTINCT FROM {expr}",
                                  lit(f"does not match {d.rule}({d.source})")))
@@ -106,17 +118,24 @@ def first_violation_sql(entry):
     return "CASE " + " ".join(whens) + " END"
 
 
+def row_check(entry, rows_table):
+    """SQL on the destination: the first serial in (lo, hi] of ``rows_table`` breaking a row rule.
+
+    Runs on the trusted server after the batch was streamed in, so no rule is
+    ever evaluated by the source.  The safe copy's constraints already refuse
+    most of these; evaluating them again here keeps the guarantee independent of
+    how the safe copy's DDL was made, and computes the derived hashes, which no
+    constraint does.  Returns (serial, 'rule<TAB>column<TAB>detail') or no row.
+    """
+    s = q(entry.serial)
+    return (f"SELECT {s}, {first_violation_sql(entry)} FROM {rows_table} "
+            f"WHERE {s} > %(lo)s AND {s} <= %(hi)s AND {any_violation_sql(entry)} "
+            f"ORDER BY {s} LIMIT 1")
+
+
 def copy_select_list(entry):
-    """The copied columns as the source is read: derived hashes are recomputed, not trusted."""
-    derived = {d.column: d for d in entry.derived}
-    out = []
-    for col in entry.copy_columns:
-        if col.name in derived:
-            d = derived[col.name]
-            out.append(f"{hashing.derived_expression(d)} AS {q(col.name)}")
-        else:
-            out.append(q(col.name))
-    return ", ".join(out)
+    """The copied columns as stored on the source: nothing is computed there."""
+    return column_list(entry)
 
 
 def column_list(entry):

@@ -109,7 +109,8 @@ def apply_patch(conn, patch, statements):
         conn.execute("SELECT _v.register_patch(%s, %s, %s)",
                      (patch.name, list(patch.requires) or None, list(patch.conflicts) or None))
         for stmt in statements:
-            conn.execute(stmt)
+            # A callable runs its own statements (e.g. bookkeeping.create) in this transaction.
+            stmt(conn) if callable(stmt) else conn.execute(stmt)
     return True
 
 

@@ -64,7 +64,7 @@ def _open(uri, *, need_primary_for_gc=False):
     if role == "safe-copy":
         conn.close()
         raise TalerOpsError(
-            "refusing to generate traffic into an auditor safe copy (exchange.database_setup "
+            "refusing to generate traffic into an auditor safe copy (taler_ops.database_setup "
             "role 'safe-copy'): only the exchange primary (or, for tests, an ingres copy) "
             "takes generated traffic")
     if need_primary_for_gc and role != "primary":
