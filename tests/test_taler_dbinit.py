@@ -248,3 +248,17 @@ def test_a_database_of_an_earlier_taler_ops_is_refused_then_recreated(exchange_d
     recreated = cli("exchange-dbinit", "-c", cfg, "-r")
     assert recreated.returncode == 0, recreated.stderr
     assert not any(p.startswith("exchange-") for p in _patches(exchange_db))
+
+
+def test_talers_own_gc_failing_is_reported_not_hidden(fresh_db, conf, cli, sql_root):
+    cfg = _conf(conf, "x.conf", fresh_db, os.path.join(sql_root, "exchange"))
+    assert cli("exchange-dbinit", "-c", cfg).returncode == 0
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO exchange.reserves (reserve_pub, expiration_date, gc_date) "
+                     "VALUES (%s, 1, 1)", (b"\x07" * 32,))
+    # v0.14's exchange_do_gc compares taler_amount with (0, 0), which PostgreSQL refuses
+    # once a reserve is due; Taler's dbinit prints that and exits 0, taler-ops exits 1.
+    done = cli("exchange-dbinit", "-c", cfg, "-g")
+    assert done.returncode == 1
+    assert "exchange_do_gc failed, nothing was deleted" in done.stderr
+    assert _one(fresh_db, "SELECT count(*) FROM exchange.reserves") == 1

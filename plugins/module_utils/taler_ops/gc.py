@@ -155,13 +155,20 @@ def _sync_excluded(conn):
 def _collect_as_taler(conn, now_us, dry_run):
     """A Taler-built primary is collected by Taler's own exchange_do_gc, as its dbinit -g does."""
     now = now_us if now_us is not None else current_time_us()
-    with conn.transaction():
-        before = _counts(conn)
-        conn.execute("SET LOCAL search_path TO exchange")
-        conn.execute("CALL exchange.exchange_do_gc(%s, %s)", (now - TEN_YEARS_US, now))
-        after = _counts(conn)
-        if dry_run:
-            raise psycopg.Rollback()
+    try:
+        with conn.transaction():
+            before = _counts(conn)
+            conn.execute("SET LOCAL search_path TO exchange")
+            conn.execute("CALL exchange.exchange_do_gc(%s, %s)", (now - TEN_YEARS_US, now))
+            after = _counts(conn)
+            if dry_run:
+                raise psycopg.Rollback()
+    except psycopg.Error as exc:
+        # Taler's dbinit only prints this and exits 0; an operator should know.  (v0.14's
+        # procedure compares taler_amount with (0, 0), which PostgreSQL refuses as soon
+        # as a reserve is due: docs/real-taler.md.)
+        reason = " ".join(str(exc).split())
+        raise TalerOpsError(f"Taler's exchange_do_gc failed, nothing was deleted: {reason}") from None
     return {"role": "primary", "now": now, "rules": "taler",
             "deleted": {t: before[t] - after[t] for t in before if before[t] != after[t]}}
 
