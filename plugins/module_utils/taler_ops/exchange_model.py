@@ -381,8 +381,7 @@ class Exchange:
             self.fees.glob.append(tuple(row))
         # Both kinds of incoming transfer draw from one counter of bank transfer ids.
         self.wire_reference = conn.execute(
-            "SELECT GREATEST((SELECT COALESCE(max(wire_reference), 0) FROM exchange.reserves_in),"
-            " (SELECT COALESCE(max(wire_reference), 0) FROM exchange.kycauths_in))").fetchone()[0]
+            "SELECT COALESCE(max(wire_reference), 0) FROM exchange.reserves_in").fetchone()[0]
 
     def ensure_fees(self, t_from, t_to):
         """Fee rows for every fee year touching [t_from, t_to] that no row covers yet."""
@@ -498,9 +497,6 @@ class Exchange:
         account_pub = rng.key32() if kyc_pub else None
         self.put("wire_targets", serial, None, payto, token, account_pub, None, None)
         h = h_payto(payto)
-        if kyc_pub:
-            self.put("kycauths_in", self.w.serial("kycauths_in"), account_pub,
-                     self.next_wire_reference(), CENT, h, ACCOUNT_SECTION, t)
         return h, token
 
     def kyc(self, payto, token, t):

@@ -40,7 +40,7 @@ class Patch:
 
 # The model's patches, in order (names: spec.py).  PATCH_PREFIX is what
 # versioning looks up in _v.patches for this flavour of the schema.
-PATCHES = (Patch(FIRST_PATCH), Patch(KYC_AUTH_PATCH, requires=(FIRST_PATCH,)))
+PATCHES = (Patch(FIRST_PATCH),)
 assert all(p.name.startswith(PATCH_PREFIX) for p in PATCHES)
 
 

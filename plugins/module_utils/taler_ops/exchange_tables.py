@@ -448,18 +448,6 @@ TABLES = (
          key64("master_sig"),
          boolean("executed", default=_FALSE, mutable=True)),
         primary_key=("wtid",), uniques=(("profit_drain_serial_id",),)),
-    Table(
-        "kycauths_in", "kycauth_in_serial_id",
-        (serial("kycauth_in_serial_id"), key32("account_pub", nullable=True),
-         int8("wire_reference"), amount("credit"), key32("wire_source_h_payto"),
-         text("exchange_account_section"), timestamp("execution_date")),
-        primary_key=("wire_source_h_payto", "wire_reference"),
-        uniques=(("kycauth_in_serial_id",),),
-        partition_key="wire_source_h_payto",
-        master_keys=(("wire_source_h_payto", "wire_reference"),),
-        taler_sync=False, since=KYC_AUTH_PATCH,
-        comment="wire transfers that prove control of a bank account for KYC "
-                "(the subject carries account_pub); no reserve is credited"),
     # Exchange-internal tables that garbage collection touches; never replicated.
     Table(
         "prewire", "prewire_uuid",
