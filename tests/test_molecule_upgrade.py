@@ -3,7 +3,7 @@
 Runs ``molecule test -s upgrade``: cleanup, converge (the previous release's own
 checkout, exported from git, deploys with its site.yml; live traffic starts),
 side_effect (this checkout's playbooks/upgrade.yml), verify (no row lost or
-duplicated, exchange-0002's table and column arrive, audit progress kept,
+duplicated, model-exchange-0002's table arrives, audit progress kept,
 backup present, old tools refuse the new schema, a second upgrade changes
 nothing), cleanup.  Then greps the verbose output for every password.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from molecule_helpers import ROOT, assert_no_password_leaked, run_scenario, scenario_env
 
-PREVIOUS_RELEASE = "9c54c1a81bbeaeb78f63f1507c2aca173cc10444"
+PREVIOUS_RELEASE = "4a6060a8123b7d18bfbf5dd18045da3b803013af"
 
 
 def _has_previous_release():
@@ -30,5 +30,5 @@ def _has_previous_release():
 def test_molecule_upgrade_scenario(tmp_path):
     secrets = tmp_path / "secrets"
     output = run_scenario("upgrade", scenario_env(secrets))
-    assert "Upgrading to exchange-0002" in output, "the upgrade did not run"
+    assert "Upgrading to model-exchange-0002" in output, "the upgrade did not run"
     assert_no_password_leaked(secrets, output)

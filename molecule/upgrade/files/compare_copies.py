@@ -2,8 +2,9 @@
 
 Usage: compare_copies.py EXCHANGE_URI INGRES_URI SAFE_URI
 Prints one JSON object: per replicated table the row count on each side and
-whether the copied columns agree (digest over the rows in serial order), plus
-the duplicate serials found anywhere.  Exit 0 when all three agree, 1 if not.
+whether the copied columns agree (digest over the rows in serial order; not the
+first-seen columns, which the exchange keeps changing and the copies keep as
+inserted), plus the duplicate serials found anywhere.  Exit 0 when all three agree, 1 if not.
 """
 
 import json
@@ -16,7 +17,7 @@ from taler_ops import registry
 
 
 def digest(conn, entry):
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in entry.copy_column_names)
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in entry.compared_columns)
     query = sql.SQL(
         "SELECT count(*), count(DISTINCT {serial}), "
         "md5(COALESCE(string_agg(md5(ROW({cols})::text), '' ORDER BY {serial}), '')) "
