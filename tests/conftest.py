@@ -29,6 +29,22 @@ def fresh_db(cluster, request):
     return cluster.createdb(name)
 
 
+# The two flavours of the exchange schema the sync, verify, tamper and GC tests run on:
+# taler-ops' built-in model, and a database built from Taler's own SQL files (skipped,
+# saying why, when those files are not available).
+FLAVOURS = ("model", "taler")
+
+
+def flavour_param(flavour):
+    """A fixture param for ``flavour``; "taler" is skipped without Taler's SQL files."""
+    from taler_build import DEFAULT_SQL_DIR, taler_sql_root
+    if flavour == "taler" and taler_sql_root() is None:
+        return pytest.param(flavour, marks=pytest.mark.skip(
+            reason="Taler's SQL files are not available: set TALER_SQL_DIR "
+                   f"(default {DEFAULT_SQL_DIR})"))
+    return flavour
+
+
 @pytest.fixture
 def exchange_db(fresh_db):
     from taler_ops import dbinit

@@ -7,6 +7,7 @@ import psycopg
 from taler_ops import dbinit, registry
 
 import sync_data
+from taler_build import build_taler_exchange, require_taler_sql
 
 _names = itertools.count(1)
 
@@ -22,10 +23,18 @@ def clone(cluster, template, prefix):
     return cluster.uri(name)
 
 
-def make_template(cluster, name, role, rows=0, partitions=None):
-    """A database used only as a template: dbinit'ed, with ``rows`` rows per table."""
+def make_template(cluster, name, role, rows=0, partitions=None, flavour="model"):
+    """A database used only as a template: dbinit'ed, with ``rows`` rows per table.
+
+    ``flavour`` "taler": built from Taler's own SQL files (as taler-exchange-dbinit
+    does), then adopted by taler-ops with ``role``, which adds only its bookkeeping.
+    """
     uri = cluster.createdb(name)
-    dbinit.exchange_dbinit(uri, role=role, partitions=partitions)
+    if flavour == "taler":
+        build_taler_exchange(uri, partitions=partitions, sql_root=require_taler_sql())
+        dbinit.exchange_dbinit(uri, role=role)
+    else:
+        dbinit.exchange_dbinit(uri, role=role, partitions=partitions)
     if rows:
         sync_data.populate(uri, rows)
     return uri

@@ -14,6 +14,7 @@ from taler_ops import hashing, registry, sync
 from taler_ops.errors import ConfigError, DatabaseNotReady
 
 import sync_data
+from conftest import FLAVOURS, flavour_param
 from sync_helpers import (all_digests, clone, conf_pair, drop_checks, drop_keys, execute,
                           make_template, table_digest, watermarks)
 
@@ -24,13 +25,16 @@ BAD = 46                # the tampered serial
 BATCH = 10              # so 21..30 and 31..40 commit before the bad batch 41..50
 
 
-@pytest.fixture(scope="module")
-def templates(cluster):
-    src = make_template(cluster, "sync_tpl_src", "ingres", rows=BASE_ROWS)
-    empty = make_template(cluster, "sync_tpl_empty", "safe-copy")
-    synced = make_template(cluster, "sync_tpl_synced", "safe-copy")
+@pytest.fixture(scope="module", params=[flavour_param(f) for f in FLAVOURS])
+def templates(cluster, request):
+    """Template databases of one flavour: the built-in model, or built by Taler's SQL."""
+    flavour = request.param
+    names = {k: f"sync_tpl_{k}_{flavour}" for k in ("src", "empty", "synced")}
+    src = make_template(cluster, names["src"], "ingres", rows=BASE_ROWS, flavour=flavour)
+    make_template(cluster, names["empty"], "safe-copy", flavour=flavour)
+    synced = make_template(cluster, names["synced"], "safe-copy", flavour=flavour)
     sync.sync_once(src, synced)
-    return {"src": "sync_tpl_src", "empty": "sync_tpl_empty", "synced": "sync_tpl_synced"}
+    return dict(names, flavour=flavour)
 
 
 @pytest.fixture
@@ -283,7 +287,8 @@ def test_halt_on_the_command_line(pair, conf, cli):
 def test_partitioned_safe_copy_checks_relations_itself(cluster, templates):
     """No FKs and per-partition keys on the destination: the sync checks them explicitly."""
     src = clone(cluster, templates["src"], "part_src")
-    dst = make_template(cluster, "sync_part_dst", "safe-copy", partitions=2)
+    dst = make_template(cluster, f"sync_part_dst_{templates['flavour']}", "safe-copy",
+                        partitions=2, flavour=templates["flavour"])
     assert execute(dst, "SELECT foreign_keys FROM taler_ops.database_setup") == [(False,)]
     sync_data.populate(src, NEW[1], start=NEW[0])
     drop_keys(src, "known_coins")

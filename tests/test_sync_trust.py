@@ -14,23 +14,27 @@ import pytest
 from taler_ops import bookkeeping, registry, sync
 
 import sync_data
+from conftest import FLAVOURS, flavour_param
 from sync_helpers import all_digests, clone, execute, make_template, watermarks
 
 BASE_ROWS = 20
 ONLY = ("extensions",)
 
 
-@pytest.fixture(scope="module")
-def templates(cluster):
-    src = make_template(cluster, "trust_tpl_src", "ingres", rows=BASE_ROWS)
-    make_template(cluster, "trust_tpl_synced", "safe-copy")
-    synced = cluster.uri("trust_tpl_synced")
+@pytest.fixture(scope="module", params=[flavour_param(f) for f in FLAVOURS])
+def templates(cluster, request):
+    """A synced pair of one flavour: the built-in model, or built by Taler's SQL."""
+    flavour = request.param
+    names = f"trust_tpl_src_{flavour}", f"trust_tpl_synced_{flavour}"
+    src = make_template(cluster, names[0], "ingres", rows=BASE_ROWS, flavour=flavour)
+    make_template(cluster, names[1], "safe-copy", flavour=flavour)
+    synced = cluster.uri(names[1])
     sync.sync_once(src, synced)
     # Identity values continue after the generated rows, as on a real exchange.
     for entry in registry.REPLICATED:
         execute(src, f"SELECT setval(pg_get_serial_sequence('exchange.{entry.name}', "
                      f"'{entry.serial}'), {BASE_ROWS})")
-    return "trust_tpl_src", "trust_tpl_synced"
+    return names
 
 
 @pytest.fixture

@@ -7,17 +7,21 @@ import pytest
 from taler_ops import sync, verify
 
 import sync_data
+from conftest import FLAVOURS, flavour_param
 from sync_helpers import clone, conf_pair, execute, make_template
 
 ROWS = 30
 
 
-@pytest.fixture(scope="module")
-def templates(cluster):
-    src = make_template(cluster, "verify_tpl_src", "ingres", rows=ROWS)
-    dst = make_template(cluster, "verify_tpl_dst", "safe-copy")
+@pytest.fixture(scope="module", params=[flavour_param(f) for f in FLAVOURS])
+def templates(cluster, request):
+    """A synced pair of one flavour: the built-in model, or built by Taler's SQL."""
+    flavour = request.param
+    names = f"verify_tpl_src_{flavour}", f"verify_tpl_dst_{flavour}"
+    src = make_template(cluster, names[0], "ingres", rows=ROWS, flavour=flavour)
+    dst = make_template(cluster, names[1], "safe-copy", flavour=flavour)
     sync.sync_once(src, dst)
-    return "verify_tpl_src", "verify_tpl_dst"
+    return names
 
 
 @pytest.fixture
