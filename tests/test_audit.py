@@ -580,8 +580,9 @@ def test_audit_runs_with_the_auditor_roles_privileges_only(cluster, exchange_db)
     h.close_conn()
     role = f"aud_{os.getpid()}_{time.monotonic_ns() % 10**6}"
     q(exchange_db, f"CREATE ROLE {role} LOGIN")
-    for stmt in ("GRANT USAGE ON SCHEMA exchange, _v, auditor TO {r}",
+    for stmt in ("GRANT USAGE ON SCHEMA exchange, _v, auditor, taler_ops TO {r}",
                  "GRANT SELECT ON ALL TABLES IN SCHEMA exchange TO {r}",
+                 "GRANT SELECT ON ALL TABLES IN SCHEMA taler_ops TO {r}",
                  "GRANT SELECT ON ALL TABLES IN SCHEMA _v TO {r}",
                  "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA auditor "
                  "TO {r}"):
