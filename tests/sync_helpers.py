@@ -64,12 +64,28 @@ def watermarks(uri):
 
 
 def execute(uri, *statements, params=None):
+    """Run statements; on an ingres copy as its owner would (or a replication apply worker).
+
+    There, session_replication_role = replica: Taler's triggers and foreign keys (a
+    copy built from Taler's SQL has both) do not stand in an attacker's way.  Elsewhere
+    Taler's triggers run, with the search path Taler's code gives them.
+    """
     with psycopg.connect(uri, autocommit=True) as conn:
+        # Taler's own triggers name their tables without a schema, as Taler's code runs.
+        conn.execute("SET search_path TO exchange, public")
+        if _is_ingres(conn):
+            conn.execute("SET session_replication_role = replica")
         out = None
         for stmt in statements:
             cur = conn.execute(stmt, params)
             out = cur.fetchall() if cur.description else None
         return out
+
+
+def _is_ingres(conn):
+    setup = conn.execute("SELECT to_regclass('taler_ops.database_setup') IS NOT NULL").fetchone()[0]
+    return bool(setup) and conn.execute(
+        "SELECT role = 'ingres' FROM taler_ops.database_setup").fetchone()[0]
 
 
 def drop_checks(uri, table):

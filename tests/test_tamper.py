@@ -6,11 +6,14 @@ change, then repair and check that the sync resumes and verify finds nothing.
 """
 
 import json
+import pathlib
+import tempfile
 
 import psycopg
 import pytest
 
-from sync_helpers import clone, watermarks
+from conftest import FLAVOURS, flavour_param
+from sync_helpers import clone, execute, make_template, watermarks
 from tamper_catalogue import CASES, Copied, Halt, Ignored, LateRow, Refused
 from taler_ops import dbinit, registry, workload
 from taler_ops.exchange_tables import TABLES
@@ -36,24 +39,25 @@ def _conf(tmp_path, name, uri):
 
 
 def _run_sql(uri, statements):
-    with psycopg.connect(uri, autocommit=True) as conn:
-        for stmt in statements:
-            conn.execute(stmt)
+    """As the ingres owner (sync_helpers.execute: no triggers or FKs in the way)."""
+    if statements:
+        execute(uri, *statements)
 
 
-@pytest.fixture(scope="module")
-def goldens(cluster):
-    """{partitioned: (ingres template, safe-copy template)}, synced once."""
+@pytest.fixture(scope="module", params=[flavour_param(f) for f in FLAVOURS])
+def goldens(cluster, request):
+    """{partitioned: (ingres template, safe-copy template)} of one flavour, synced once."""
     from conftest import run_cli
+    flavour = request.param
     made = {}
     for partitioned in (False, True):
-        tag = "part" if partitioned else "plain"
-        ingres = cluster.createdb(f"tamper_ingres_{tag}")
-        safe = cluster.createdb(f"tamper_safe_{tag}")
-        dbinit.exchange_dbinit(ingres, role="ingres", partitions=4 if partitioned else None)
-        dbinit.exchange_dbinit(safe, role="safe-copy")
+        tag = f"{'part' if partitioned else 'plain'}_{flavour}"
+        partitions = 4 if partitioned else None
+        make_template(cluster, f"tamper_ingres_{tag}", "ingres", partitions=partitions,
+                      flavour=flavour)
+        make_template(cluster, f"tamper_safe_{tag}", "safe-copy", flavour=flavour)
+        ingres, safe = cluster.uri(f"tamper_ingres_{tag}"), cluster.uri(f"tamper_safe_{tag}")
         workload.bulk(ingres, GOLDEN_ROWS, seed=9)
-        import tempfile, pathlib
         tmp = pathlib.Path(tempfile.mkdtemp())
         out = run_cli("sync", "-s", _conf(tmp, "i", ingres), "-d", _conf(tmp, "s", safe), "-t")
         assert out.returncode == 0, out.stdout + out.stderr

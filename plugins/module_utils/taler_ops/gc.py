@@ -175,6 +175,9 @@ def _collect_as_taler(conn, now_us, dry_run):
 
 def _collect(conn, role, now, params, dry_run):
     with conn.transaction():
+        # Deleting fires Taler's own triggers on a Taler-built copy (recoup_by_reserve,
+        # coin_history, ...); they name their tables without a schema.
+        conn.execute("SET LOCAL search_path TO exchange, pg_catalog")
         before = _counts(conn)
         for step in _STEPS:
             conn.execute(step.replace("{reserve_rule}", _RESERVE_RULE[role]), params)

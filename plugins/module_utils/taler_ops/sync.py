@@ -183,30 +183,40 @@ class Syncer:
             self.close()
             raise SyncLocked("another taler-ops sync is already running against this "
                              "safe copy (advisory lock held); exiting")
+        # A safe copy built from Taler's own SQL carries Taler's triggers (history
+        # tables, purse decisions): they are the exchange's business logic, not
+        # checks, and must not run again on copied rows.
+        required = bool(self.trigger_free) or dbinit.exchange_flavour(self.dst) == "taler"
+        if required and self.trigger_free is False:
+            self.close()
+            raise ConfigError("the safe copy was built from Taler's SQL files: its triggers must "
+                              "not fire on copied rows, so the sync cannot run with them on")
         self.replica_role = False
-        if not self.dry_run and self.trigger_free is not False:
-            self.replica_role = self._try_replica_role()
+        if self.trigger_free is not False:
+            self.replica_role = self._try_replica_role(required)
         self.src.autocommit = False
         self.src.isolation_level = IsolationLevel.REPEATABLE_READ
         self.src.read_only = True
         return self
 
-    def _try_replica_role(self):
+    def _try_replica_role(self, required):
         """Skip the FK triggers if allowed: the sync then checks parents set-based itself.
 
         A per-row RI trigger costs about as much as the insert it checks (and
         locks the parent row); one anti-join per batch and FK is far cheaper.
         Needs superuser or, on PostgreSQL >= 15,
         ``GRANT SET ON PARAMETER session_replication_role TO <sync role>``.
+        ``required``: refuse to run without it (exit 6) instead of going on with triggers.
         """
         try:
             self.dst.execute("SET session_replication_role = replica")
             return True
         except psycopg.errors.InsufficientPrivilege:
-            if self.trigger_free:
+            if required:
                 self.close()
                 raise ConfigError("the destination role may not SET session_replication_role "
-                                  "(GRANT SET ON PARAMETER session_replication_role TO it)") from None
+                                  "(GRANT SET ON PARAMETER session_replication_role TO it); a "
+                                  "safe copy built from Taler's SQL files needs it") from None
             return False
 
     def close(self):
@@ -227,6 +237,15 @@ class Syncer:
     # -- preflight -------------------------------------------------------------
     def preflight(self):
         """Patch levels (exit 5), roles, the source's columns and types, hiding places (halt)."""
+        flavours = {side: dbinit.exchange_flavour(conn)
+                    for side, conn in (("ingres", self.src), ("safe copy", self.dst))}
+        self.src.rollback()
+        if flavours["ingres"] != flavours["safe copy"]:
+            # The tables are the same, but patch levels could not be compared.
+            raise DatabaseNotReady(
+                f"ingres is a {flavours['ingres']} schema and the safe copy a "
+                f"{flavours['safe copy']} one (taler: built from Taler's SQL files; model: "
+                "taler-ops' built-in model): create both the same way; nothing was copied")
         self._refuse_source_ahead()
         dbinit.assert_exchange_current(self.src, SOURCE_WHAT)
         dbinit.assert_exchange_current(self.dst, DEST_WHAT)
@@ -275,6 +294,13 @@ class Syncer:
             have[side] = [p for prefix in PATCH_PREFIXES for p in versioning.applied(conn, prefix)]
             if conn is self.src and not in_snapshot:
                 conn.rollback()
+        behind = sorted(set(have["safe copy"]) - set(have["ingres"]))
+        if behind:
+            # Never legitimate: an upgrade migrates ingres before the safe copy.
+            raise DatabaseNotReady(
+                f"ingres lacks patch {behind[0]}, which the safe copy has (ingres at "
+                f"{_level(have['ingres'])}, safe copy at {_level(have['safe copy'])}): its "
+                "_v.patches is outdated or was tampered with; nothing was copied")
         ahead = sorted(set(have["ingres"]) - set(have["safe copy"]))
         if not ahead:
             return

@@ -119,8 +119,13 @@ def ensure_versioning(conn, sql_dir, what):
 
 
 def unfinished_table_actions(conn):
-    """Queued table actions not yet run by exchange_do_create_tables (None: not Taler-built)."""
-    if conn.execute("SELECT to_regclass('exchange.exchange_tables') IS NULL").fetchone()[0]:
+    """Queued table actions not yet run by exchange_do_create_tables (None: not Taler-built,
+    or not readable by this role: least-privilege roles such as the sync's may not read
+    Taler's queue, and rely on their own check of the tables and columns they use)."""
+    readable = conn.execute(
+        "SELECT to_regclass('exchange.exchange_tables') IS NOT NULL AND "
+        "has_table_privilege('exchange.exchange_tables', 'SELECT')").fetchone()[0]
+    if not readable:
         return None
     return conn.execute(
         "SELECT count(*) FROM exchange.exchange_tables WHERE NOT finished").fetchone()[0]
