@@ -7,7 +7,8 @@ import psycopg
 import pytest
 
 import builders as b
-from conftest import ROOT
+from conftest import FLAVOURS, ROOT, flavour_param
+from taler_build import build_taler_exchange, require_taler_sql
 from taler_ops import dbinit, gc, versioning
 from taler_ops.errors import DatabaseNotReady, TalerOpsError
 
@@ -256,6 +257,8 @@ def _gc_history(uri):
     D: expired, exchange balance 0, history balance 7  -> primary collects, safe copy keeps
     """
     with psycopg.connect(uri, autocommit=True) as conn:
+        # Taler's own triggers (on a Taler-built database) name their tables without a schema.
+        conn.execute("SET search_path TO exchange, public")
         d = b.denomination(conn, expire_legal=FUTURE)
         a_pub, a_uuid = b.reserve(conn, "A", PAST)
         b.reserve_in(conn, a_pub, (10, 0))
@@ -288,8 +291,16 @@ def test_gc_on_primary_follows_exchange_balances(fresh_db):
                                  "wire_fee": 1}
 
 
-def test_gc_on_safe_copy_derives_balances_from_history(fresh_db):
-    dbinit.exchange_dbinit(fresh_db, role="safe-copy")
+def _init_flavour(uri, role, flavour):
+    """An exchange database of ``flavour``: the model, or built from Taler's SQL and adopted."""
+    if flavour == "taler":
+        build_taler_exchange(uri, sql_root=require_taler_sql())
+    dbinit.exchange_dbinit(uri, role=role)
+
+
+@pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
+def test_gc_on_safe_copy_derives_balances_from_history(fresh_db, flavour):
+    _init_flavour(fresh_db, "safe-copy", flavour)
     pubs = _gc_history(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         # On a safe copy current_balance is never replicated: make it look like one.
@@ -312,8 +323,9 @@ def test_gc_dry_run_deletes_nothing_and_rerun_finds_nothing(fresh_db):
         assert gc.collect(conn, now_us=NOW)["deleted"] == {}
 
 
-def test_gc_refused_on_ingres(fresh_db):
-    dbinit.exchange_dbinit(fresh_db, role="ingres")
+@pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
+def test_gc_refused_on_ingres(fresh_db, flavour):
+    _init_flavour(fresh_db, "ingres", flavour)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         with pytest.raises(TalerOpsError, match="refused on an ingres copy"):
             gc.collect(conn)
