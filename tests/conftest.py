@@ -121,6 +121,20 @@ def publish_replicated_tables(exchange_uri, name="taler_pub"):
         conn.execute(f"CREATE PUBLICATION {name} FOR TABLE {tables} WITH (publish = 'insert')")
 
 
+def subscribe(ingres_uri, publisher, dbname, timeout=120):
+    """Subscription ``taler_sub`` to ``taler_pub`` of ``publisher`` (a Cluster); waits for
+    the initial copy of every table."""
+    import psycopg
+    with psycopg.connect(ingres_uri, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={publisher.sockets} "
+            f"port={publisher.port} dbname={dbname} user=postgres' "
+            "PUBLICATION taler_pub WITH (disable_on_error = true)")
+        wait_for(lambda: conn.execute(
+            "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'"
+        ).fetchone()[0], timeout=timeout)
+
+
 @pytest.fixture
 def replication_pair(cluster, request):
     """An exchange primary (session cluster) replicating into an ingres (own cluster).
@@ -138,14 +152,7 @@ def replication_pair(cluster, request):
         dbinit.exchange_dbinit(src)
         dbinit.exchange_dbinit(dst, role="ingres")
         publish_replicated_tables(src)
-        with psycopg.connect(dst, autocommit=True) as conn:
-            conn.execute(
-                f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={cluster.sockets} "
-                f"port={cluster.port} dbname={name} user=postgres' "
-                "PUBLICATION taler_pub WITH (disable_on_error = true)")
-            wait_for(lambda: conn.execute(
-                "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'"
-            ).fetchone()[0])
+        subscribe(dst, cluster, name)
         yield src, dst, ingres
     finally:
         ingres.destroy()  # its subscription dies with it; drop the slot it leaves behind

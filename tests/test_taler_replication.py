@@ -12,7 +12,7 @@ import json
 import psycopg
 import pytest
 
-from conftest import publish_replicated_tables, wait_for
+from conftest import publish_replicated_tables, subscribe, wait_for
 from consistency import same_tables
 from pgcluster import Cluster
 from taler_build import build_taler_exchange, require_taler_sql
@@ -33,14 +33,7 @@ def taler_topology(cluster):
         dbinit.exchange_dbinit(ingres, role="ingres")
         dbinit.exchange_dbinit(safe, role="safe-copy")
         publish_replicated_tables(primary)
-        with psycopg.connect(ingres, autocommit=True) as conn:
-            conn.execute(
-                f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={cluster.sockets} "
-                f"port={cluster.port} dbname=taler_repl_primary user=postgres' "
-                "PUBLICATION taler_pub WITH (disable_on_error = true)")
-            wait_for(lambda: conn.execute(
-                "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'"
-            ).fetchone()[0], timeout=120)
+        subscribe(ingres, cluster, "taler_repl_primary")
         yield primary, ingres, safe
     finally:
         ingres_cluster.destroy()

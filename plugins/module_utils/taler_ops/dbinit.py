@@ -101,11 +101,7 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         if not reset:
             versioning.refuse_unknown(before, exchange_schema.PATCHES, EXCHANGE_WHAT)
         if check:
-            if setup is not None and not reset:
-                _refuse_changed_layout(setup, partitions, role)
-            result["patches_after"] = before
-            result["setup"] = _setup_dict(setup)
-            return result
+            return _checked(result, setup, partitions, role, reset)
         if reset:
             _drop_exchange(conn)
             result["reset"] = True
@@ -164,11 +160,7 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
               "unfinished_table_actions": taler_sql.unfinished_table_actions(conn) or 0,
               "applied": [], "reset": False, "gc": None, "warnings": []}
     if check:
-        if setup is not None and not reset:
-            _refuse_changed_layout(setup, partitions, role)
-        result["patches_after"] = before
-        result["setup"] = _setup_dict(setup)
-        return result
+        return _checked(result, setup, partitions, role, reset)
     if reset:
         with conn.transaction():
             bookkeeping.drop(conn)
@@ -226,6 +218,15 @@ def taler_partitions(conn):
     if kind != "p":
         return None
     return 0 if default else int(parts)
+
+
+def _checked(result, setup, partitions, role, reset):
+    """--check: what is pending, and whether the asked layout matches; nothing changes."""
+    if setup is not None and not reset:
+        _refuse_changed_layout(setup, partitions, role)
+    result["patches_after"] = result["patches_before"]
+    result["setup"] = _setup_dict(setup)
+    return result
 
 
 def _setup_dict(setup):
