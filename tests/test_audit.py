@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 from audit_history import DAY, T0, YEAR, History
+from conftest import FLAVOURS, flavour_param
+from taler_build import build_taler_exchange, require_taler_sql
 from taler_ops import audit, dbinit
 
 NOW = T0 + 10 * DAY
@@ -519,11 +521,19 @@ def test_generated_more_traffic_examines_only_the_new_rows(dbs):
     assert second["progress_moved"]
 
 
-def test_generated_safe_copy_after_sync(cluster, tmp_path):
-    """gen -> primary, sync -> safe copy, audit the copy; -i is refused there."""
+@pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
+def test_generated_safe_copy_after_sync(cluster, tmp_path, flavour):
+    """gen -> primary, sync -> safe copy, audit the copy; -i is refused there.
+
+    On both flavours: the same planted misbehaviour is found in a safe copy built
+    from Taler's own SQL files as in the model.
+    """
     from taler_ops import sync, workload
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     primary, safe, aud = (cluster.createdb(f"{n}_{tag}") for n in ("gp", "gs", "ga"))
+    if flavour == "taler":
+        for uri in (primary, safe):
+            build_taler_exchange(uri, sql_root=require_taler_sql())
     dbinit.exchange_dbinit(primary)
     dbinit.exchange_dbinit(safe, role="safe-copy")
     dbinit.auditor_dbinit(aud)

@@ -119,3 +119,9 @@ def test_talers_updates_and_gc_run_under_the_publication(taler_topology, conf, c
     # The exchange's updates of mutable and first-seen columns are no finding.
     assert _sync(conf, cli, ingres, safe) == []
     assert same_tables(ingres, safe) is None
+    # status reads all three Taler-built databases.
+    report = cli("status", "-p", conf("p.conf", {"exchangedb-postgres": {"CONFIG": primary}}),
+                 "-s", conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}}),
+                 "-d", conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}}), "--json")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert json.loads(report.stdout)["healthy"], report.stdout
