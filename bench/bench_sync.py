@@ -13,6 +13,12 @@ Then the source grows to 3N rows and (b) runs again into a fresh safe copy, to
 show that the sync's memory does not grow with the backlog.
 
     .venv/bin/python bench/bench_sync.py --rows 200000
+    .venv/bin/python bench/bench_sync.py --rows 200000 --flavour taler   # Taler-built databases
+
+With ``--flavour taler`` every database is built from Taler's own SQL files
+(TALER_SQL_DIR).  (a) then loads with the foreign keys checked, as for the model,
+but Taler's own business triggers (history tables) disabled on its throwaway target:
+the sync never runs them either (it copies as a replica and checks parents itself).
 
 Targets (issue 5): b/a >= 0.8, b/c >= 10, RSS <= 150 MB and flat from N to 3N.
 """
@@ -31,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from pgcluster import Cluster  # noqa: E402
+from taler_build import build_taler_exchange, require_taler_sql  # noqa: E402
 from taler_ops import dbinit, hashing, registry, sync  # noqa: E402
 from taler_ops.exchange_tables import TABLES  # noqa: E402
 from taler_ops.spec import HASHCODE  # noqa: E402
@@ -123,8 +130,12 @@ def count_rows(uri):
 
 # -- the three methods -------------------------------------------------------------
 
-def raw_copy(src, dst):
+def raw_copy(src, dst, user_triggers_off=False):
     with psycopg.connect(src) as s, psycopg.connect(dst) as d:
+        if user_triggers_off:
+            for e in registry.REPLICATED:
+                d.execute(f'ALTER TABLE exchange."{e.name}" DISABLE TRIGGER USER')
+            d.commit()
         for e in registry.REPLICATED:
             cols = ", ".join(f'"{c.name}"' for c in e.copy_columns)
             with d.transaction(), d.cursor().copy(
@@ -186,26 +197,35 @@ def main():
     ap.add_argument("--batch", type=int, default=sync.DEFAULT_BATCH, help="sync -b")
     ap.add_argument("--no-3n", action="store_true", help="skip the 3N memory run")
     ap.add_argument("--no-rowwise", action="store_true", help="skip the row-by-row baseline")
+    ap.add_argument("--flavour", choices=["model", "taler"], default="model",
+                    help="databases from taler-ops' model or from Taler's own SQL files")
     args = ap.parse_args()
+    taler = args.flavour == "taler"
+    if taler and args.no_rowwise is False:
+        args.no_rowwise = True   # Taler's triggers would fire on plain INSERTs: not comparable
+
+    def exchange_db(name, role):
+        uri = cluster.createdb(name)
+        if taler:
+            build_taler_exchange(uri, sql_root=require_taler_sql())
+        dbinit.exchange_dbinit(uri, role=role)
+        return uri
 
     cluster = Cluster("bench-sync").start()
     workdir = tempfile.mkdtemp(prefix="bench-sync-")
     try:
-        src = cluster.createdb("src")
-        dbinit.exchange_dbinit(src, role="ingres")
+        src = exchange_db("src", "ingres")
         t0 = time.monotonic()
         mix = generate(src, args.rows)
         n = count_rows(src)
         print(f"source: {n:,} rows ({mix}), generated in {time.monotonic() - t0:.1f} s; "
-              f"sync batch {args.batch}", flush=True)
+              f"sync batch {args.batch}; flavour {args.flavour}", flush=True)
 
         def target(name):
-            uri = cluster.createdb(name)
-            dbinit.exchange_dbinit(uri, role="safe-copy")
-            return uri
+            return exchange_db(name, "safe-copy")
 
         dst_a, dst_b = target("raw_copy"), target("sync")
-        rate_a, _ = timed("(a) raw COPY into the constrained safe copy", lambda: raw_copy(src, dst_a), n)
+        rate_a, _ = timed("(a) raw COPY into the constrained safe copy", lambda: raw_copy(src, dst_a, user_triggers_off=taler), n)
         rate_b, rss_n = timed("(b) taler-ops sync -t", lambda: run_sync(src, dst_b, args.batch, workdir), n)
         if count_rows(dst_b) != n:
             raise SystemExit("the sync did not copy every row")
@@ -216,8 +236,7 @@ def main():
             print(f"  b/c = {rate_b / rate_c:.1f}   (target >= 10)")
         print(f"  sync peak RSS at {n:,} rows: {rss_n:.1f} MiB")
         if not args.no_3n:
-            src3 = cluster.createdb("src_3n")
-            dbinit.exchange_dbinit(src3, role="ingres")
+            src3 = exchange_db("src_3n", "ingres")
             generate(src3, 3 * args.rows)
             n3 = count_rows(src3)
             dst_3 = target("sync_3n")
