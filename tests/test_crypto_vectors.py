@@ -11,7 +11,6 @@ from taler_ops.crypto import blocks, catalog, crockford, cs, denom, eddsa, rsa
 from taler_ops.crypto.context import SignatureContext
 from taler_ops.crypto.encoding import INT64_MAX, amount_nbo
 from taler_ops.crypto.hashes import coin_ev_hash, coin_hash, merchant_wire_hash, payto_hash, sha512
-from taler_ops.crypto.kdf import kdf
 
 X = bytes.fromhex
 

@@ -123,7 +123,7 @@ def test_exchange_publisher_prepares_a_primary_for_a_standby(primary):
 
     execute(uri, "SELECT pg_drop_replication_slot('tst_standby')")
     execute(uri, "SELECT pg_create_logical_replication_slot('tst_standby', 'pgoutput')")
-    refused = _publisher(cluster)
-    assert not refused.ok
+    logical = _publisher(cluster)
+    assert not logical.ok
     assert "replication slot tst_standby on the exchange primary is a logical slot" in \
-        " ".join((refused.stdout + refused.stderr).split())
+        " ".join((logical.stdout + logical.stderr).split())
