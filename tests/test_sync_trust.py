@@ -284,13 +284,13 @@ def test_a_source_that_could_hide_rows_is_refused(pair, hide):
 def test_row_security_off_makes_a_filtering_policy_fail_not_hide(cluster, pair):
     """Even past the catalogue check, row_security=off turns filtering into an error."""
     src, _ = pair
-    reader = "trust_reader"
-    execute(cluster.uri(), f'DROP ROLE IF EXISTS "{reader}"', f'CREATE ROLE "{reader}" LOGIN')
+    dbname = psycopg.conninfo.conninfo_to_dict(src)["dbname"]
+    reader = f"reader_{dbname}"      # roles are cluster-wide: one per test database
+    execute(cluster.uri(), f'CREATE ROLE "{reader}" LOGIN')
     execute(src, f'GRANT USAGE ON SCHEMA exchange TO "{reader}"',
             f'GRANT SELECT ON exchange.extensions TO "{reader}"',
             "ALTER TABLE exchange.extensions ENABLE ROW LEVEL SECURITY",
             f'CREATE POLICY p ON exchange.extensions TO "{reader}" USING (extension_id < 5)')
-    dbname = psycopg.conninfo.conninfo_to_dict(src)["dbname"]
     with psycopg.connect(cluster.uri(dbname, user=reader)) as conn:
         assert conn.execute("SELECT count(*) FROM exchange.extensions").fetchone()[0] == 4
         conn.execute("SET row_security TO off")

@@ -139,6 +139,13 @@ def build():
                    [target(f"taler_ops_sync_halted{{{SEL}}}", "halted", "A"),
                     target(f"time() - taler_ops_sync_last_pass_timestamp_seconds{{{SEL}}}",
                            "seconds since a watermark moved", "B")]), 12, 8)
+    lay.add(series("Open holes per table (serials still searched for late commits)",
+                   [target(f"taler_ops_sync_open_holes{{{SEL}}} > 0", "{{table}}", "A"),
+                    target(f"taler_ops_sync_oldest_open_hole_seconds{{{SEL}}} > 0",
+                           "oldest, s: {{table}}", "B")],
+                   description="Holes below the watermark that an exchange transaction may "
+                               "still fill; the audit does not pass them (docs/sync.md)."),
+            12, 8)
     lay.add(panel("table", "Sync progress per table",
                   [target(f"taler_ops_sync_watermark{{{SEL}}}", ref="A", instant=True),
                    target(f"taler_ops_sync_source_max_serial{{{SEL}}}", ref="B", instant=True),
