@@ -44,8 +44,8 @@ def _run(args):
     if args.install_wakeup:
         from .db import connect
         with connect(uri, link.WHAT, autocommit=True) as conn:
-            n = wakeup.install(conn)
-        print(f"wake-up trigger on {n} ingres table(s)")
+            tables, created = wakeup.install(conn)
+        print(f"wake-up trigger on {tables} ingres table(s), {created} created")
         return 0
     stop = threading.Event()
 

@@ -33,13 +33,15 @@ END $$
 
 
 def install(conn):
-    """(Re)create the trigger on every replicated table (and partition); returns the count.
+    """Put the trigger on every replicated table (and partition), enabled ALWAYS.
+
+    Returns (tables, triggers created); idempotent.
 
     Needs a login that may create triggers on the ingres tables (the ingres superuser).
     """
     conn.execute("CREATE SCHEMA IF NOT EXISTS taler_ops")
     conn.execute(_FUNCTION)
-    n = 0
+    n = created = 0
     for entry in registry.REPLICATED:
         table = sql.Identifier("exchange", entry.name)
         exists = conn.execute(
@@ -49,6 +51,7 @@ def install(conn):
             conn.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} FOR EACH ROW "
                                  "EXECUTE FUNCTION taler_ops.wake_sync()").format(
                 sql.Identifier(TRIGGER), table))
+            created += 1
         leaves = conn.execute(
             "SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) t "
             "JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace",
@@ -57,4 +60,4 @@ def install(conn):
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(
                 sql.Identifier(schema, rel), sql.Identifier(TRIGGER)))
         n += 1
-    return n
+    return n, created
