@@ -53,9 +53,10 @@ def install(conn):
                 sql.Identifier(TRIGGER), table))
             created += 1
         leaves = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) t "
-            "JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace",
-            (f"exchange.{entry.name}",)).fetchall()
+            "SELECT n.nspname, c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid IN ("
+            " SELECT %s::regclass UNION SELECT relid FROM pg_partition_tree(%s::regclass))",
+            (f"exchange.{entry.name}",) * 2).fetchall()
         for schema, rel in leaves:
             conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(
                 sql.Identifier(schema, rel), sql.Identifier(TRIGGER)))
