@@ -18,8 +18,9 @@ to
 
 as p50/p90/p99/max, plus the achieved rate and the backlog drain time after the
 traffic stopped.  ``--rates`` defaults to 1000 and 5000 rows/s; ``--find-max``
-then doubles the rate until the safe copy no longer keeps up (p99 above
-``--keep-up`` seconds, or the traffic itself missed its rate) and bisects once.
+then doubles the rate until the safe copy no longer keeps up (p99 or the final
+drain above ``--keep-up`` seconds, or the traffic itself missed its rate) and
+bisects once.
 
     .venv/bin/python bench/bench_freshness.py --duration 15
     .venv/bin/python bench/bench_freshness.py --rates 1000 --no-wakeup   # polling only
@@ -150,7 +151,10 @@ def _line(r):
 
 
 def keeps_up(r, limit):
-    return (not r["unresolved"] and r["safe"][99] <= limit
+    """The safe copy keeps up: every transaction arrived, p99 within ``limit``, the
+    backlog left when traffic stopped drained within ``limit``, and the generator
+    itself achieved the rate (otherwise the figure says nothing about the sync)."""
+    return (not r["unresolved"] and r["safe"][99] <= limit and r["drain_s"] <= limit
             and (r["achieved_rows_per_s"] or 0) >= 0.9 * r["rate"])
 
 
@@ -161,8 +165,9 @@ def main():
     ap.add_argument("--poll", type=float, default=0.01, help="observer poll interval (s)")
     ap.add_argument("--find-max", action="store_true",
                     help="then double the rate until the safe copy falls behind")
-    ap.add_argument("--keep-up", type=float, default=1.0,
-                    help="p99 delay (s) to the safe copy that still counts as keeping up")
+    ap.add_argument("--keep-up", type=float, default=5.0,
+                    help="p99 delay and backlog drain time (s) that still count as keeping up "
+                         "(default 5; the issue's goal is p99 <= 1 s at 5000 rows/s)")
     ap.add_argument("--max-rate", type=int, default=80000)
     ap.add_argument("--no-wakeup", action="store_true", help="sync polls only (no LISTEN)")
     ap.add_argument("--batch", type=int, default=20000)
@@ -229,8 +234,11 @@ def main():
                 print(_line(r), flush=True)
                 if keeps_up(r, args.keep_up):
                     good = mid
-            print(f"highest rate kept up (p99 <= {args.keep_up:g} s, rate achieved): "
-                  f"{good} rows/s" + (f"; {bad} rows/s did not" if bad else ""), flush=True)
+            print(f"highest rate kept up (p99 and drain <= {args.keep_up:g} s, rate achieved): "
+                  f"{good} rows/s" + (f"; {bad} rows/s did not" if bad else "")
+                  + ("" if not bad else " (generator missed the rate)" if any(
+                      r["rate"] == bad and (r["achieved_rows_per_s"] or 0) < 0.9 * bad
+                      for r in results) else ""), flush=True)
         print(f"load after: {os.getloadavg()[0]:.2f}")
         if args.json:
             print(json.dumps(results, indent=2))

@@ -102,8 +102,11 @@ class Keeper:
         self.subs = {}          # subscription oid (str) -> state dict
         self.checks = 0
         if state_path and os.path.exists(state_path):
-            with open(state_path) as fh:
-                self.subs = json.load(fh).get("subscriptions", {})
+            try:
+                with open(state_path) as fh:
+                    self.subs = dict(json.load(fh).get("subscriptions", {}))
+            except (OSError, ValueError, AttributeError, TypeError) as exc:
+                log.warning("event=state-ignored path=%s reason=%s", state_path, exc)
 
     # -- persistence and reporting ------------------------------------------------
     def report(self):
@@ -237,6 +240,10 @@ def run(uri, stop=None, once=False, on_check=None, **kwargs):
                 if once:
                     raise
                 log.warning("event=unreachable reason=%s", " ".join(str(exc).split()))
+            except psycopg.Error as exc:    # e.g. a login that may not ALTER the subscription
+                if once:
+                    raise
+                log.error("event=failed reason=%s", " ".join(str(exc).split()))
             if once or stop.wait(keeper.s["interval"]):
                 return report
     finally:

@@ -976,7 +976,7 @@ class WakeHints:
             self.conn = None
 
 
-HINT_GAP = 0.1   # seconds: after a pass that found nothing, hints wait at least this long
+HINT_GAP = 0.1   # seconds: after hinted passes that found nothing, hints wait at least this long
 
 
 def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=None,
@@ -992,7 +992,7 @@ def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=N
     worker fires; statement triggers it does not) NOTIFYs per applied
     transaction, and a hint ends the wait at once.  The hint is untrusted: a
     flood of them only makes passes (which find nothing) more frequent, at most
-    one per HINT_GAP after an empty pass a hint started; missing hints leave polling.
+    one per HINT_GAP after two empty passes hints started; missing hints leave polling.
     Lost connections and transient errors are retried with exponential backoff
     up to MAX_BACKOFF.  ``hole_horizon``: see DEFAULT_HOLE_HORIZON and
     Syncer._source_clock.
@@ -1002,6 +1002,7 @@ def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=N
     syncer = None
     hints = WakeHints(src_uri, stop) if wakeup else None
     woken = False
+    futile = 0
     passes = copied = 0
     try:
         while not stop.is_set():
@@ -1037,8 +1038,10 @@ def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=N
             if hints is None:
                 stop.wait(delay)
             elif delay > 0:
-                if woken and not result["copied"]:
-                    stop.wait(HINT_GAP)     # a hint that led to nothing: slow a flood down
+                # Hints that lead to nothing twice in a row: slow a flood down.
+                futile = futile + 1 if woken and not result["copied"] else 0
+                if futile >= 2:
+                    stop.wait(HINT_GAP)
                 woken = hints.pending() or hints.wait(delay)
             else:
                 woken = False
