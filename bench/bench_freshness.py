@@ -5,7 +5,8 @@ One throwaway topology as the tests build it (tests/pgcluster.py: three local
 clusters, durability off): the exchange primary publishes, the ingres
 subscribes (with the sync's wake-up trigger), and ``taler-ops sync`` runs as a
 daemon (a subprocess) into the safe copy.  For each rate, ``workload.live``
-serves exchange traffic for ``--duration`` seconds, one transaction per 0.2 s.
+serves exchange traffic for ``--duration`` seconds, one transaction per ``--tick``
+(0.2) s.
 After each commit the bench notes the commit time and every table's highest
 serial; an observer reads the safe copy's ``taler_ops.sync_watermarks`` every
 ``--poll`` seconds.  Per transaction it reports the delay from exchange commit
@@ -24,6 +25,7 @@ bisects once.
 
     .venv/bin/python bench/bench_freshness.py --duration 15
     .venv/bin/python bench/bench_freshness.py --rates 1000 --no-wakeup   # polling only
+    .venv/bin/python bench/bench_freshness.py --rates 100 --tick 2 --duration 30   # sparse
 
 Noisy on a shared machine: the generator, three servers and the sync share the
 cores; compare figures of one run, and say what else ran.
@@ -106,7 +108,7 @@ class Observer(threading.Thread):
             return not self.pending
 
 
-def run_rate(exchange, safe_uri, rate, duration, poll, seed):
+def run_rate(exchange, safe_uri, rate, duration, poll, seed, tick=0.2):
     obs = Observer(safe_uri, poll)
     obs.start()
     probe = psycopg.connect(exchange, autocommit=True)
@@ -121,7 +123,8 @@ def run_rate(exchange, safe_uri, rate, duration, poll, seed):
             obs.note(now, changed)
     try:
         after_commit(None, 0)
-        stats = workload.live(exchange, rate, duration, seed=seed, progress=after_commit)
+        stats = workload.live(exchange, rate, duration, seed=seed, progress=after_commit,
+                              tick=tick)
         stopped = time.monotonic()
         deadline = stopped + 120
         while not obs.drained() and time.monotonic() < deadline:
@@ -171,6 +174,9 @@ def main():
     ap.add_argument("--max-rate", type=int, default=80000)
     ap.add_argument("--no-wakeup", action="store_true", help="sync polls only (no LISTEN)")
     ap.add_argument("--batch", type=int, default=20000)
+    ap.add_argument("--tick", type=float, default=0.2,
+                    help="seconds between two exchange transactions (default 0.2); a long tick "
+                         "shows the idle case, where polling alone backs off")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -206,7 +212,7 @@ def main():
               f"cpus {os.cpu_count()}; load {os.getloadavg()[0]:.2f}", flush=True)
         seed = 1
         for rate in [int(x) for x in args.rates.split(",") if x]:
-            r = run_rate(exchange, safe, rate, args.duration, args.poll, seed)
+            r = run_rate(exchange, safe, rate, args.duration, args.poll, seed, args.tick)
             seed += 1
             results.append(r)
             print(_line(r), flush=True)
@@ -219,7 +225,7 @@ def main():
                     bad = r["rate"]
             rate = (good or 1000) * 2
             while bad is None and rate <= args.max_rate:
-                r = run_rate(exchange, safe, rate, args.duration, args.poll, seed)
+                r = run_rate(exchange, safe, rate, args.duration, args.poll, seed, args.tick)
                 seed += 1
                 results.append(r)
                 print(_line(r), flush=True)
@@ -229,7 +235,7 @@ def main():
                     bad = rate
             if good and bad and bad > good * 1.2:
                 mid = (good + bad) // 2
-                r = run_rate(exchange, safe, mid, args.duration, args.poll, seed)
+                r = run_rate(exchange, safe, mid, args.duration, args.poll, seed, args.tick)
                 results.append(r)
                 print(_line(r), flush=True)
                 if keeps_up(r, args.keep_up):
