@@ -299,3 +299,33 @@ def test_hot_standby_reconnects_by_itself(own_cluster, tmp_path):
     finally:
         standby.destroy()
     assert os.path.exists(primary.data)
+
+
+def test_once_with_its_state_heals_a_cut_seen_between_runs(own_cluster, tmp_path, conf, cli):
+    """The timer mode: --once rounds remember the baseline in --state; without it, a
+    subscription found disabled is of unknown cause and left alone."""
+    ex, ing, exchange, ingres, proxy, ingres_conf = _topology(own_cluster, tmp_path, conf, "once")
+    state = tmp_path / "link.json"
+    try:
+        first = cli("ingres-link", "-c", ingres_conf, "--once", "--state", str(state), "--json")
+        assert first.returncode == 0, first.stderr
+        assert _state(state)["phase"] == "healthy"
+        before = _sub(ingres)
+        proxy.cut()           # no keeper runs now: PostgreSQL disables the subscription
+        wait_for(lambda: not _sub(ingres)["subenabled"]
+                 and _sub(ingres)["errors"] > before["errors"])
+        proxy.restore()
+        workload.bulk(exchange, 300, seed=7)
+
+        blind = cli("ingres-link", "-c", ingres_conf, "--once", "--state", str(tmp_path / "new"))
+        assert blind.returncode == 0 and "event=unknown" in blind.stderr
+        assert not _sub(ingres)["subenabled"]
+
+        again = cli("ingres-link", "-c", ingres_conf, "--once", "--state", str(state))
+        assert again.returncode == 0, again.stderr
+        assert "action=enabled" in again.stderr
+        _resumed(ingres, before["origin"])
+        _caught_up(exchange)
+        assert same_tables(exchange, ingres) is None
+    finally:
+        proxy.cut()
