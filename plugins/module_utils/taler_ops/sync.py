@@ -893,6 +893,7 @@ class WakeHints:
         self.conn = None
         self.tried = float("-inf")
         self.hints = 0
+        self.reason = None
 
     def _listen(self):
         if self.conn is not None or time.monotonic() - self.tried < self.RELISTEN:
@@ -901,20 +902,27 @@ class WakeHints:
         try:
             conn = connect(self.uri, SOURCE_WHAT, autocommit=True)
         except TalerOpsError as exc:
-            log.info("event=no-wakeup reason=%s", exc)
+            self._unavailable(str(exc))
             return None
         try:
             conn.execute(f"LISTEN {self.channel}")
         except psycopg.Error as exc:    # a hot standby: "cannot execute LISTEN during recovery"
-            log.info("event=no-wakeup reason=%s", _one_line(exc))
+            self._unavailable(_one_line(exc))
             conn.close()
             return None
         log.info("event=listening channel=%s", self.channel)
+        self.reason = None
         self.conn = conn
         return conn
 
+    def _unavailable(self, reason):
+        # Logged once per cause, not every RELISTEN seconds (a standby never allows it).
+        (log.info if reason != self.reason else log.debug)(
+            "event=no-wakeup polling=yes reason=%s", reason)
+        self.reason = reason
+
     def _drop(self, exc):
-        log.info("event=no-wakeup reason=%s", _one_line(exc))
+        self._unavailable(_one_line(exc))
         try:
             self.conn.close()
         except psycopg.Error:
