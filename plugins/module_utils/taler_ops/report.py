@@ -624,13 +624,15 @@ def charts(model):
     r = model["revenue"]
     denoms = {}
     for d in r["historic_denominations"]:
-        denoms.setdefault(d["denomination"], [0, 0])[0] = parse_amount(d["revenue"])
+        denoms.setdefault(d["denomination"], [None, None])[0] = parse_amount(d["revenue"])
     for d in r["pending_denominations"]:
-        denoms.setdefault(d["denomination"], [0, 0])[1] = parse_amount(d["balance"])
+        denoms.setdefault(d["denomination"], [None, None])[1] = parse_amount(d["balance"])
     if denoms:
-        names = sorted(denoms, key=lambda k: (-denoms[k][0], -denoms[k][1], k))[:40]
+        names = sorted(denoms, key=lambda k: (-(denoms[k][0] or 0), -(denoms[k][1] or 0), k))[:40]
+        title = "Revenue per denomination" + (f" (top {len(names)} of {len(denoms)})"
+                                              if len(denoms) > len(names) else "")
         out["revenue"] = hbar_chart(
-            "Revenue per denomination", [n[:12] + "…" for n in names],
+            title, [n[:12] + "…" for n in names],
             [("realised revenue (expired)", [denoms[n][0] for n in names], "bar-revenue"),
              ("outstanding (not expired)", [denoms[n][1] for n in names], "bar-outstanding")],
             value_fmt=fmt_amount)

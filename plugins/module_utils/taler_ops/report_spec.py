@@ -207,25 +207,38 @@ PROGRESS_TABLES = {
 }
 # Counters that are not serials (no range).
 COUNTERS = ("purse_open_counter",)
+# Balance keys whose prefix does not name their helper (facts §7.4).
+BALANCE_HELPERS = {
+    "coin_balance_risk": "coins", "total_escrowed": "coins", "coin_irregular_loss": "coins",
+    "total_recoup_loss": "coins", "total_refresh_hanging": "coins",
+    "total_missed_deposit_confirmations": "deposits", "total_amount_lag": "transfer",
+    "total_wire_in": "wire-credit", "total_bad_amount_in_plus": "wire-credit",
+    "total_bad_amount_in_minus": "wire-credit", "total_misattribution_in": "wire-credit",
+    "total_wire_credit_fees": "wire-credit", "total_wire_out": "wire-debit",
+    "total_bad_amount_out_plus": "wire-debit", "total_bad_amount_out_minus": "wire-debit",
+    "total_closure_amount_lag": "wire-debit", "total_drained": "wire-debit",
+}
 # Prefixes of progress and balance keys -> helper.
 HELPER_PREFIXES = (("aggregation_", "aggregation"), ("coins_", "coins"), ("coin_", "coins"),
                    ("deposit", "deposits"), ("purse", "purses"), ("reserves_", "reserves"),
-                   ("wire-", "wire"), ("wire_", "transfer"), ("total_", "wire"))
+                   ("wire-", "wire"), ("wire_", "transfer"))
 
 
 def helper_of(key):
     if key in PROGRESS_TABLES:
         return PROGRESS_TABLES[key][0]
+    if key in BALANCE_HELPERS:
+        return BALANCE_HELPERS[key]
     for prefix, helper in HELPER_PREFIXES:
         if key.startswith(prefix):
             return helper
-    return "other"
+    return "-"
 
 
 def balance_category(key):
     """How the summary reads an auditor_balances key: by the words Taler's names use."""
     k = key.lower()
-    if "revenue" in k or k.endswith("_fees") or "fee_balance" in k:
+    if "revenue" in k:
         return "revenue"
     if "loss" in k:
         return LOSS
