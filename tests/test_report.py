@@ -631,3 +631,16 @@ def test_the_report_playbook_renders_on_the_host_and_fetches(cluster, sql_root, 
     on_host = sorted(os.listdir(tmp_path / "state" / "reports"))
     assert on_host == fetched
     assert "55 open finding(s)" in done.stdout
+
+
+def test_an_auditor_database_built_by_taler_ops_dbinit_is_reported(fresh_db, conf, cli):
+    """Whatever shape taler-ops' own auditor schema has, the report reads what is Taler's
+    and names the rest (until the model's auditor schema is Taler's, its findings tables
+    differ)."""
+    cfg = config(conf, fresh_db)
+    assert cli("auditor-dbinit", "-c", cfg).returncode == 0
+    model = json.loads(report(cli, cfg, "--format", "json"))
+    assert model["summary"]["findings_open"] == 0
+    assert len(model["sections"]) == 22
+    readable = [s["table"] for s in model["sections"] if "unavailable" not in s]
+    assert sorted(readable + model["summary"]["unreadable_tables"]) == sorted(FINDINGS)
