@@ -204,6 +204,12 @@ PROGRESS_TABLES = {
     "wire_batch_deposit_id": ("transfer", "batch_deposits"),
     "wire_aggregation_id": ("transfer", "aggregation_tracking"),
     "wire_reserve_close_id": ("wire-debit", "reserves_close"),
+    # taler-ops' audit (docs/audit.md) also keeps these
+    "reserves_reserves_serial_id": ("reserves", "reserves"),
+    "reserves_wad_in_entries_serial_id": ("reserves", "wad_in_entries"),
+    "reserves_open_deposits_serial_id": ("reserves", "reserves_open_deposits"),
+    "coins_refresh_reveal_serial_id": ("coins", "refresh_revealed_coins"),
+    "aggregation_lag_batch_deposit_serial_id": ("aggregation", "batch_deposits"),
 }
 # Counters that are not serials (no range).
 COUNTERS = ("purse_open_counter",)
