@@ -644,3 +644,25 @@ def test_an_auditor_database_built_by_taler_ops_dbinit_is_reported(fresh_db, con
     assert len(model["sections"]) == 22
     readable = [s["table"] for s in model["sections"] if "unavailable" not in s]
     assert sorted(readable + model["summary"]["unreadable_tables"]) == sorted(FINDINGS)
+
+
+def test_the_last_audit_is_the_commit_time_of_the_progress_points(conf, cli, sql_root):
+    """With track_commit_timestamp on, whoever moved the progress points last dates the audit."""
+    from pgcluster import Cluster
+    c = Cluster("report-commit-ts", settings={"track_commit_timestamp": "on"}).start()
+    try:
+        uri = build_taler_auditor(c.createdb("report_ts"), sql_root=sql_root)
+        cfg = config(conf, uri, name="ts.conf")
+        model = json.loads(report(cli, cfg, "--format", "json"))
+        assert model["audited"]["last_audit"] is None
+        assert "no progress point was written" in model["audited"]["last_audit_source"]
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("INSERT INTO auditor.auditor_progress VALUES ('coins_deposit_serial_id', 3)")
+            committed = conn.execute(
+                "SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD HH24:MI:SS\"Z\"') FROM auditor.auditor_progress").fetchone()[0]
+        model = json.loads(report(cli, cfg, "--format", "json"))
+        assert model["audited"]["last_audit"] == committed
+        assert model["audited"]["last_audit_source"] == "commit time of the last progress update"
+    finally:
+        c.destroy()

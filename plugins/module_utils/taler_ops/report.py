@@ -190,6 +190,9 @@ def _last_audit(conn):
                 "a run; set track_commit_timestamp = on on the auditor database's server"}
     ts = conn.execute("SELECT max(pg_xact_commit_timestamp(xmin)) "
                       "FROM auditor.auditor_progress").fetchone()[0]
+    if ts is None:
+        return {"time": None, "source": "not recorded: no progress point was written since "
+                "track_commit_timestamp was turned on"}
     return {"time": tstamp(ts), "source": "commit time of the last progress update"}
 
 
@@ -640,7 +643,11 @@ def charts(model):
 
 
 def _environment():
-    import jinja2
+    try:
+        import jinja2
+    except ImportError:
+        raise TalerOpsError("the HTML report needs Jinja2, which is not installed in this "
+                            "Python (--format json or text work without it)") from None
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(here),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -653,9 +660,10 @@ def _environment():
 
 
 def render_html(model):
+    env = _environment()
     from markupsafe import Markup
     svg = {k: Markup(v) for k, v in charts(model).items()}
-    return _environment().get_template("report.html.j2").render(
+    return env.get_template("report.html.j2").render(
         m=model, figures=summary_figures(model), charts=svg)
 
 
