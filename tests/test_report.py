@@ -185,9 +185,9 @@ def fill(uri):
         for key, value in PROGRESS.items():
             conn.execute("INSERT INTO auditor.auditor_progress VALUES (%s, %s)", (key, value))
         for n, rev, loss in ((40, "3", "0"), (41, "1.5", "0.1")):
-            conn.execute("INSERT INTO auditor.auditor_historic_denomination_revenue (denom_pub_hash, "
-                         f"revenue_timestamp, revenue_balance, loss_balance) VALUES (%s, {TS}, "
-                         f"{amt(rev)}, {amt(loss)})", (k(n, 64),))
+            conn.execute("INSERT INTO auditor.auditor_historic_denomination_revenue "
+                         "(denom_pub_hash, revenue_timestamp, revenue_balance, loss_balance) "
+                         f"VALUES (%s, {TS}, {amt(rev)}, {amt(loss)})", (k(n, 64),))
         for n, bal, issued in ((42, "20", 12), (43, "5", 3)):
             conn.execute("INSERT INTO auditor.auditor_denomination_pending (denom_pub_hash, "
                          "denom_balance, denom_loss, num_issued, denom_risk, recoup_loss) VALUES "
@@ -331,7 +331,8 @@ def assert_forms_agree(model, text, html_text):
         assert facts.attrs["data-count"][f"{t}:suppressed"] == str(sec["suppressed"])
         assert blocks[t][0].endswith(f"{sec['open']} open, {sec['suppressed']} suppressed")
         assert facts.rows.get((t, "open"), []) == [r["row_id"] for r in sec["rows"]]
-        assert facts.rows.get((t, "suppressed"), []) == [r["row_id"] for r in sec["suppressed_rows"]]
+        assert facts.rows.get((t, "suppressed"), []) == [r["row_id"]
+                                                         for r in sec["suppressed_rows"]]
         for m in sec["measures"]:
             assert facts.attrs["data-measure"][f"{t}.{m['name']}"] == m["amount"]
             assert f"  total {m['label']} [{m['category']}]: {m['amount']}" in blocks[t]
@@ -344,7 +345,8 @@ def assert_forms_agree(model, text, html_text):
                     assert str(row[name]) in line[0], (t, name, row)
     for b in model["balances"]:
         assert facts.attrs["data-balance"][b["key"]] == (b["value"] or "-")
-        assert re.search(rf"^  {re.escape(b['key'])} .* {re.escape(b['value'] or '-')}$", text, re.M)
+        value = re.escape(b["value"] or "-")
+        assert re.search(rf"^  {re.escape(b['key'])} .* {value}$", text, re.M)
 
 
 # -- tests ------------------------------------------------------------------------------
@@ -479,7 +481,8 @@ def test_tables_not_of_talers_shape_and_a_missing_taler_ops_schema(cluster, conf
     plain = cluster.createdb("report_odd_exchange")         # reachable, no taler_ops schema
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("DROP TABLE auditor.auditor_closure_lags")
-        conn.execute("ALTER TABLE auditor.auditor_wire_format_inconsistency DROP COLUMN wire_offset")
+        conn.execute("ALTER TABLE auditor.auditor_wire_format_inconsistency "
+                     "DROP COLUMN wire_offset")
         conn.execute("INSERT INTO auditor.auditor_row_inconsistency (row_table, diagnostic, "
                      "problem_row_id) VALUES ('x', 'y', 1)")
     model = json.loads(report(cli, config(conf, uri, plain), "--format", "json"))
@@ -501,7 +504,8 @@ def test_exit_codes(cluster, conf, cli, fresh_db, tmp_path):
     # A database without Taler's auditor schema: Taler's "not installed".
     done = cli("report", "-c", config(conf, fresh_db))
     assert done.returncode == 5 and "no schema auditor" in done.stderr
-    done = cli("report", "-c", config(conf, "postgresql:///x?host=/nonexistent&port=1", name="n.conf"))
+    nowhere = "postgresql:///x?host=/nonexistent&port=1"
+    done = cli("report", "-c", config(conf, nowhere, name="n.conf"))
     assert done.returncode == 5 and "cannot connect" in done.stderr
     done = cli("report", "-c", conf("empty.conf", {"exchange": {"CURRENCY": CUR}}))
     assert done.returncode == 6 and "auditordb-postgres" in done.stderr
@@ -537,7 +541,8 @@ def _chromium():
 
 
 def _artefacts():
-    path = os.environ.get("TALER_OPS_TEST_ARTEFACTS") or os.path.join(ROOT, "build", "test-artefacts")
+    path = (os.environ.get("TALER_OPS_TEST_ARTEFACTS")
+            or os.path.join(ROOT, "build", "test-artefacts"))
     os.makedirs(path, exist_ok=True)
     return path
 
@@ -657,7 +662,8 @@ def test_the_last_audit_is_the_commit_time_of_the_progress_points(conf, cli, sql
         assert model["audited"]["last_audit"] is None
         assert "no progress point was written" in model["audited"]["last_audit_source"]
         with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("INSERT INTO auditor.auditor_progress VALUES ('coins_deposit_serial_id', 3)")
+            conn.execute("INSERT INTO auditor.auditor_progress "
+                         "VALUES ('coins_deposit_serial_id', 3)")
             committed = conn.execute(
                 "SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', "
                 "'YYYY-MM-DD HH24:MI:SS\"Z\"') FROM auditor.auditor_progress").fetchone()[0]

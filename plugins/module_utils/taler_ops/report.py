@@ -489,7 +489,8 @@ def render_text(model):
                          ("last sync", a["last_sync"]), ("last audit", a["last_audit"])):
         out.append(f"  {label:<18} {_fmt(value)}")
     if model["since"]:
-        out.append(f"  {'new since':<18} {model['since']['generated']} ({model['since']['report']})")
+        since = model["since"]
+        out.append(f"  {'new since':<18} {since['generated']} ({since['report']})")
     if a["progress"]:
         out.append("")
         out += _table_lines(["progress point", "helper", "exchange table", "serials covered",
@@ -554,7 +555,8 @@ def render_text(model):
                    f"{len(sync['halts'])} open halt(s), {sync['cleared_halts']} cleared")
         if sync["holes"]:
             out += _table_lines(["table", "from", "to", "seen"],
-                                [[h["table"], h["from"], h["to"], h["seen"]] for h in sync["holes"]])
+                                [[h["table"], h["from"], h["to"], h["seen"]]
+                                 for h in sync["holes"]])
         if sync["halts"]:
             out += _table_lines(["table", "serial", "rule", "halted", "message"],
                                 [[h["table"], h["serial"], h["rule"], h["halted"], h["message"]]
@@ -655,7 +657,8 @@ def _environment():
                              lstrip_blocks=True)
     env.filters["dash"] = _fmt
     env.filters["units"] = lambda v: "" if v is None else parse_amount(v)
-    env.filters["shortkey"] = lambda v: "-" if v is None else (v if len(v) <= 16 else v[:13] + "…")
+    env.filters["shortkey"] = lambda v: "-" if v is None else (
+        v if len(v) <= 16 else v[:13] + "…")
     return env
 
 
