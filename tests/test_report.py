@@ -591,8 +591,16 @@ def test_a_headless_browser_loads_the_report_without_console_errors(cluster, con
     assert console == [], console
     with open(shot, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Printable: the browser's own print to PDF (the print CSS shows every paged row).
+    pdf = os.path.join(artefacts, "report.pdf")
+    if os.path.exists(pdf):
+        os.remove(pdf)
+    _, console = browse(chromium, page, tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}")
+    assert console == [], console
+    with open(pdf, "rb") as fh:
+        assert fh.read(5) == b"%PDF-"
     shutil.copy(page, os.path.join(artefacts, "report.html"))
-    print(f"\nbrowser test artefacts (screenshot, report): {artefacts}")
+    print(f"\nbrowser test artefacts (screenshot, PDF, report): {artefacts}")
 
 
 # -- playbooks/report.yml ---------------------------------------------------------------
