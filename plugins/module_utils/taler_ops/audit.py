@@ -218,12 +218,12 @@ def balances(aud):
 
 
 def open_findings_by_kind(aud):
-    out = {}
-    for kind, (table, _, _) in KINDS.items():
-        n = aud.execute(f"SELECT count(*) FROM auditor.{table} WHERE NOT suppressed").fetchone()[0]
-        if n:
-            out[kind] = n
-    return out
+    """Unsuppressed rows of Taler's report tables, by the kind of finding they hold."""
+    query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}, count(*) FROM {} WHERE NOT suppressed AND ({})").format(
+            sql.Literal(kind), sql.Identifier("auditor", k.table), sql.SQL(k.where))
+        for kind, k in KINDS.items())
+    return {kind: n for kind, n in aud.execute(query) if n}
 
 
 def run(exchange_uri, auditor_uri, internal=False, currency=None, now_us=None, dry_run=False,
