@@ -182,6 +182,46 @@ def test_expired_reserve_not_closed_reported_once(dbs, hist):
     assert len(found(later, "reserve_not_closed")) == 1
 
 
+def test_suppressed_findings_are_neither_open_nor_reported_again(dbs, hist):
+    """Taler's auditor service sets ``suppressed``; the audit honours it."""
+    pub, uuid, _ = hist.reserve("3", expiration=NOW - DAY, current_balance="2")
+    first = run(dbs, internal=True)
+    assert sorted(first["open_findings_by_kind"].items()) == [
+        ("reserve_balance_summary_wrong", 1), ("reserve_not_closed", 1)]
+    q(dbs[1], "UPDATE auditor.auditor_reserve_not_closed_inconsistency SET suppressed = TRUE")
+    q(dbs[1], "UPDATE auditor.auditor_reserve_balance_summary_wrong_inconsistency "
+              "SET suppressed = TRUE")
+    again = run(dbs, internal=True, now_us=NOW + DAY)
+    assert again["findings"] == [] and again["open_findings_by_kind"] == {}
+    from taler_ops import status
+    counts = status.audit(dbs[1])["findings"]
+    assert counts["auditor_reserve_not_closed_inconsistency"] == 0
+    assert counts["auditor_reserve_balance_summary_wrong_inconsistency"] == 0
+
+
+def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, auditor_flavour):
+    """auditor-dbinit -r: what Taler's restart.sql clears, and taler_ops.audit_coins."""
+    from taler_ops import auditor_schema
+    d = hist.denomination(coin="1")
+    _, uuid, _ = hist.reserve("1")
+    hist.withdraw(uuid, d, "1.01")
+    coin = hist.coin(d)
+    hist.deposit(coin, "0.6")
+    hist.deposit(coin, "0.6")
+    first = run(dbs)
+    assert len(first["findings"]) == 2
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(1,)]
+    sql_dir = (os.path.join(require_taler_sql(), "auditor") if auditor_flavour == "taler"
+               else None)
+    assert dbinit.auditor_dbinit(dbs[1], restart=True, sql_dir=sql_dir)["restarted"]
+    for table in auditor_schema.RESTART_CLEARS:
+        assert q(dbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(0,)]
+    again = run(dbs)
+    assert again["findings"] == first["findings"]
+    assert again["balances"] == first["balances"]
+
+
 def test_coin_rules_overspend_revoked_validity(dbs, hist):
     d = hist.denomination(coin="1")
     old = hist.denomination(coin="1", valid_from=T0 - 2 * YEAR, expire_withdraw=T0 - YEAR)
