@@ -125,10 +125,11 @@ def clean_history(h):
 
 # -- the rules -------------------------------------------------------------------------------
 
-def test_clean_history_has_no_findings_and_balances_add_up(dbs, hist):
+def test_clean_history_has_no_findings_and_balances_add_up(dbs, hist, auditor_flavour):
     clean_history(hist)
     report = run(dbs)
     assert report["findings"] == [], report["findings"]
+    assert report["auditor_flavour"] == auditor_flavour
     b = report["balances"]
     assert b["reserves_withdraw_fee_revenue"] == "KUDOS:0.02"
     assert b["reserves_close_fee_revenue"] == "KUDOS:0.1"
@@ -816,3 +817,22 @@ def test_internal_with_settle_skips_what_committed_during_the_wait(dbs, hist):
     later = run(dbs, internal=True)
     assert later["findings"] == [] and later["checks"]["reserves"]["rows_examined"] == {
         "reserves_out": 1}
+
+
+def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
+    """Check.finding(kind, **Taler's columns) is what a signature check plugs into."""
+    from taler_ops.audit_common import Check, Units
+    with psycopg.connect(dbs[1], autocommit=True) as aud:
+        check = Check("signatures", None, aud, NOW, "KUDOS")
+        with aud.transaction():
+            check.finding("bad_sig_loss", problem_row_id=7, operation="deposit",
+                          loss=Units(150_000_000), operation_specific_pub=b"\x05" * 32,
+                          _table="coin_deposits")
+            check.write()
+        entry = check.report_findings()[0]
+        assert (entry["taler_table"], entry["table"], entry["serial"], entry["loss"]) == (
+            "auditor_bad_sig_losses", "coin_deposits", 7, "KUDOS:1.5")
+        assert audit.open_findings_by_kind(aud) == {"bad_sig_loss": 1}
+    assert q(dbs[1], "SELECT problem_row_id, operation, (loss).val, (loss).frac, "
+                     "operation_specific_pub, suppressed FROM auditor.auditor_bad_sig_losses") == [
+        (7, "deposit", 1, 50_000_000, b"\x05" * 32, False)]
