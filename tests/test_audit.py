@@ -836,3 +836,38 @@ def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
     assert q(dbs[1], "SELECT problem_row_id, operation, (loss).val, (loss).frac, "
                      "operation_specific_pub, suppressed FROM auditor.auditor_bad_sig_losses") == [
         (7, "deposit", 1, 50_000_000, b"\x05" * 32, False)]
+
+
+def test_model_and_taler_auditor_databases_end_up_identical(cluster, tmp_path):
+    """One exchange history audited into a model-built and a Taler-built auditor database:
+    every row of every Taler table (row ids aside) and the audit's own state are equal."""
+    from taler_ops import auditor_schema, workload
+    require_taler_sql()
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    ex = cluster.createdb(f"ie_{tag}")
+    dbinit.exchange_dbinit(ex)
+    workload.bulk(ex, 2500, seed=11, now_us=GEN_NOW, inject=list(FINDING_OF),
+                  record_path=str(tmp_path / "planted.json"))
+    auds = {f: make_auditor_db(cluster.createdb(f"ia_{f}_{tag}"), f) for f in FLAVOURS}
+    reports = {f: audit.run(ex, uri, now_us=GEN_NOW, internal=True, currency="KUDOS")
+               for f, uri in auds.items()}
+    assert reports["model"]["findings"] == reports["taler"]["findings"]
+    assert len(reports["model"]["findings"]) == len(FINDING_OF)
+
+    def contents(uri):
+        out = {}
+        with psycopg.connect(uri) as conn:
+            for table in auditor_schema.TABLES:
+                cols = [r[0] for r in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attnum > 0 AND NOT attisdropped AND attidentity = '' ORDER BY attnum",
+                    (f"auditor.{table}",))]
+                out[table] = conn.execute(
+                    f"SELECT {', '.join(c + '::text' for c in cols)} FROM auditor.{table} "
+                    "ORDER BY 1, 2").fetchall() if cols else []
+            out["audit_coins"] = conn.execute(
+                "SELECT coin_pub, spent, refunded FROM taler_ops.audit_coins ORDER BY 1").fetchall()
+        return out
+    model, taler = contents(auds["model"]), contents(auds["taler"])
+    assert model == taler
+    assert model["auditor_progress"] and model["auditor_reserves"] and model["audit_coins"]
