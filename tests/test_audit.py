@@ -826,12 +826,11 @@ def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
         check = Check("signatures", None, aud, NOW, "KUDOS")
         with aud.transaction():
             check.finding("bad_sig_loss", problem_row_id=7, operation="deposit",
-                          loss=Units(150_000_000), operation_specific_pub=b"\x05" * 32,
-                          _table="coin_deposits")
+                          loss=Units(150_000_000), operation_specific_pub=b"\x05" * 32)
             check.write()
         entry = check.report_findings()[0]
         assert (entry["taler_table"], entry["table"], entry["serial"], entry["loss"]) == (
-            "auditor_bad_sig_losses", "coin_deposits", 7, "KUDOS:1.5")
+            "auditor_bad_sig_losses", "deposit", 7, "KUDOS:1.5")
         assert audit.open_findings_by_kind(aud) == {"bad_sig_loss": 1}
     assert q(dbs[1], "SELECT problem_row_id, operation, (loss).val, (loss).frac, "
                      "operation_specific_pub, suppressed FROM auditor.auditor_bad_sig_losses") == [

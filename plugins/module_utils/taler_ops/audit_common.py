@@ -59,8 +59,10 @@ KINDS = {
         Kind("auditor_amount_arithmetic_inconsistency", None, "problem_row_id"),
     "row_inconsistency":
         Kind("auditor_row_inconsistency", "row_table", "problem_row_id", f"NOT {_IS_REVOKED}"),
+    # Taler's table names no exchange table: the operation (one per signature
+    # column, e.g. "deposit") stands in for it in the run's report.
     "bad_sig_loss":
-        Kind("auditor_bad_sig_losses", None, "problem_row_id"),
+        Kind("auditor_bad_sig_losses", "operation", "problem_row_id"),
 }
 
 _cursor_names = itertools.count(1)
