@@ -40,6 +40,10 @@ KINDS = {
         ("auditor_amount_arithmetic_inconsistency", "problem_table", "problem_serial"),
     "row_inconsistency":
         ("auditor_row_inconsistency", "row_table", "problem_serial"),
+    # Taler's table has no table column: the operation (audit_signatures.OPERATIONS)
+    # names what was signed, one name per signature column.
+    "bad_sig_loss":
+        ("auditor_bad_sig_losses", "operation", "problem_row_id"),
 }
 
 _cursor_names = itertools.count(1)
