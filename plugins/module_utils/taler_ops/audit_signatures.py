@@ -94,7 +94,7 @@ _LOSS = {
         "SELECT bd.batch_deposit_serial_id, (SELECT sum((cd.amount_with_fee).val)"
         " + sum((cd.amount_with_fee).frac) / 100000000 FROM {s}.coin_deposits cd"
         " WHERE cd.batch_deposit_serial_id = bd.batch_deposit_serial_id)::int8,"
-        " (SELECT sum((cd.amount_with_fee).frac) % 100000000 FROM {s}.coin_deposits cd"
+        " (SELECT mod(sum((cd.amount_with_fee).frac), 100000000) FROM {s}.coin_deposits cd"
         " WHERE cd.batch_deposit_serial_id = bd.batch_deposit_serial_id)::int4,"
         " bd.merchant_pub FROM {s}.batch_deposits bd"
         " WHERE bd.batch_deposit_serial_id = ANY(%(serials)s)"),

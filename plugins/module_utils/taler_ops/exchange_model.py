@@ -351,14 +351,34 @@ class Exchange:
         self.wire_reference = 0
         self.due = []               # (merchant, wire_deadline, batch_serial, net) to aggregate
         self.hooks = None           # inject.Injector, when misbehaviour is to be planted
+        self.forger = None          # inject.Injector, when signatures are to be forged
+        self.forged = {}            # column -> forged value not yet written
 
     # -- helpers -------------------------------------------------------------
     def put(self, table, *row):
         self.w.add(table, row)
+        if self.forged:
+            self._note_forged(table, row)
+
+    def _note_forged(self, table, row):
+        for column, value in list(self.forged.items()):
+            t, col = column.split(".")
+            if t == table and row[COLUMNS[table].index(col)] == value:
+                del self.forged[column]
+                self.forger.forged_written(column, row[0])
+
+    def forge(self, column):
+        """True if inject.py wants this signature of ``column`` forged."""
+        return self.forger is not None and self.forger.forge(column)
 
     def sign(self, column, seed, **row):
         """The value of signature column ``column`` ("table.column") for a row
         whose signed values are ``row`` (the catalog's names), signed with ``seed``."""
+        if self.forge(column):
+            # The right block under a wrong key: well-formed, and invalid.
+            sig = catalog.get(column).sign(row, self.ctx, hashcode(b"forged" + bytes(seed)))
+            self.forged[column] = sig
+            return sig
         return catalog.get(column).sign(row, self.ctx, seed)
 
     def master_sign(self, column, **row):
@@ -697,6 +717,12 @@ class Exchange:
                 coin.sig = catalog.get("known_coins.denom_sig").sign(
                     {"coin_pub": coin.pub, "age_commitment_hash": coin.age_hash}, self.ctx,
                     coin.denom.key)
+            if self.forge("known_coins.denom_sig"):
+                # The denomination's real signature, on another coin.
+                coin.sig = catalog.get("known_coins.denom_sig").sign(
+                    {"coin_pub": self.rng.key32(), "age_commitment_hash": coin.age_hash},
+                    self.ctx, coin.denom.key)
+                self.forged["known_coins.denom_sig"] = coin.sig
             self.put("known_coins", coin.known_id, coin.denom.serial, coin.pub, coin.sig,
                      coin.age_hash, max(coin.remaining, 0))
 
@@ -814,10 +840,15 @@ class Exchange:
             new = self.new_coin(d)
             planchet = d.key.make_coin(new.pub, new.bks, new.age_hash, melt=True)
             new.sig = planchet.coin_sig
+            ev_sig = planchet.blind_sig
+            if self.forge("refresh_revealed_coins.ev_sig"):
+                # The denomination's blind signature of another planchet.
+                ev_sig = d.key.make_coin(self.rng.key32(), self.rng.key32(), melt=True).blind_sig
+                self.forged["refresh_revealed_coins.ev_sig"] = ev_sig
             self.put("refresh_revealed_coins", rrc, melt, i,
                      self.sign("refresh_revealed_coins.link_sig", coin.priv, denom_pub_hash=d.h,
                                transfer_pub=transfer_pub, coin_ev=planchet.coin_ev),
-                     d.serial, planchet.coin_ev, None, planchet.blind_sig, planchet.ewv)
+                     d.serial, planchet.coin_ev, None, ev_sig, planchet.ewv)
             out.append((d, rrc, new))
         self.put("refresh_transfer_keys", self.w.serial("refresh_transfer_keys"), melt,
                  transfer_pub, rng.randbytes(64))

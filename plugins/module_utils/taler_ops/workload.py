@@ -342,6 +342,7 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
         ex = Exchange(writer, Rand(_seed_text(seed, writer)), now,
                       keys if keys is not None else Keyring(seed))
         injector = Injector(kinds) if kinds else None
+        ex.forger = injector        # forged signatures: at the first chance, key material included
         t_start = now - HISTORY_SPAN
         _setup(ex, conn, t_start, merchants=8 + rows // 4000)
         lives = _Lifecycles(ex, injector)
@@ -658,6 +659,7 @@ def live(uri, rate, duration, seed=0, gc_every=None, inject=(), record_path=None
         conn.commit()
         setup_rows = sum(writer.written.values())
         injector = Injector(kinds) if kinds else None
+        ex.forger = injector
         stats = {"transactions": 1, "gc_runs": 0, "deleted": {}}
         updated = {}
         started = time.monotonic()
