@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
-from taler_ops import audit, dbinit, sync, workload  # noqa: E402
+from taler_ops import audit, audit_signatures, dbinit, sync, workload  # noqa: E402
 from taler_ops.crypto import batch, keyring  # noqa: E402
 
 NOW = 1_760_000_000_000_000
@@ -60,11 +60,11 @@ def main():
     ctx = keys.ctx
     cluster = Cluster("bench-audit").start()
     try:
-        ex, safe, aud_plain, aud_sig = (cluster.createdb(n)
-                                        for n in ("ex", "safe", "aud_plain", "aud_sig"))
+        ex, safe, aud_plain, aud_sig, aud_one = (
+            cluster.createdb(n) for n in ("ex", "safe", "aud_plain", "aud_sig", "aud_one"))
         dbinit.exchange_dbinit(ex)
         dbinit.exchange_dbinit(safe, role="safe-copy")
-        for uri in (aud_plain, aud_sig):
+        for uri in (aud_plain, aud_sig, aud_one):
             dbinit.auditor_dbinit(uri)
         print(f"{batch.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
               f"signature workers: {batch.cpu_count()}")
@@ -82,6 +82,14 @@ def main():
         s_sig = max(s_full - s_plain, 1e-9)
         print(f"{'  of which the signatures check (difference)':<44} {n_sig:>9,} sigs "
               f"{s_sig:8.2f} s {n_sig / s_sig:>10,.0f} sigs/s")
+        audit_signatures.WORKERS = 1
+        s_one, n_one, _ = timed(
+            "audit with signatures, one process",
+            lambda: audit.run(safe, aud_one, currency=ctx.currency, now_us=NOW, signatures=ctx))
+        audit_signatures.WORKERS = None
+        s_sig1 = max(s_one - s_plain, 1e-9)
+        print(f"{'  of which the signatures check (difference)':<44} {n_sig:>9,} sigs "
+              f"{s_sig1:8.2f} s {n_sig / s_sig1:>10,.0f} sigs/s")
         s_idle, _, _ = timed("audit, no new data", lambda: audit.run(
             safe, aud_sig, currency=ctx.currency, now_us=NOW, signatures=ctx))
         timed("generate 10 % more", lambda: workload.bulk(ex, args.rows // 10, seed=SEED,
@@ -91,11 +99,12 @@ def main():
             safe, aud_sig, currency=ctx.currency, now_us=NOW, signatures=ctx))
         assert report["findings"] == [], report["findings"][:3]
         print()
-        print(f"{'side by side (rows/s)':<30} {'sync':>10} {'audit':>10} {'audit+sigs':>11}")
+        print(f"{'side by side (rows/s)':<30} {'sync':>10} {'audit':>10} {'audit+sigs':>11} "
+              f"{'(1 process)':>11}")
         print(f"{'first run':<30} {n_sync / s_sync:>10,.0f} {n_plain / s_plain:>10,.0f} "
-              f"{n_full / s_full:>11,.0f}")
+              f"{n_full / s_full:>11,.0f} {n_one / s_one:>11,.0f}")
         print(f"{'per synced row':<30} {n_sync / s_sync:>10,.0f} {n_sync / s_plain:>10,.0f} "
-              f"{n_sync / s_full:>11,.0f}")
+              f"{n_sync / s_full:>11,.0f} {n_sync / s_one:>11,.0f}")
         print(f"{'increment, per synced row':<30} {n_isync / s_isync:>10,.0f} {'':>10} "
               f"{n_isync / s_inc:>11,.0f}")
         print(f"ratios: audit+sigs/sync time {s_full / s_sync:.2f}, signatures/audit "

@@ -26,6 +26,9 @@ from .errors import ConfigError
 NAME = "signatures"
 KIND = "bad_sig_loss"
 FETCH = 5000                # rows read and verified per batch
+# Verifying processes: None = every core (crypto.batch; batches below
+# batch.MIN_PARALLEL rows stay in process), 1 = never start a pool.
+WORKERS = None
 ZERO_PUB = bytes(32)        # operation_specific_pub when the row names no usable key
 
 log = logging.getLogger(__name__)
@@ -213,7 +216,7 @@ def _check_column(check, spec, ctx):
         rows = [r for r in rows if r["serial"] <= upto]
         if not rows:
             break
-        verdicts = batch.verify_rows(spec.name, rows, ctx)
+        verdicts = batch.verify_rows(spec.name, rows, ctx, workers=WORKERS)
         bad = [row["serial"] for row, verdict in zip(rows, verdicts) if verdict is False]
         if bad:
             _report(check, spec, ctx, bad)
