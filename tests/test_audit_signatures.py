@@ -199,3 +199,28 @@ def test_cli_gen_and_audit_with_the_configured_master_key(cluster, conf, cli, tm
     del sections["exchange"]["MASTER_PUBLIC_KEY"]
     res = cli("audit", "-c", conf("nokey.conf", sections), "-t", "--now", GEN_NOW)
     assert res.returncode == 0 and "signatures check skipped" in res.stderr
+
+
+def test_live_traffic_is_signed_and_forgeries_are_found(exchange_db, cluster, tmp_path):
+    """Live mode re-derives the keys of the denominations an earlier run with the
+    same seed wrote, signs its traffic, and plants forged signatures too."""
+    aud = cluster.createdb(f"sl_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    dbinit.auditor_dbinit(aud)
+    workload.bulk(exchange_db, 800, seed=SEED)
+    with psycopg.connect(exchange_db) as conn:
+        denoms_before = conn.execute("SELECT count(*) FROM exchange.denominations").fetchone()[0]
+    record_path = tmp_path / "live.json"
+    stats = workload.live(exchange_db, 300, 1.5, seed=SEED,
+                          inject=["bad_sig_withdraw", "bad_sig_deposit"],
+                          record_path=str(record_path))
+    assert stats["inserted"]["reserves_out"] > 0
+    with psycopg.connect(exchange_db) as conn:
+        # The bulk run's denominations were reused: no new generation.
+        assert conn.execute("SELECT count(*) FROM exchange.denominations").fetchone()[0] \
+            == denoms_before
+    planted = json.loads(record_path.read_text())
+    report = audit.run(exchange_db, aud, currency="KUDOS", signatures=keyring.Keyring(SEED).ctx)
+    bad = sorted((f["table"], f["serial"]) for f in report["findings"]
+                 if f["kind"] == "bad_sig_loss")
+    assert bad == sorted((audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"])
+                         for e in planted)
