@@ -77,7 +77,7 @@ def signature_context(cfg):
     from .crypto.context import SignatureContext
     if not cfg.get_string("exchange", "MASTER_PUBLIC_KEY", required=False):
         print("signatures check skipped: [exchange] MASTER_PUBLIC_KEY is not set in "
-              f"{cfg.path}", file=sys.stderr, flush=True)
+              f"{cfg.describe()}", file=sys.stderr, flush=True)
         return None
     return SignatureContext.from_config(cfg)
 
