@@ -224,3 +224,29 @@ def test_live_traffic_is_signed_and_forgeries_are_found(exchange_db, cluster, tm
                  if f["kind"] == "bad_sig_loss")
     assert bad == sorted((audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"])
                          for e in planted)
+
+
+@pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
+def test_safe_copy_after_sync_audits_clean_and_finds_forgeries(cluster, tmp_path, flavour):
+    """The sync copies every signed value (age commitments, merchant signatures,
+    planchets) as it is: a safe copy verifies as the primary does."""
+    from taler_ops import sync
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    primary, safe, aud = (cluster.createdb(f"{n}_{tag}") for n in ("sp", "ss", "sa"))
+    if flavour == "taler":
+        for uri in (primary, safe):
+            build_taler_exchange(uri, sql_root=require_taler_sql())
+    dbinit.exchange_dbinit(primary)
+    dbinit.exchange_dbinit(safe, role="safe-copy")
+    dbinit.auditor_dbinit(aud)
+    record_path = tmp_path / "planted.json"
+    workload.bulk(primary, 2500, seed=SEED, now_us=GEN_NOW,
+                  inject=["bad_sig_coin", "bad_sig_merge", "bad_sig_refund"],
+                  record_path=str(record_path))
+    sync.sync_once(primary, safe)
+    planted = json.loads(record_path.read_text())
+    report = _run(safe, aud)
+    assert report["role"] == "safe-copy"
+    assert sorted((f["kind"], f["table"], f["serial"]) for f in report["findings"]) == sorted(
+        ("bad_sig_loss", audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"])
+        for e in planted)
