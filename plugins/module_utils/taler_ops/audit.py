@@ -36,14 +36,15 @@ import time
 import psycopg
 from psycopg import IsolationLevel, sql
 
-from . import audit_aggregation, audit_coins, audit_internal, audit_reserves, registry
+from . import (audit_aggregation, audit_coins, audit_internal, audit_reserves, audit_signatures,
+               registry)
 from .audit_common import KINDS, Check, fmt, num, units
 from .db import connect, describe
 from .dbinit import (AUDITOR_WHAT, EXCHANGE_WHAT, assert_auditor_current,
                      assert_exchange_current, auditor_flavour, read_setup)
 from .errors import DatabaseNotReady, TalerOpsError, UsageError
 
-CHECKS = (audit_reserves, audit_coins, audit_aggregation)
+CHECKS = (audit_reserves, audit_coins, audit_aggregation, audit_signatures)
 AUDIT_LOCK_KEY = 0x7A1E_A0D1
 
 
@@ -54,8 +55,11 @@ def current_time_us():
 class Audit:
     """An open pair of connections; ``run_once`` may be called repeatedly."""
 
-    def __init__(self, exchange_uri, auditor_uri, internal=False, currency=None, settle=0.0):
+    def __init__(self, exchange_uri, auditor_uri, internal=False, currency=None, settle=0.0,
+                 signatures=None):
         self.internal = internal
+        # crypto.context.SignatureContext for the signatures check (None: skipped)
+        self.signatures = signatures
         self.settle = settle
         self.currency = currency
         self.exchange = describe(exchange_uri)
@@ -132,6 +136,7 @@ class Audit:
                     if stop is not None and stop():
                         break
                     check = Check(mod.NAME, self.ex, self.aud, now, self.currency, bounds)
+                    check.signatures = self.signatures
                     with self.aud.transaction():
                         mod.run(check)
                         check.write()
@@ -237,10 +242,10 @@ def open_findings_by_kind(aud):
 
 
 def run(exchange_uri, auditor_uri, internal=False, currency=None, now_us=None, dry_run=False,
-        settle=0.0):
+        settle=0.0, signatures=None):
     """One run (``-t``); returns the report dict."""
     with Audit(exchange_uri, auditor_uri, internal=internal, currency=currency,
-               settle=settle) as audit:
+               settle=settle, signatures=signatures) as audit:
         return audit.run_once(now_us=now_us, dry_run=dry_run)
 
 
