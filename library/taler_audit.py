@@ -23,7 +23,9 @@ options:
     description:
       - Taler configuration file on the managed host. C([exchangedb-postgres] CONFIG) names the
         exchange database to read, C([auditordb-postgres] CONFIG) the auditor database to
-        write; C([exchange] CURRENCY), if set, formats the amounts.
+        write; C([exchange] CURRENCY), if set, formats the amounts; with C([exchange]
+        MASTER_PUBLIC_KEY) (and C(BASE_URL) where purses exist) every signature is verified,
+        without it the signatures check is skipped with a warning.
     type: path
     required: true
   internal:
@@ -134,10 +136,15 @@ def main():
     try:
         cfg = config.load(p["config"], project="taler-auditor")
         currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
+        signatures = audit.signature_context(cfg)
+        if signatures is None:
+            module.warn("signatures check skipped: [exchange] MASTER_PUBLIC_KEY is not set in "
+                        + cfg.describe())
         try:
             report = audit.run(config.exchangedb_uri(cfg), config.auditordb_uri(cfg),
                                internal=p["internal"], currency=currency,
-                               dry_run=module.check_mode, settle=p["settle"])
+                               dry_run=module.check_mode, settle=p["settle"],
+                               signatures=signatures)
         except psycopg.Error as exc:
             raise audit.database_error(exc) from None
     except TalerOpsError as exc:

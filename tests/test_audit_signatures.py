@@ -195,6 +195,14 @@ def test_cli_gen_and_audit_with_the_configured_master_key(cluster, conf, cli, tm
     report = json.loads((tmp_path / "a.json").read_text())
     assert sorted((f["table"], f["serial"]) for f in report["findings"]) == sorted(
         (audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"]) for e in planted)
+    # More traffic from another seed, signed as the same exchange (--master-seed): no
+    # new finding, although every row of it is new.
+    res = cli("gen", "-c", path, "--rows", 400, "--seed", 9, "--master-seed", 7, "--now", GEN_NOW)
+    assert res.returncode == 0, res.stderr
+    res = cli("audit", "-c", path, "-t", "--now", GEN_NOW, "--report", tmp_path / "b.json")
+    assert res.returncode == 0, res.stderr
+    again = json.loads((tmp_path / "b.json").read_text())
+    assert again["checks"]["signatures"]["rows_examined"] and again["findings"] == []
     # Without the key: skipped, and said so.
     del sections["exchange"]["MASTER_PUBLIC_KEY"]
     res = cli("audit", "-c", conf("nokey.conf", sections), "-t", "--now", GEN_NOW)

@@ -183,7 +183,8 @@ class Audit:
             "checks": {c.name: {"progress_before": c.progress_before,
                                 "progress_after": c.progress,
                                 "rows_examined": c.examined,
-                                "new_findings": len(c.findings)} for c in checks},
+                                "new_findings": len(c.findings),
+                                "skipped": getattr(c, "skipped", None)} for c in checks},
             "rows_examined": sum(sum(c.examined.values()) for c in checks),
             "progress_moved": any(c.moved for c in checks),
             "findings": findings,
@@ -191,6 +192,16 @@ class Audit:
             "open_findings_by_kind": open_findings_by_kind(self.aud),
             "balances": {k: fmt(v, self.currency) for k, v in balances(self.aud).items()},
         }
+
+
+def signature_context(cfg):
+    """The signatures check's SignatureContext from the Taler configuration, or None
+    when [exchange] MASTER_PUBLIC_KEY is not set (the check is then skipped and its
+    progress points stay); a malformed key or currency is a ConfigError (exit 6)."""
+    from .crypto.context import SignatureContext
+    if not cfg.get_string("exchange", "MASTER_PUBLIC_KEY", required=False):
+        return None
+    return SignatureContext.from_config(cfg)
 
 
 def sync_cut(ex, role):

@@ -71,15 +71,12 @@ def _handle(args):
 
 
 def signature_context(cfg):
-    """The signatures check's SignatureContext, or None (check skipped, said on
-    stderr) when [exchange] MASTER_PUBLIC_KEY is not set; a malformed key or
-    currency is a configuration error (exit 6)."""
-    from .crypto.context import SignatureContext
-    if not cfg.get_string("exchange", "MASTER_PUBLIC_KEY", required=False):
+    """audit.signature_context, saying once on stderr when the check is skipped."""
+    ctx = audit.signature_context(cfg)
+    if ctx is None:
         print("signatures check skipped: [exchange] MASTER_PUBLIC_KEY is not set in "
               f"{cfg.describe()}", file=sys.stderr, flush=True)
-        return None
-    return SignatureContext.from_config(cfg)
+    return ctx
 
 
 def add_parser(sub):

@@ -7,7 +7,7 @@ from .crypto import crockford, keyring
 from .errors import ConfigError, UsageError
 
 
-def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS):
+def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS, master=None):
     """The generator's keys for ``seed``, signing for [exchange] CURRENCY and
     BASE_URL (defaults KUDOS and keyring.DEFAULT_BASE_URL).  If the configuration
     names a MASTER_PUBLIC_KEY, it must be the seed's (else the audit, reading the
@@ -15,7 +15,7 @@ def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS):
     currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
     base_url = cfg.get_string("exchange", "BASE_URL", required=False) or None
     try:
-        keys = keyring.Keyring(seed, currency, base_url, rsa_bits=rsa_bits)
+        keys = keyring.Keyring(seed, currency, base_url, rsa_bits=rsa_bits, master=master)
     except ValueError as exc:
         raise ConfigError(f"{cfg.describe()}: [exchange] CURRENCY: {exc}") from None
     configured = cfg.get_string("exchange", "MASTER_PUBLIC_KEY", required=False)
@@ -27,14 +27,16 @@ def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS):
         if not same:
             raise ConfigError(
                 f"{cfg.describe()}: [exchange] MASTER_PUBLIC_KEY is {configured}, but the "
-                f"generator's master key for --seed {seed} is {keys.master_public_key}: set "
-                "that (or use the seed whose key is configured)")
+                f"generator's master key for --master-seed "
+                f"{seed if master is None else master} is {keys.master_public_key}: set that "
+                "(or use the --master-seed whose key is configured)")
     return keys
 
 
 def _handler(args):
     if args.show_master_key:
-        print(keyring.master_public_key(args.seed))
+        print(keyring.master_public_key(
+            args.seed if args.master_seed is None else args.master_seed))
         return 0
     bulk_mode = args.rows is not None
     live_mode = args.rate is not None or args.duration is not None
@@ -53,7 +55,7 @@ def _handler(args):
         raise UsageError(f"--rsa-bits must be a multiple of 16 of at least 1024, not {args.rsa_bits}")
     cfg = config.load(args.config, project="taler-exchange")
     uri = config.exchangedb_uri(cfg)
-    keys = keyring_for(cfg, args.seed, args.rsa_bits)
+    keys = keyring_for(cfg, args.seed, args.rsa_bits, args.master_seed)
     progress = None if args.json else workload.tty_progress()
     try:
         if bulk_mode:
@@ -98,6 +100,10 @@ def add_parser(sub):
     p.add_argument("--gc-every", type=float, metavar="SECONDS",
                    help="live: run the exchange's garbage collection this often (primary only)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--master-seed", type=int, metavar="N",
+                   help="derive the exchange's offline master key (and its denomination keys) "
+                        "from N instead of --seed: runs with different seeds on one exchange "
+                        "then sign as the same exchange, under one MASTER_PUBLIC_KEY")
     p.add_argument("--now", type=int, metavar="MICROSECONDS",
                    help="bulk: the history ends at this time (default: now); with --seed "
                         "it makes the output reproducible")
@@ -110,6 +116,6 @@ def add_parser(sub):
                    help=f"size of new RSA denomination keys (default {keyring.RSA_BITS}, as "
                         "Taler's test configurations; 2048 makes coins about 3x slower)")
     p.add_argument("--show-master-key", action="store_true",
-                   help="print the master public key of --seed (what [exchange] "
+                   help="print the master public key of --master-seed or --seed (what [exchange] "
                         "MASTER_PUBLIC_KEY must say for the audit to check signatures) and exit")
     p.set_defaults(handler=_handler)

@@ -84,9 +84,11 @@ class Keyring:
     context (currency, master public key, base URL) and denomination keys."""
 
     def __init__(self, seed=0, currency: str | None = None, base_url: str | None = None,
-                 rsa_bits: int = RSA_BITS):
+                 rsa_bits: int = RSA_BITS, master: int | None = None):
+        # An exchange has one master key whatever traffic it sees: ``master`` (default:
+        # ``seed``) lets runs with different seeds sign as the same exchange.
         self.seed = seed
-        self.master = master_seed(seed)
+        self.master = master_seed(seed if master is None else master)
         self.master_pub = eddsa.public_key(self.master)
         self.ctx = SignatureContext(currency or DEFAULT_CURRENCY, self.master_pub,
                                     base_url or DEFAULT_BASE_URL)
