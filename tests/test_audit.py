@@ -543,9 +543,6 @@ def test_module_check_mode_then_run(dbs, hist, conf, module_runner):
 
 
 def test_internal_audit_playbook(dbs, hist, tmp_path, auditor_flavour):
-    if auditor_flavour == "taler":
-        pytest.skip("playbooks/internal-audit.yml sets no [auditordb-postgres] SQL_DIR, which "
-                    "auditor-dbinit needs for a Taler-built auditor database")
     # The playbook audits with the wall clock: keep the reserve from expiring.
     _, uuid, _ = hist.reserve("1", current_balance="0.5", expiration=T0 + 100 * YEAR)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -559,6 +556,8 @@ def test_internal_audit_playbook(dbs, hist, tmp_path, auditor_flavour):
              "taler_audit_cli": os.path.join(os.path.dirname(sys.executable), "taler-ops"),
              "taler_audit_report": str(report), "taler_audit_fail_on_findings": True,
              "taler_audit_settle": 0.2}
+    if auditor_flavour == "taler":
+        extra["taler_audit_auditor_sql_dir"] = os.path.join(require_taler_sql(), "auditor")
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(root, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
            str(inventory), os.path.join(root, "playbooks", "internal-audit.yml"),
