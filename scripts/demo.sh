@@ -122,8 +122,6 @@ fi
 
 step "The auditor's report (ansible-playbook playbooks/report.yml)"
 # Rendered on the auditor host from Taler's auditor database, fetched to build/reports/.
-# Until the audit writes Taler's report tables (issue 17), the report names the
-# model's differently shaped tables as unreadable instead of listing their findings.
 if has_command report; then
     out=$(ansible-playbook playbooks/report.yml -e '{"taler_report_formats": ["html", "json"]}' 2>&1) \
         || { echo "$out" | tail -n 40 >&2; exit 1; }

@@ -347,7 +347,7 @@ def _progress(rows, sync):
     out = []
     for key, offset in rows:
         helper = spec.helper_of(key)
-        table = spec.PROGRESS_TABLES.get(key, (None, None))[1]
+        table = spec.progress_table(key)
         entry = {"key": key, "helper": helper, "table": table, "next": offset}
         if key in spec.COUNTERS:
             entry["covered"] = f"counter {offset}"

@@ -211,7 +211,6 @@ PROGRESS_TABLES = {
     "reserves_wad_in_entries_serial_id": ("reserves", "wad_in_entries"),
     "reserves_open_deposits_serial_id": ("reserves", "reserves_open_deposits"),
     "coins_refresh_reveal_serial_id": ("coins", "refresh_revealed_coins"),
-    "aggregation_lag_batch_deposit_serial_id": ("aggregation", "batch_deposits"),
 }
 # Counters that are not serials (no range).
 COUNTERS = ("purse_open_counter",)
@@ -229,7 +228,20 @@ BALANCE_HELPERS = {
 # Prefixes of progress and balance keys -> helper.
 HELPER_PREFIXES = (("aggregation_", "aggregation"), ("coins_", "coins"), ("coin_", "coins"),
                    ("deposit", "deposits"), ("purse", "purses"), ("reserves_", "reserves"),
-                   ("wire-", "wire"), ("wire_", "transfer"))
+                   ("wire-", "wire"), ("wire_", "transfer"), ("signatures_", "signatures"))
+
+
+def progress_table(key):
+    """The exchange table a progress key walks, or None."""
+    if key in PROGRESS_TABLES:
+        return PROGRESS_TABLES[key][1]
+    if key.startswith("signatures_"):
+        # taler-ops' signatures check: one key per signature column
+        from .audit_signatures import COLUMNS, progress_key
+        for column in COLUMNS:
+            if progress_key(column) == key:
+                return column.table
+    return None
 
 
 def helper_of(key):
