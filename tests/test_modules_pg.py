@@ -168,6 +168,27 @@ def test_qualified_names_follow_sql_rules():
             parse_qualified(bad)
 
 
+def test_role_without_password_converges(pg):
+    """password: "" (peer-authenticated service roles) removes a password once, then is a no-op:
+    pg_roles shows '********' either way, only pg_authid tells."""
+    publisher, _ = pg
+    base = dict(login(publisher, "exch"), name="peer_only", login=True)
+    run = run_tasks([{"pg_role": dict(base, password=PASSWORD)},
+                     {"pg_role": dict(base, password="")},
+                     {"pg_role": dict(base, password="")}], diff=True)
+    assert run.ok, run
+    made, removed, again = run.results
+    assert made["changed"] and made["role"]["password_set"]
+    assert removed["changed"] and removed["queries"] == ['ALTER ROLE "peer_only" PASSWORD NULL']
+    assert removed["role"]["password_set"] is False
+    assert not again["changed"] and again["queries"] == [], again
+    assert one(publisher, "exch", "SELECT rolpassword FROM pg_authid WHERE rolname = 'peer_only'") is None
+    fresh = run_tasks([{"pg_role": dict(base, name="peer_new", password="")},
+                       {"pg_role": dict(base, name="peer_new", password="")}])
+    assert [r["changed"] for r in fresh.results] == [True, False], fresh
+    assert_no_secret(run.stdout + run.stderr)
+
+
 # --- pg_privileges ---------------------------------------------------------
 
 def test_privileges_exclusive_least_privilege(pg):
