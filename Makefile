@@ -13,7 +13,7 @@ PG_BIN ?= $(shell $(PG_FIND))
 PG_PACKAGE ?= postgresql
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint demo crashloop postgresql sshd promtool venv clean
+.PHONY: test unit lint demo crashloop postgresql sshd promtool chromium report-sample venv clean
 
 venv: $(VENV)/.installed
 
@@ -51,12 +51,23 @@ promtool:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	  rc=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
-test: venv postgresql sshd promtool
+# Debian's chromium loads the auditor's report headless in tests/test_report.py (its
+# screenshot is a test artefact).  No recommends; nothing is started.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
+test: venv postgresql sshd promtool chromium
 	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The auditor topology on this machine (playbooks/site.yml), traffic, sync, audit, status.
 demo: venv postgresql
 	PG_BIN="$(PG_BIN)" scripts/demo.sh
+
+# docs/report-sample.html (+ .json, .txt): the report of a Taler-built auditor database
+# filled with one finding of every kind, on a throwaway cluster (docs/report.md).
+report-sample: venv postgresql
+	TALER_OPS_PG_BIN="$(PG_BIN)" $(PY) docs/report_sample.py docs
 
 # The full issue-9 crash loop: 50 kill -9 during a 1M-row pass (make test runs 8 on 150k).
 crashloop: venv postgresql

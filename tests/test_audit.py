@@ -13,20 +13,39 @@ import pytest
 
 from audit_history import DAY, T0, YEAR, History
 from conftest import FLAVOURS, flavour_param
-from taler_build import build_taler_exchange, require_taler_sql
+from taler_build import build_taler_auditor, build_taler_exchange, require_taler_sql
 from taler_ops import audit, dbinit
+from taler_ops.audit_common import KINDS
 
 NOW = T0 + 10 * DAY
 
 
+def make_auditor_db(uri, flavour):
+    """An auditor database of ``flavour``: the model, or built from Taler's own files
+    (psql, as taler-auditor-dbinit) and then given taler-ops' audit state by auditor-dbinit."""
+    if flavour == "taler":
+        root = require_taler_sql()
+        build_taler_auditor(uri, sql_root=root)
+        dbinit.auditor_dbinit(uri, sql_dir=os.path.join(root, "auditor"))
+    else:
+        dbinit.auditor_dbinit(uri)
+    return uri
+
+
+@pytest.fixture(params=[flavour_param(f) for f in FLAVOURS])
+def auditor_flavour(request):
+    return request.param
+
+
 @pytest.fixture
-def dbs(cluster, request):
-    """(exchange uri, auditor uri): a primary exchange database and a separate auditor one."""
+def dbs(cluster, request, auditor_flavour):
+    """(exchange uri, auditor uri): a primary exchange database and a separate auditor
+    one, of either flavour (the audit must give the same results on both)."""
     base = "".join(ch if ch.isalnum() else "_" for ch in request.node.name[:30].lower())
     ex = cluster.createdb(f"ax_{base}_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     au = cluster.createdb(f"aa_{base}_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.exchange_dbinit(ex)
-    dbinit.auditor_dbinit(au)
+    make_auditor_db(au, auditor_flavour)
     return ex, au
 
 
@@ -58,14 +77,31 @@ def progress(uri):
     return dict(q(uri, "SELECT progress_key, progress_offset FROM auditor.auditor_progress"))
 
 
+def _table_col(k):
+    if k.row_table is None:
+        return "NULL::text"
+    return f"'{k.row_table[1:]}'" if k.row_table.startswith("=") else k.row_table
+
+
 def all_findings(uri):
-    """Every stored finding as (kind, table, serial), sorted, duplicates kept."""
-    from taler_ops.audit_common import KINDS
+    """Every stored finding as (kind, table, serial), sorted, duplicates kept; table and
+    serial are None where Taler's report table has no column for them."""
     out = []
-    for kind, (table, table_col, serial_col) in KINDS.items():
-        tcol = f"'{table_col[1:]}'" if table_col.startswith("=") else table_col
-        out += [(kind, t, s) for t, s in q(uri, f"SELECT {tcol}, {serial_col} FROM auditor.{table}")]
-    return sorted(out)
+    for kind, k in KINDS.items():
+        out += [(kind, t, s) for t, s in q(
+            uri, f"SELECT {_table_col(k)}, {k.serial or 'NULL::int8'} FROM auditor.{k.table} "
+                 f"WHERE {k.where}")]
+    return sorted(out, key=repr)
+
+
+def stored(findings):
+    """(kind, table, serial) of a run's report as Taler's report tables keep them."""
+    out = []
+    for kind, table, serial in findings:
+        k = KINDS[kind]
+        out.append((kind, None if k.row_table is None else table,
+                    serial if k.serial else None))
+    return sorted(out, key=repr)
 
 
 def clean_history(h):
@@ -89,19 +125,20 @@ def clean_history(h):
 
 # -- the rules -------------------------------------------------------------------------------
 
-def test_clean_history_has_no_findings_and_balances_add_up(dbs, hist):
+def test_clean_history_has_no_findings_and_balances_add_up(dbs, hist, auditor_flavour):
     clean_history(hist)
     report = run(dbs)
     assert report["findings"] == [], report["findings"]
+    assert report["auditor_flavour"] == auditor_flavour
     b = report["balances"]
     assert b["reserves_withdraw_fee_revenue"] == "KUDOS:0.02"
     assert b["reserves_close_fee_revenue"] == "KUDOS:0.1"
     assert b["reserves_reserve_total_balance"] == "KUDOS:0"
-    assert b["coins_deposit_fee_revenue"] == "KUDOS:0.04"
-    assert b["coins_melt_fee_revenue"] == "KUDOS:0.03"
-    assert b["coins_refund_fee_revenue"] == "KUDOS:0.04"
+    assert b["coin_deposit_fee_revenue"] == "KUDOS:0.04"
+    assert b["coin_melt_fee_revenue"] == "KUDOS:0.03"
+    assert b["coin_refund_fee_revenue"] == "KUDOS:0.04"
     # two coins issued (2), spent 0.6 + 0.5 + 1 - refunded 0.1 = 2.0
-    assert b["coins_total_escrowed"] == "KUDOS:0"
+    assert b["total_escrowed"] == "KUDOS:0"
     assert b["aggregation_total_wire_out"] == "KUDOS:0.76"
     assert b["aggregation_total_wire_fee_revenue"] == "KUDOS:0.2"
     assert report["rows_examined"] > 10 and report["progress_moved"]
@@ -146,6 +183,46 @@ def test_expired_reserve_not_closed_reported_once(dbs, hist):
     assert len(found(later, "reserve_not_closed")) == 1
 
 
+def test_suppressed_findings_are_neither_open_nor_reported_again(dbs, hist):
+    """Taler's auditor service sets ``suppressed``; the audit honours it."""
+    pub, uuid, _ = hist.reserve("3", expiration=NOW - DAY, current_balance="2")
+    first = run(dbs, internal=True)
+    assert sorted(first["open_findings_by_kind"].items()) == [
+        ("reserve_balance_summary_wrong", 1), ("reserve_not_closed", 1)]
+    q(dbs[1], "UPDATE auditor.auditor_reserve_not_closed_inconsistency SET suppressed = TRUE")
+    q(dbs[1], "UPDATE auditor.auditor_reserve_balance_summary_wrong_inconsistency "
+              "SET suppressed = TRUE")
+    again = run(dbs, internal=True, now_us=NOW + DAY)
+    assert again["findings"] == [] and again["open_findings_by_kind"] == {}
+    from taler_ops import status
+    counts = status.audit(dbs[1])["findings"]
+    assert counts["auditor_reserve_not_closed_inconsistency"] == 0
+    assert counts["auditor_reserve_balance_summary_wrong_inconsistency"] == 0
+
+
+def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, auditor_flavour):
+    """auditor-dbinit -r: what Taler's restart.sql clears, and taler_ops.audit_coins."""
+    from taler_ops import auditor_schema
+    d = hist.denomination(coin="1")
+    _, uuid, _ = hist.reserve("1")
+    hist.withdraw(uuid, d, "1.01")
+    coin = hist.coin(d)
+    hist.deposit(coin, "0.6")
+    hist.deposit(coin, "0.6")
+    first = run(dbs)
+    assert len(first["findings"]) == 2
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(1,)]
+    sql_dir = (os.path.join(require_taler_sql(), "auditor") if auditor_flavour == "taler"
+               else None)
+    assert dbinit.auditor_dbinit(dbs[1], restart=True, sql_dir=sql_dir)["restarted"]
+    for table in auditor_schema.RESTART_CLEARS:
+        assert q(dbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(0,)]
+    again = run(dbs)
+    assert again["findings"] == first["findings"]
+    assert again["balances"] == first["balances"]
+
+
 def test_coin_rules_overspend_revoked_validity(dbs, hist):
     d = hist.denomination(coin="1")
     old = hist.denomination(coin="1", valid_from=T0 - 2 * YEAR, expire_withdraw=T0 - YEAR)
@@ -165,7 +242,25 @@ def test_coin_rules_overspend_revoked_validity(dbs, hist):
         ("revoked_denomination_spend", "coin_deposits", spend)])
     spent = next(f for f in report["findings"] if f["kind"] == "coin_overspent")
     assert spent["exchange_amount"] == "KUDOS:1.2" and spent["auditor_amount"] == "KUDOS:1"
-    assert report["balances"]["coins_irregular_loss"] == "KUDOS:0.2"
+    assert report["balances"]["coin_irregular_loss"] == "KUDOS:0.2"
+    # Taler's report tables, as Taler's helpers fill them.
+    assert q(dbs[1], "SELECT operation, (exchange_amount).val, (exchange_amount).frac, "
+                     "(auditor_amount).val, coin_pub, profitable "
+                     "FROM auditor.auditor_coin_inconsistency") == [
+        ("deposit", 1, 20_000_000, 1, coin, False)]
+    assert q(dbs[1], "SELECT row_table, problem_row_id FROM auditor.auditor_row_inconsistency "
+                     "WHERE diagnostic LIKE 'coin of a revoked denomination spent%'") == [
+        ("coin_deposits", spend)]
+    assert q(dbs[1], "SELECT problem_row_id, denompub_h FROM "
+                     "auditor.auditor_denomination_key_validity_withdraw_inconsistency") == [
+        (late, q(dbs[0], "SELECT denom_pub_hash FROM exchange.denominations "
+                         "WHERE denominations_serial = %s", (old,))[0][0])]
+    # Per denomination: one coin of d withdrawn (1), 1 spent legitimately, 0.2 lost.
+    h_d = q(dbs[0], "SELECT denom_pub_hash FROM exchange.denominations "
+                    "WHERE denominations_serial = %s", (d,))[0][0]
+    assert q(dbs[1], "SELECT num_issued, (denom_risk).val, (denom_balance).val, "
+                     "(denom_loss).frac FROM auditor.auditor_denomination_pending "
+                     "WHERE denom_pub_hash = %s", (h_d,)) == [(1, 1, 0, 20_000_000)]
 
 
 def test_refund_gives_value_back_to_the_coin(dbs, hist):
@@ -196,7 +291,10 @@ def test_wire_out_mismatch_and_missing_fee(dbs, hist):
                                     ("row_inconsistency", "wire_out", nofee)])
     mismatch = next(f for f in report["findings"] if f["kind"] == "wire_out_inconsistency")
     assert (mismatch["expected"], mismatch["claimed"]) == ("KUDOS:1.36", "KUDOS:1.5")
-    assert report["balances"]["aggregation_wire_out_delta_plus"] == "KUDOS:0.14"
+    assert report["balances"]["aggregation_total_wire_out_delta_plus"] == "KUDOS:0.14"
+    assert q(dbs[1], "SELECT wire_out_serial_id, (expected).val, (expected).frac, "
+                     "destination_account <> '' FROM auditor.auditor_wire_out_inconsistency") == [
+        (bad, 1, 36_000_000, True)]
 
 
 def test_aggregation_lag_reported_once_when_due(dbs, hist):
@@ -208,12 +306,15 @@ def test_aggregation_lag_reported_once_when_due(dbs, hist):
     hist.wire_out([paid], "0.98")
     first = run(dbs)
     assert found(first) == [("deposit_aggregation_lag", "batch_deposits", due)]
-    assert first["findings"][0]["amount"] == "KUDOS:1"
-    assert progress(dbs[1])["aggregation_lag_batch_deposit_serial_id"] == later
+    assert first["findings"][0]["total_amount"] == "KUDOS:1"
+    assert progress(dbs[1])["wire_batch_deposit_id"] == later
     assert run(dbs)["findings"] == []
     second = run(dbs, now_us=NOW + 2 * DAY)
     assert found(second) == [("deposit_aggregation_lag", "batch_deposits", later)]
-    assert progress(dbs[1])["aggregation_lag_batch_deposit_serial_id"] == paid + 1
+    assert progress(dbs[1])["wire_batch_deposit_id"] == paid + 1
+    assert q(dbs[1], "SELECT batch_deposit_serial_id, deadline, (total_amount).val "
+                     "FROM auditor.auditor_pending_deposits ORDER BY 1") == [
+        (due, NOW - 1, 1), (later, NOW + DAY, 1)]
 
 
 # -- incrementality ----------------------------------------------------------------------------
@@ -374,8 +475,8 @@ def test_crash_mid_run_leaves_progress_and_findings_consistent(dbs, hist, cluste
             time.sleep(0.05)
         assert waiting, "the audit never reached the coins findings"
         # The reserves check has committed; the coins check is mid-transaction.
-        assert q(dbs[1], "SELECT problem_serial FROM "
-                         "auditor.auditor_reserve_balance_insufficient_inconsistency") == [(over_w,)]
+        assert q(dbs[1], "SELECT count(*) FROM "
+                         "auditor.auditor_reserve_balance_insufficient_inconsistency") == [(1,)]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -384,11 +485,11 @@ def test_crash_mid_run_leaves_progress_and_findings_consistent(dbs, hist, cluste
     prog = progress(dbs[1])
     assert prog["reserves_reserve_out_serial_id"] == over_w + 1
     assert "coins_deposit_serial_id" not in prog, "the killed check committed nothing"
-    assert q(dbs[1], "SELECT count(*) FROM auditor.auditor_coins") == [(0,)]
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(0,)]
     rerun = run(dbs)
     assert found(rerun) == [("coin_overspent", "coin_deposits", over_d)]
-    assert all_findings(dbs[1]) == expected
-    assert rerun["balances"]["coins_irregular_loss"] == "KUDOS:0.2"
+    assert all_findings(dbs[1]) == stored(expected)
+    assert rerun["balances"]["coin_irregular_loss"] == "KUDOS:0.2"
     assert run(dbs)["findings"] == []
 
 
@@ -410,8 +511,8 @@ def test_daemon_picks_up_new_data_and_stops_on_sigterm(dbs, hist, conf, tmp_path
             return False
         assert wait_for(lambda: "reserves_reserve_in_serial_id" in progress(dbs[1]))
         over = hist.withdraw(uuid, d, "1.01")
-        assert wait_for(lambda: all_findings(dbs[1]) == [
-            ("reserve_balance_insufficient", "reserves_out", over)])
+        assert wait_for(lambda: all_findings(dbs[1]) == stored([
+            ("reserve_balance_insufficient", "reserves_out", over)]))
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -441,7 +542,10 @@ def test_module_check_mode_then_run(dbs, hist, conf, module_runner):
     assert res["open_findings_by_kind"]["reserve_balance_summary_wrong"] == 1
 
 
-def test_internal_audit_playbook(dbs, hist, tmp_path):
+def test_internal_audit_playbook(dbs, hist, tmp_path, auditor_flavour):
+    if auditor_flavour == "taler":
+        pytest.skip("playbooks/internal-audit.yml sets no [auditordb-postgres] SQL_DIR, which "
+                    "auditor-dbinit needs for a Taler-built auditor database")
     # The playbook audits with the wall clock: keep the reserve from expiring.
     _, uuid, _ = hist.reserve("1", current_balance="0.5", expiration=T0 + 100 * YEAR)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -501,7 +605,7 @@ def test_generated_injections_are_found_with_table_and_serial(dbs, tmp_path):
     assert found(plain) == [f for f in expected if f[0] != "reserve_balance_summary_wrong"]
     internal = run(dbs, now_us=GEN_NOW, internal=True)
     assert found(internal) == [f for f in expected if f[0] == "reserve_balance_summary_wrong"]
-    assert all_findings(dbs[1]) == expected
+    assert all_findings(dbs[1]) == stored(expected)
 
 
 def test_generated_more_traffic_examines_only_the_new_rows(dbs):
@@ -525,8 +629,8 @@ def test_generated_more_traffic_examines_only_the_new_rows(dbs):
 def test_generated_safe_copy_after_sync(cluster, tmp_path, flavour):
     """gen -> primary, sync -> safe copy, audit the copy; -i is refused there.
 
-    On both flavours: the same planted misbehaviour is found in a safe copy built
-    from Taler's own SQL files as in the model.
+    On both flavours (exchange and auditor databases built from Taler's own SQL
+    files, or the model): the same planted misbehaviour is found.
     """
     from taler_ops import sync, workload
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
@@ -536,7 +640,7 @@ def test_generated_safe_copy_after_sync(cluster, tmp_path, flavour):
             build_taler_exchange(uri, sql_root=require_taler_sql())
     dbinit.exchange_dbinit(primary)
     dbinit.exchange_dbinit(safe, role="safe-copy")
-    dbinit.auditor_dbinit(aud)
+    make_auditor_db(aud, flavour)
     record_path = tmp_path / "planted.json"
     workload.bulk(primary, 3000, seed=7, now_us=GEN_NOW, inject=list(FINDING_OF),
                   record_path=str(record_path))
@@ -595,7 +699,9 @@ def test_audit_runs_with_the_auditor_roles_privileges_only(cluster, exchange_db)
                  "GRANT SELECT ON ALL TABLES IN SCHEMA taler_ops TO {r}",
                  "GRANT SELECT ON ALL TABLES IN SCHEMA _v TO {r}",
                  "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA auditor "
-                 "TO {r}"):
+                 "TO {r}",
+                 # the audit's own per-coin state beside Taler's schema (not the sync's tables)
+                 "GRANT INSERT, UPDATE, DELETE ON taler_ops.audit_coins TO {r}"):
         q(exchange_db, stmt.format(r=role))
     uri = exchange_db.replace("postgresql://postgres@", f"postgresql://{role}@")
     report = audit.run(uri, uri, now_us=NOW)
@@ -640,7 +746,8 @@ def test_settle_waits_for_rows_in_flight(dbs, hist):
     assert out["report"]["bounded_by"] == "maxima settled for 3.0 s"
 
 
-def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkeypatch):
+def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkeypatch,
+                                                  auditor_flavour):
     """State written out and reloaded mid-increment (large backlogs) changes nothing."""
     from taler_ops import audit_coins, audit_reserves, workload
     record_path = tmp_path / "planted.json"
@@ -648,7 +755,7 @@ def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkey
                                                                 "reserve_overdraft"],
                   record_path=str(record_path))
     other = cluster.createdb(f"cache_{os.getpid()}_{time.monotonic_ns() % 10**6}")
-    dbinit.auditor_dbinit(other)
+    make_auditor_db(other, auditor_flavour)
     normal = run(dbs, now_us=GEN_NOW)
     monkeypatch.setattr(audit_reserves, "CACHE_LIMIT", 7)
     monkeypatch.setattr(audit_coins, "CACHE_LIMIT", 7)
@@ -660,8 +767,12 @@ def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkey
              "withdraw_fee_balance::text, close_fee_balance::text, expiration_date "
              "FROM auditor.auditor_reserves ORDER BY 1")
     assert q(other, state) == q(dbs[1], state)
-    coins = "SELECT coin_pub, spent::text, refunded::text FROM auditor.auditor_coins ORDER BY 1"
+    coins = "SELECT coin_pub, spent::text, refunded::text FROM taler_ops.audit_coins ORDER BY 1"
     assert q(other, coins) == q(dbs[1], coins)
+    denoms = ("SELECT denom_pub_hash, denom_balance::text, denom_loss::text, num_issued, "
+              "denom_risk::text, recoup_loss::text FROM auditor.auditor_denomination_pending "
+              "ORDER BY 1")
+    assert q(other, denoms) == q(dbs[1], denoms) and q(other, denoms)
 
 
 def test_auditor_database_on_another_server(dbs, hist):
@@ -706,3 +817,56 @@ def test_internal_with_settle_skips_what_committed_during_the_wait(dbs, hist):
     later = run(dbs, internal=True)
     assert later["findings"] == [] and later["checks"]["reserves"]["rows_examined"] == {
         "reserves_out": 1}
+
+
+def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
+    """Check.finding(kind, **Taler's columns) is what a signature check plugs into."""
+    from taler_ops.audit_common import Check, Units
+    with psycopg.connect(dbs[1], autocommit=True) as aud:
+        check = Check("signatures", None, aud, NOW, "KUDOS")
+        with aud.transaction():
+            check.finding("bad_sig_loss", problem_row_id=7, operation="deposit",
+                          loss=Units(150_000_000), operation_specific_pub=b"\x05" * 32)
+            check.write()
+        entry = check.report_findings()[0]
+        assert (entry["taler_table"], entry["table"], entry["serial"], entry["loss"]) == (
+            "auditor_bad_sig_losses", "deposit", 7, "KUDOS:1.5")
+        assert audit.open_findings_by_kind(aud) == {"bad_sig_loss": 1}
+    assert q(dbs[1], "SELECT problem_row_id, operation, (loss).val, (loss).frac, "
+                     "operation_specific_pub, suppressed FROM auditor.auditor_bad_sig_losses") == [
+        (7, "deposit", 1, 50_000_000, b"\x05" * 32, False)]
+
+
+def test_model_and_taler_auditor_databases_end_up_identical(cluster, tmp_path):
+    """One exchange history audited into a model-built and a Taler-built auditor database:
+    every row of every Taler table (row ids aside) and the audit's own state are equal."""
+    from taler_ops import auditor_schema, workload
+    require_taler_sql()
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    ex = cluster.createdb(f"ie_{tag}")
+    dbinit.exchange_dbinit(ex)
+    workload.bulk(ex, 2500, seed=11, now_us=GEN_NOW, inject=list(FINDING_OF),
+                  record_path=str(tmp_path / "planted.json"))
+    auds = {f: make_auditor_db(cluster.createdb(f"ia_{f}_{tag}"), f) for f in FLAVOURS}
+    reports = {f: audit.run(ex, uri, now_us=GEN_NOW, internal=True, currency="KUDOS")
+               for f, uri in auds.items()}
+    assert reports["model"]["findings"] == reports["taler"]["findings"]
+    assert len(reports["model"]["findings"]) == len(FINDING_OF)
+
+    def contents(uri):
+        out = {}
+        with psycopg.connect(uri) as conn:
+            for table in auditor_schema.TABLES:
+                cols = [r[0] for r in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attnum > 0 AND NOT attisdropped AND attidentity = '' ORDER BY attnum",
+                    (f"auditor.{table}",))]
+                out[table] = conn.execute(
+                    f"SELECT {', '.join(c + '::text' for c in cols)} FROM auditor.{table} "
+                    "ORDER BY 1, 2").fetchall() if cols else []
+            out["audit_coins"] = conn.execute(
+                "SELECT coin_pub, spent, refunded FROM taler_ops.audit_coins ORDER BY 1").fetchall()
+        return out
+    model, taler = contents(auds["model"]), contents(auds["taler"])
+    assert model == taler
+    assert model["auditor_progress"] and model["auditor_reserves"] and model["audit_coins"]

@@ -9,7 +9,7 @@ import pytest
 import builders as b
 from conftest import FLAVOURS, ROOT, flavour_param
 from taler_build import build_taler_exchange, require_taler_sql
-from taler_ops import dbinit, gc, versioning
+from taler_ops import auditor_schema, dbinit, gc, versioning
 from taler_ops.errors import DatabaseNotReady, TalerOpsError
 
 
@@ -189,11 +189,14 @@ def test_config_expansion_and_inline(cli, tmp_path, fresh_db, monkeypatch):
 
 # -- auditor-dbinit ---------------------------------------------------------------------------
 
+AUDITOR_PATCHES = [p.name for p in auditor_schema.PATCHES]
+
 def _auditor_rows(uri):
     with psycopg.connect(uri) as conn:
         return {t: conn.execute(f"SELECT count(*) FROM auditor.{t}").fetchone()[0]
                 for t in ("auditor_progress", "auditor_balances", "auditor_row_inconsistency",
-                          "auditor_deposit_confirmations")}
+                          "auditor_deposit_confirmations", "auditor_exchange_signkeys")} | {
+            "audit_coins": conn.execute("SELECT count(*) FROM taler_ops.audit_coins").fetchone()[0]}
 
 
 def _fill_auditor(uri):
@@ -201,8 +204,12 @@ def _fill_auditor(uri):
         conn.execute("INSERT INTO auditor.auditor_progress VALUES ('coins_deposit_serial_id', 7)")
         conn.execute("INSERT INTO auditor.auditor_balances (balance_key, balance_value) "
                      "VALUES ('total_escrowed', ROW(1, 0))")
-        conn.execute("INSERT INTO auditor.auditor_row_inconsistency (row_table, problem_serial, "
+        conn.execute("INSERT INTO auditor.auditor_row_inconsistency (row_table, problem_row_id, "
                      "diagnostic) VALUES ('reserves_in', 3, 'test')")
+        conn.execute("INSERT INTO auditor.auditor_exchange_signkeys (exchange_pub, master_sig, "
+                     "ep_valid_from, ep_expire_sign, ep_expire_legal) VALUES (%s, %s, 1, 2, 3)",
+                     (b"k" * 32, b"S" * 64))
+        conn.execute("INSERT INTO taler_ops.audit_coins VALUES (%s, 1, 5, 0)", (b"c" * 32,))
         conn.execute(
             "INSERT INTO auditor.auditor_deposit_confirmations (h_contract_terms, h_policy, "
             "h_wire, exchange_timestamp, wire_deadline, refund_deadline, total_without_fee, "
@@ -218,9 +225,11 @@ def test_auditor_restart_keeps_deposit_confirmations(cli, conf, fresh_db):
     _fill_auditor(fresh_db)
     out = cli("auditor-dbinit", "-c", path, "-r")
     assert out.returncode == 0, out.stderr
+    # What Taler's restart.sql clears, and taler-ops' per-coin audit state.
     assert _auditor_rows(fresh_db) == {"auditor_progress": 0, "auditor_balances": 0,
                                        "auditor_row_inconsistency": 0,
-                                       "auditor_deposit_confirmations": 1}
+                                       "auditor_deposit_confirmations": 1,
+                                       "auditor_exchange_signkeys": 1, "audit_coins": 0}
 
 
 def test_auditor_drop_recreates_empty_schema(cli, conf, fresh_db):
@@ -230,16 +239,48 @@ def test_auditor_drop_recreates_empty_schema(cli, conf, fresh_db):
     out = cli("auditor-dbinit", "-c", path, "-R")
     assert out.returncode == 0 and "dropped the auditor schema" in out.stdout
     assert set(_auditor_rows(fresh_db).values()) == {0}
-    assert [n for n, _ in _patches(fresh_db)] == ["model-auditor-0001"]
+    assert [n for n, _ in _patches(fresh_db)] == AUDITOR_PATCHES
+
+
+def test_first_release_auditor_layout_is_migrated(fresh_db):
+    """model-auditor-0002 on a database of the first release's layout: the merchants'
+    deposit confirmations survive, the old audit state goes, Taler's tables arrive."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        versioning.ensure_versioning(conn)
+        versioning.apply_patch(conn, auditor_schema.PATCHES[0],
+                               auditor_schema.render(auditor_schema.FIRST_PATCH))
+        conn.execute("INSERT INTO auditor.auditor_progress (progress_key, progress_offset) "
+                     "VALUES ('coins_deposit_serial_id', 7)")
+        conn.execute(
+            "INSERT INTO auditor.auditor_deposit_confirmations (h_contract_terms, h_policy, "
+            "h_wire, exchange_timestamp, wire_deadline, refund_deadline, total_without_fee, "
+            "coin_pubs, coin_sigs, merchant_pub, exchange_sig, exchange_pub, master_sig, "
+            "suppressed) VALUES (%s, %s, %s, 1, 2, 3, ROW(4, 5), ARRAY[%s], ARRAY[%s], %s, %s, "
+            "%s, %s, TRUE)",
+            (b"h" * 64, b"p" * 64, b"w" * 64, b"c" * 32, b"s" * 64, b"m" * 32, b"e" * 64,
+             b"x" * 32, b"M" * 64))
+    with psycopg.connect(fresh_db) as conn:
+        with pytest.raises(DatabaseNotReady, match="model-auditor-0002 is missing"):
+            dbinit.assert_auditor_current(conn)
+    result = dbinit.auditor_dbinit(fresh_db)
+    assert result["applied"] == ["model-auditor-0002"]
+    with psycopg.connect(fresh_db) as conn:
+        dbinit.assert_auditor_current(conn)
+        assert conn.execute("SELECT count(*) FROM auditor.auditor_progress").fetchone()[0] == 0
+        assert conn.execute(
+            "SELECT exchange_timestamp, wire_deadline, refund_deadline, "
+            "(total_without_fee).val, (total_without_fee).frac, suppressed "
+            "FROM auditor.auditor_deposit_confirmations").fetchall() == [(1, 2, 3, 4, 5, True)]
+        assert conn.execute("SELECT to_regclass('auditor.auditor_coins')").fetchone()[0] is None
 
 
 def test_exchange_and_auditor_share_one_database(fresh_db):
     dbinit.exchange_dbinit(fresh_db)
     dbinit.auditor_dbinit(fresh_db)
     dbinit.auditor_dbinit(fresh_db, drop=True)
-    assert [n for n, _ in _patches(fresh_db)] == ["model-auditor-0001"] + ALL_EXCHANGE
+    assert [n for n, _ in _patches(fresh_db)] == AUDITOR_PATCHES + ALL_EXCHANGE
     dbinit.exchange_drop(fresh_db)
-    assert [n for n, _ in _patches(fresh_db)] == ["model-auditor-0001"]
+    assert [n for n, _ in _patches(fresh_db)] == AUDITOR_PATCHES
 
 
 # -- garbage collection --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 import taler_build
 from economics_check import violations
 from taler_ops import hashing, registry, workload
+from taler_ops.crypto import keyring
 from taler_ops.exchange_model import DAY, HOUR
 
 NOW = 1_760_000_000_000_000
@@ -31,7 +32,7 @@ def _check_taler_layouts(conn):
         cipher = int.from_bytes(pub[:4], "big")
         assert cipher in (1, 2) and int.from_bytes(pub[4:8], "big") == age_mask
         assert denom_type == 1          # the exchange never writes it
-        assert len(pub) == (8 + 32 if cipher == 2 else 8 + 4 + 256 + 3)
+        assert len(pub) == (8 + 32 if cipher == 2 else 8 + 4 + keyring.RSA_BITS // 8 + 3)
         assert bytes(h) == hashing.denom_pub_hash(pub)
     # Envelopes and signatures carry their header; h_coin_ev is the exchange's value.
     bad = conn.execute("""

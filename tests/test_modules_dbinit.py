@@ -74,7 +74,7 @@ def test_exchange_module_unreachable_fails_with_exit_code_and_no_password(module
 def test_auditor_module_restart_is_honest(module_runner, login):
     args, uri = login
     res, _ = module_runner("taler_auditor_dbinit", args)
-    assert res["changed"] is True and res["applied"] == ["model-auditor-0001"]
+    assert res["changed"] is True and res["applied"] == ["model-auditor-0001", "model-auditor-0002"]
     res, _ = module_runner("taler_auditor_dbinit", dict(args, restart=True))
     assert res["changed"] is False, "nothing to clear yet"
     with psycopg.connect(uri, autocommit=True) as conn:

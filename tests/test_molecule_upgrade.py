@@ -3,7 +3,8 @@
 Runs ``molecule test -s upgrade``: cleanup, converge (the previous release's own
 checkout, exported from git, deploys with its site.yml; live traffic starts),
 side_effect (this checkout's playbooks/upgrade.yml), verify (no row lost or
-duplicated, model-exchange-0002's table arrives, audit progress kept,
+duplicated, model-exchange-0002's table arrives, the auditor database moves to
+Taler's tables and a clean audit starts over,
 backup present, old tools refuse the new schema, a second upgrade changes
 nothing), cleanup.  Then greps the verbose output for every password.
 """

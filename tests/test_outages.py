@@ -116,7 +116,8 @@ def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
         assert _sync(src, dst).returncode == 0   # what ingres has is still copied
 
         link.restore()
-        with psycopg.connect(ingres, autocommit=True) as conn:  # the runbook's one step
+        # No link keeper runs here (tests/test_link_keeper.py has it): the runbook's one step.
+        with psycopg.connect(ingres, autocommit=True) as conn:
             conn.execute("ALTER SUBSCRIPTION taler_sub ENABLE")
         _caught_up(exchange)
         assert _sync(src, dst).returncode == 0

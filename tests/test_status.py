@@ -102,7 +102,9 @@ def test_status_follows_lag_halt_outage_and_recovery(cli, chain):
     rc, report = _status(cli, confs)
     assert rc == 0 and report["healthy"], report["problems"]
     assert report["sync"]["lag_rows"] == 0 and report["sync"]["halted"] is False
+    # Unsuppressed rows per Taler report table, signature losses included.
     assert report["audit"]["findings"]["auditor_row_inconsistency"] == 0
+    assert report["audit"]["findings"]["auditor_bad_sig_losses"] == 0
 
 
 def test_status_metrics_textfile_and_human_table(cli, chain, tmp_path):

@@ -215,11 +215,14 @@ def test_auditor_schema_from_talers_files(fresh_db, conf, cli, sql_root):
         conn.execute("INSERT INTO auditor.auditor_exchange_signkeys (exchange_pub, master_sig, "
                      "ep_valid_from, ep_expire_sign, ep_expire_legal) VALUES (%s, %s, 1, 2, 3)",
                      (b"\x01" * 32, b"\x02" * 64))
+        # taler-ops' own audit state, beside Taler's schema.
+        conn.execute("INSERT INTO taler_ops.audit_coins VALUES (%s, 1, 5, 0)", (b"c" * 32,))
     restart = cli("auditor-dbinit", "-c", cfg, "-r")
     assert restart.returncode == 0, restart.stderr
     # Taler's restart.sql clears progress and keeps the exchange's signing keys.
     assert _one(fresh_db, "SELECT count(*) FROM auditor.auditor_progress") == 0
     assert _one(fresh_db, "SELECT count(*) FROM auditor.auditor_exchange_signkeys") == 1
+    assert _one(fresh_db, "SELECT count(*) FROM taler_ops.audit_coins") == 0
     drop = cli("auditor-dbinit", "-c", cfg, "-R")
     assert drop.returncode == 0, drop.stderr
     assert _one(fresh_db, "SELECT count(*) FROM auditor.auditor_exchange_signkeys") == 0

@@ -71,7 +71,8 @@ def test_comparison_sees_a_difference(cluster):
 
 def test_no_model_patch_bears_a_taler_name(fresh_db):
     names = [p.name for p in exchange_schema.PATCHES + auditor_schema.PATCHES]
-    assert names == ["model-exchange-0001", "model-exchange-0002", "model-auditor-0001"]
+    assert names == ["model-exchange-0001", "model-exchange-0002", "model-auditor-0001",
+                     "model-auditor-0002"]
     for name in names:
         assert not name.startswith(spec.TALER_PATCH_PREFIXES), name
     dbinit.exchange_dbinit(fresh_db)

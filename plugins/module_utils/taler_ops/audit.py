@@ -14,6 +14,13 @@ Checks: reserves (R1-R3), coins (C1-C3), aggregation (A1, A2) and, with
 ``internal``, the comparisons against the primary's mutable summaries
 (R4, C4, A3), which are refused on a safe copy (exit 2).
 
+The auditor database is Taler's auditor schema, built from Taler's files or by
+the model (identical): findings go to Taler's report tables (audit_common.KINDS),
+progress and balances to auditor_progress / auditor_balances with Taler's keys,
+per-reserve and per-denomination state to auditor_reserves /
+auditor_denomination_pending; per-coin state, which Taler has no table for, to
+taler_ops.audit_coins.  See docs/audit.md.
+
 What a run may read: on a safe copy, each table up to the cut of the last
 complete sync pass (sync_watermarks.complete_serial); elsewhere up to the
 snapshot, or with ``settle`` up to maxima read that many seconds before it
@@ -29,14 +36,15 @@ import time
 import psycopg
 from psycopg import IsolationLevel, sql
 
-from . import audit_aggregation, audit_coins, audit_internal, audit_reserves, registry
+from . import (audit_aggregation, audit_coins, audit_internal, audit_reserves, audit_signatures,
+               registry)
 from .audit_common import KINDS, Check, fmt, num, units
 from .db import connect, describe
 from .dbinit import (AUDITOR_WHAT, EXCHANGE_WHAT, assert_auditor_current,
-                     assert_exchange_current, read_setup)
+                     assert_exchange_current, auditor_flavour, read_setup)
 from .errors import DatabaseNotReady, TalerOpsError, UsageError
 
-CHECKS = (audit_reserves, audit_coins, audit_aggregation)
+CHECKS = (audit_reserves, audit_coins, audit_aggregation, audit_signatures)
 AUDIT_LOCK_KEY = 0x7A1E_A0D1
 
 
@@ -47,8 +55,11 @@ def current_time_us():
 class Audit:
     """An open pair of connections; ``run_once`` may be called repeatedly."""
 
-    def __init__(self, exchange_uri, auditor_uri, internal=False, currency=None, settle=0.0):
+    def __init__(self, exchange_uri, auditor_uri, internal=False, currency=None, settle=0.0,
+                 signatures=None):
         self.internal = internal
+        # crypto.context.SignatureContext for the signatures check (None: skipped)
+        self.signatures = signatures
         self.settle = settle
         self.currency = currency
         self.exchange = describe(exchange_uri)
@@ -86,6 +97,8 @@ class Audit:
         self.ex.isolation_level = IsolationLevel.REPEATABLE_READ
         self.ex.read_only = True
         assert_auditor_current(self.aud)
+        # Both write the same Taler tables; the report says which one this is.
+        self.auditor_flavour = auditor_flavour(self.aud)
         got = self.aud.execute("SELECT pg_try_advisory_lock(%s)", (AUDIT_LOCK_KEY,)).fetchone()[0]
         if not got:
             raise TalerOpsError("another audit is running against this auditor database "
@@ -123,6 +136,7 @@ class Audit:
                     if stop is not None and stop():
                         break
                     check = Check(mod.NAME, self.ex, self.aud, now, self.currency, bounds)
+                    check.signatures = self.signatures
                     with self.aud.transaction():
                         mod.run(check)
                         check.write()
@@ -157,6 +171,7 @@ class Audit:
         return {
             "exchange": self.exchange,
             "auditor": self.auditor,
+            "auditor_flavour": self.auditor_flavour,
             "role": self.role,
             "internal": self.internal,
             "dry_run": dry_run,
@@ -218,19 +233,19 @@ def balances(aud):
 
 
 def open_findings_by_kind(aud):
-    out = {}
-    for kind, (table, _, _) in KINDS.items():
-        n = aud.execute(f"SELECT count(*) FROM auditor.{table} WHERE NOT suppressed").fetchone()[0]
-        if n:
-            out[kind] = n
-    return out
+    """Unsuppressed rows of Taler's report tables, by the kind of finding they hold."""
+    query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}, count(*) FROM {} WHERE NOT suppressed AND ({})").format(
+            sql.Literal(kind), sql.Identifier("auditor", k.table), sql.SQL(k.where))
+        for kind, k in KINDS.items())
+    return {kind: n for kind, n in aud.execute(query) if n}
 
 
 def run(exchange_uri, auditor_uri, internal=False, currency=None, now_us=None, dry_run=False,
-        settle=0.0):
+        settle=0.0, signatures=None):
     """One run (``-t``); returns the report dict."""
     with Audit(exchange_uri, auditor_uri, internal=internal, currency=currency,
-               settle=settle) as audit:
+               settle=settle, signatures=signatures) as audit:
         return audit.run_once(now_us=now_us, dry_run=dry_run)
 
 

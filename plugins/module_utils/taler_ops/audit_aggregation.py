@@ -5,10 +5,13 @@ amounts minus each coin's deposit fee, minus the batch's refunds) minus the
 wire fee of its execution date.  The sum is computed on the exchange side in
 one statement, so a different auditor database costs no round trip per row.
 
-A2: batch deposits past their wire deadline without aggregation_tracking row.
-The progress point is the lowest batch deposit not yet settled (aggregated or
-reported), so each run re-reads only the still-open tail; a deposit is
-reported once even when rows below it keep the progress point back.
+A2 (Taler's transfer helper): batch deposits past their wire deadline without
+aggregation_tracking row go to Taler's auditor_pending_deposits.  The progress
+point (Taler's key wire_batch_deposit_id) is the lowest batch deposit not yet
+settled (aggregated or reported), so each run re-reads only the still-open
+tail; a deposit is reported once even when rows below it keep the progress
+point back.  Unlike Taler's helper, a row is not deleted when the deposit is
+paid later: it stays as the record that the payment was late.
 """
 
 from .audit_common import Units, num, units
@@ -16,13 +19,17 @@ from .audit_common import Units, num, units
 NAME = "aggregation"
 
 P_WIRE_OUT = "aggregation_last_wire_out_serial_id"
-P_LAG = "aggregation_lag_batch_deposit_serial_id"
+P_LAG = "wire_batch_deposit_id"
 PROGRESS_KEYS = (P_WIRE_OUT, P_LAG)
 
+# Taler's aggregation helper's keys, except the first (taler-ops' own, docs/audit.md).
 B_WIRE_OUT = "aggregation_total_wire_out"
 B_WIRE_FEE = "aggregation_total_wire_fee_revenue"
-B_DELTA_PLUS = "aggregation_wire_out_delta_plus"
-B_DELTA_MINUS = "aggregation_wire_out_delta_minus"
+B_DELTA_PLUS = "aggregation_total_wire_out_delta_plus"
+B_DELTA_MINUS = "aggregation_total_wire_out_delta_minus"
+# auditor_pending_deposits.wire_target_h_payto is NOT NULL; Taler's batch_deposits
+# column may be NULL.
+NO_PAYTO = bytes(32)
 BALANCE_KEYS = (B_WIRE_OUT, B_WIRE_FEE, B_DELTA_PLUS, B_DELTA_MINUS)
 
 WIRE_METHOD = "x-taler-bank"
@@ -47,7 +54,9 @@ WITH wo AS (
       FROM tracked t JOIN exchange.refunds rf USING (batch_deposit_serial_id)
      GROUP BY t.wtid_raw
 )
-SELECT wo.wireout_uuid, wo.execution_date, wo.wire_target_h_payto, {num('wo.amount')},
+SELECT wo.wireout_uuid, wo.execution_date, wo.wire_target_h_payto,
+       (SELECT wt.payto_uri FROM exchange.wire_targets wt
+         WHERE wt.wire_target_h_payto = wo.wire_target_h_payto), {num('wo.amount')},
        COALESCE(dp.total, 0), COALESCE(rf.total, 0), COALESCE(dp.batches, 0),
        COALESCE(dp.unknown_coins, 0),
        (SELECT {num('wf.wire_fee')} FROM exchange.wire_fee wf
@@ -61,7 +70,7 @@ SELECT wo.wireout_uuid, wo.execution_date, wo.wire_target_h_payto, {num('wo.amou
 """
 
 _OPEN_DEPOSITS = f"""
-SELECT bd.batch_deposit_serial_id, bd.wire_deadline,
+SELECT bd.batch_deposit_serial_id, bd.wire_deadline, bd.wire_target_h_payto,
        EXISTS (SELECT 1 FROM exchange.aggregation_tracking t
                 WHERE t.batch_deposit_serial_id = bd.batch_deposit_serial_id) AS aggregated,
        (SELECT sum({num('cd.amount_with_fee')}) FROM exchange.coin_deposits cd
@@ -86,14 +95,15 @@ def _wire_outs(check):
     params = {"p": check.next_serial(P_WIRE_OUT), "hi": check.hi("wire_out"),
               "method": WIRE_METHOD}
     for rows in check.stream(_WIRE_OUTS, params):
-        for (serial, executed, h_payto, claimed, deposits, refunds, batches, unknown,
+        for (serial, executed, h_payto, payto, claimed, deposits, refunds, batches, unknown,
              fee) in rows:
             claimed = units(claimed)
             check.add(B_WIRE_OUT, claimed)
-            # Nullable in Taler's schema (wire_out.wire_target_h_payto).
-            account = bytes(h_payto).hex() if h_payto is not None else None
+            # The payto URI as Taler's helper reports it; its hash where the target is
+            # unknown, "" where wire_out has none (nullable in Taler's schema).
+            account = payto or (bytes(h_payto).hex() if h_payto is not None else "")
             if fee is None:
-                check.finding("row_inconsistency", row_table="wire_out", problem_serial=serial,
+                check.finding("row_inconsistency", row_table="wire_out", problem_row_id=serial,
                               diagnostic=f"no {WIRE_METHOD} wire fee covers execution date "
                                          f"{executed}")
                 fee = 0
@@ -101,7 +111,7 @@ def _wire_outs(check):
             check.add(B_WIRE_FEE, fee)
             expected = units(deposits) - units(refunds) - fee
             if unknown:
-                check.finding("row_inconsistency", row_table="wire_out", problem_serial=serial,
+                check.finding("row_inconsistency", row_table="wire_out", problem_row_id=serial,
                               diagnostic=f"{unknown} aggregated coin deposit(s) of unknown "
                                          "coins or denominations")
             if expected == claimed:
@@ -112,7 +122,7 @@ def _wire_outs(check):
                 diagnostic = "wire transfer although fees and refunds exceed the deposits"
             else:
                 diagnostic = "wire transfer amount differs from its aggregated deposits"
-            check.finding("wire_out_inconsistency", wire_out_serial=serial,
+            check.finding("wire_out_inconsistency", wire_out_serial_id=serial,
                           destination_account=account, diagnostic=diagnostic,
                           expected=Units(max(expected, 0)), claimed=Units(claimed))
             if claimed > expected:
@@ -132,12 +142,12 @@ def _lags(check):
     if top is None:
         return
     reported = {r[0] for r in check.aud.execute(
-        "SELECT batch_deposit_serial_id FROM auditor.auditor_deposit_aggregation_lags "
+        "SELECT batch_deposit_serial_id FROM auditor.auditor_pending_deposits "
         "WHERE batch_deposit_serial_id >= %s", (start,)).fetchall()}
     first_open = None
     examined = 0
     for rows in check.stream(_OPEN_DEPOSITS, {"p": start, "hi": hi}):
-        for serial, deadline, _aggregated, amount in rows:
+        for serial, deadline, h_payto, _aggregated, amount in rows:
             examined += 1
             if deadline >= check.now_us:
                 if first_open is None:
@@ -145,6 +155,7 @@ def _lags(check):
                 continue
             if serial not in reported:
                 check.finding("deposit_aggregation_lag", batch_deposit_serial_id=serial,
-                              wire_deadline=deadline, amount=Units(units(amount)))
+                              deadline=deadline, total_amount=Units(units(amount)),
+                              wire_target_h_payto=bytes(h_payto) if h_payto else NO_PAYTO)
     check.count("batch_deposits", examined)
     check.processed(P_LAG, (first_open - 1) if first_open is not None else top)

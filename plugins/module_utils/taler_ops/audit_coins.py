@@ -1,9 +1,12 @@
 """The coins check (docs/economics.md, rules C1-C3) and the escrow balance.
 
-Per coin, auditor.auditor_coins keeps the gross amount spent (deposits, melts,
-recoups, recoup-refreshes, purse deposits) and the gross amount given back
-(refunds, recoup-refreshes into the old coin); spent - refunded must never
-exceed the denomination's value.
+Per coin, taler_ops.audit_coins (taler-ops' own table in the auditor database:
+Taler has none for it) keeps the gross amount spent (deposits, melts, recoups,
+recoup-refreshes, purse deposits) and the gross amount given back (refunds,
+recoup-refreshes into the old coin); spent - refunded must never exceed the
+denomination's value.  Per denomination, Taler's auditor_denomination_pending
+keeps what is outstanding (denom_balance), issued (num_issued, denom_risk), lost
+to overspending (denom_loss) and paid out by recoups (recoup_loss).
 
 Spends carry no common timestamp (melts have none at all), so one increment
 is applied in a fixed order: what gives value back first, then recoups,
@@ -16,7 +19,8 @@ Withdrawals (reserves_out) are checked against their denomination's validity
 window (C3) and, with fresh coins from refresh reveals, raise the escrow.
 """
 
-from .audit_common import Units, num, units
+from .audit_common import REVOKED_SPEND, Units, num, split, text_amount, units
+from .auditor_schema import AUDIT_COINS
 
 NAME = "coins"
 CACHE_LIMIT = 200_000      # coins held in memory before their state is written out
@@ -32,12 +36,13 @@ P_DEPOSIT = "coins_deposit_serial_id"
 PROGRESS_KEYS = (P_WITHDRAW, P_REVEAL, P_REFUND, P_RECOUP, P_RECOUP_REFRESH, P_MELT,
                  P_PURSE, P_DEPOSIT)
 
-B_ESCROW = "coins_total_escrowed"
-B_IRREGULAR_LOSS = "coins_irregular_loss"
-B_DEPOSIT_FEE = "coins_deposit_fee_revenue"
-B_MELT_FEE = "coins_melt_fee_revenue"
-B_REFUND_FEE = "coins_refund_fee_revenue"
-B_RECOUP_LOSS = "coins_total_recoup_loss"
+# Taler's coins helper's balance keys; the last one is taler-ops' own (docs/audit.md).
+B_ESCROW = "total_escrowed"
+B_IRREGULAR_LOSS = "coin_irregular_loss"
+B_DEPOSIT_FEE = "coin_deposit_fee_revenue"
+B_MELT_FEE = "coin_melt_fee_revenue"
+B_REFUND_FEE = "coin_refund_fee_revenue"
+B_RECOUP_LOSS = "total_recoup_loss"
 B_UNEXPLAINED = "coins_escrow_unexplained"
 BALANCE_KEYS = (B_ESCROW, B_IRREGULAR_LOSS, B_DEPOSIT_FEE, B_MELT_FEE, B_REFUND_FEE,
                 B_RECOUP_LOSS, B_UNEXPLAINED)
@@ -104,7 +109,7 @@ SELECT ro.reserve_out_serial_id, ro.execution_date, d.valid_from, d.expire_withd
  WHERE ro.reserve_out_serial_id BETWEEN %(p)s AND %(hi)s ORDER BY 1"""
 
 _REVEALS = f"""
-SELECT rrc.rrc_serial, {num('d.coin')}
+SELECT rrc.rrc_serial, {num('d.coin')}, d.denom_pub_hash
   FROM exchange.refresh_revealed_coins rrc
   LEFT JOIN exchange.denominations d ON d.denominations_serial = rrc.denominations_serial
  WHERE rrc.rrc_serial BETWEEN %(p)s AND %(hi)s ORDER BY 1"""
@@ -127,8 +132,8 @@ class _Coins:
         if not want:
             return
         for pub, denom, spent, refunded in self.aud.execute(
-                f"""SELECT coin_pub, denominations_serial, {num('spent')}, {num('refunded')}
-                      FROM auditor.auditor_coins WHERE coin_pub = ANY(%s)""",
+                f"""SELECT coin_pub, denominations_serial, spent, refunded
+                      FROM {AUDIT_COINS} WHERE coin_pub = ANY(%s)""",
                 (want,)).fetchall():
             self.known[bytes(pub)] = _Coin(denom, units(spent), units(refunded), dirty=False)
 
@@ -147,7 +152,7 @@ class _Coins:
             self.known.clear()
 
     def write(self):
-        rows = [(pub, c.denom, *divmod(c.spent, 100_000_000), *divmod(c.refunded, 100_000_000))
+        rows = [(pub, c.denom, c.spent, c.refunded)
                 for pub, c in self.known.items() if c.dirty]
         for c in self.known.values():
             c.dirty = False
@@ -155,28 +160,77 @@ class _Coins:
             return
         with self.aud.cursor() as cur:
             cur.executemany(
-                """INSERT INTO auditor.auditor_coins
-                     (coin_pub, denominations_serial, spent, refunded)
-                   VALUES (%s, %s, ROW(%s, %s)::auditor.taler_amount,
-                           ROW(%s, %s)::auditor.taler_amount)
+                f"""INSERT INTO {AUDIT_COINS} (coin_pub, denominations_serial, spent, refunded)
+                   VALUES (%s, %s, %s, %s)
                    ON CONFLICT (coin_pub) DO UPDATE SET spent = EXCLUDED.spent,
                      refunded = EXCLUDED.refunded""", rows)
+
+
+class _Denom:
+    __slots__ = ("balance", "loss", "issued", "risk", "recoup_loss")
+
+    def __init__(self, balance=0, loss=0, issued=0, risk=0, recoup_loss=0):
+        self.balance, self.loss, self.issued = balance, loss, issued
+        self.risk, self.recoup_loss = risk, recoup_loss
+
+
+class _Denoms:
+    """Taler's auditor_denomination_pending, per denomination touched in this increment.
+
+    Few denominations exist, so all touched ones stay in memory until the write.
+    """
+
+    def __init__(self, aud):
+        self.aud = aud
+        self.known = {}
+
+    def get(self, h_denom):
+        h = bytes(h_denom)
+        d = self.known.get(h)
+        if d is None:
+            row = self.aud.execute(
+                f"""SELECT {num('denom_balance')}, {num('denom_loss')}, num_issued,
+                           {num('denom_risk')}, {num('recoup_loss')}
+                      FROM auditor.auditor_denomination_pending WHERE denom_pub_hash = %s""",
+                (h,)).fetchone()
+            d = self.known[h] = (_Denom(units(row[0]), units(row[1]), row[2], units(row[3]),
+                                        units(row[4])) if row else _Denom())
+        return d
+
+    def write(self):
+        rows = [(h, *split(max(d.balance, 0)), *split(d.loss), d.issued, *split(d.risk),
+                 *split(d.recoup_loss)) for h, d in self.known.items()]
+        if not rows:
+            return
+        amount = "ROW(%s, %s)::auditor.taler_amount"
+        with self.aud.cursor() as cur:
+            cur.executemany(
+                f"""INSERT INTO auditor.auditor_denomination_pending
+                     (denom_pub_hash, denom_balance, denom_loss, num_issued, denom_risk,
+                      recoup_loss)
+                   VALUES (%s, {amount}, {amount}, %s, {amount}, {amount})
+                   ON CONFLICT (denom_pub_hash) DO UPDATE SET
+                     denom_balance = EXCLUDED.denom_balance, denom_loss = EXCLUDED.denom_loss,
+                     num_issued = EXCLUDED.num_issued, denom_risk = EXCLUDED.denom_risk,
+                     recoup_loss = EXCLUDED.recoup_loss""", rows)
 
 
 def run(check):
     check.load_progress(PROGRESS_KEYS)
     for key in BALANCE_KEYS:
         check.add(key, 0)
-    _withdrawals(check)
-    _reveals(check)
+    denoms = _Denoms(check.aud)
+    _withdrawals(check, denoms)
+    _reveals(check, denoms)
     coins = _Coins(check.aud)
     for key, table, operation, query, fee_key in _CREDITS:
-        _apply(check, coins, key, table, operation, query, fee_key,
+        _apply(check, coins, denoms, key, table, operation, query, fee_key,
                credit=True, forbidden_if_revoked=False, move_progress=(key != P_RECOUP_REFRESH))
     for key, table, operation, query, fee_key, forbidden in _SPENDS:
-        _apply(check, coins, key, table, operation, query, fee_key,
+        _apply(check, coins, denoms, key, table, operation, query, fee_key,
                credit=False, forbidden_if_revoked=forbidden, move_progress=True)
     coins.write()
+    denoms.write()
     _book_escrow(check)
 
 
@@ -196,69 +250,86 @@ def _book_escrow(check):
         check.add(B_UNEXPLAINED, short)
 
 
-def _withdrawals(check):
+def _issued(denoms, h_denom, value):
+    d = denoms.get(h_denom)
+    d.issued += 1
+    d.balance += value
+    d.risk += value
+
+
+def _withdrawals(check, denoms):
     for rows in check.stream(_WITHDRAWALS, {"p": check.next_serial(P_WITHDRAW),
                                                 "hi": check.hi("reserves_out")}):
         for serial, executed, valid_from, expire_withdraw, value, h_denom, reserve_pub in rows:
             if value is None:
                 continue     # the reserves check reports withdrawals of unknown denominations
             check.add(B_ESCROW, units(value))
-            if not (valid_from <= executed < expire_withdraw):
-                check.finding("denomination_key_validity_withdraw", problem_serial=serial,
-                              execution_date=executed,
-                              reserve_pub=None if reserve_pub is None else bytes(reserve_pub),
-                              denom_pub_hash=bytes(h_denom))
+            _issued(denoms, h_denom, units(value))
+            # Without its reserve the reserves check reports the row; Taler's table
+            # needs the reserve_pub.
+            if not (valid_from <= executed < expire_withdraw) and reserve_pub is not None:
+                check.finding("denomination_key_validity_withdraw", problem_row_id=serial,
+                              execution_date=executed, reserve_pub=bytes(reserve_pub),
+                              denompub_h=bytes(h_denom))
         check.count("reserves_out", len(rows))
         check.processed(P_WITHDRAW, rows[-1][0])
 
 
-def _reveals(check):
+def _reveals(check, denoms):
     for rows in check.stream(_REVEALS, {"p": check.next_serial(P_REVEAL),
                                             "hi": check.hi("refresh_revealed_coins")}):
-        for serial, value in rows:
+        for serial, value, h_denom in rows:
             if value is None:
                 check.finding("row_inconsistency", row_table="refresh_revealed_coins",
-                              problem_serial=serial,
+                              problem_row_id=serial,
                               diagnostic="fresh coin of an unknown denomination")
                 continue
             check.add(B_ESCROW, units(value))
+            _issued(denoms, h_denom, units(value))
         check.count("refresh_revealed_coins", len(rows))
         check.processed(P_REVEAL, rows[-1][0])
 
 
-def _apply(check, coins, key, table, operation, query, fee_key, credit,
+def _apply(check, coins, denoms, key, table, operation, query, fee_key, credit,
            forbidden_if_revoked, move_progress):
     for rows in check.stream(query, {"p": check.next_serial(key), "hi": check.hi(table)}):
         coins.load(r[1] for r in rows)
         for serial, pub, amount, denom, value, fee, revoked, h_denom in rows:
             if pub is None or denom is None or value is None:
                 if move_progress:
-                    check.finding("row_inconsistency", row_table=table, problem_serial=serial,
+                    check.finding("row_inconsistency", row_table=table, problem_row_id=serial,
                                   diagnostic=f"{operation} of an unknown coin or denomination")
                 continue
             amount, value = units(amount), units(value)
             coin = coins.get(pub, denom)
+            pending = denoms.get(h_denom)
             if fee_key:
                 check.add(fee_key, units(fee) if fee is not None else amount)
             if credit:
                 coin.refunded += amount
+                pending.balance += amount
                 check.add(B_ESCROW, amount)
                 continue
             if forbidden_if_revoked and revoked:
-                check.finding("revoked_denomination_spend", problem_table=table,
-                              problem_serial=serial, coin_pub=bytes(pub),
-                              denom_pub_hash=bytes(h_denom), amount=Units(amount))
+                check.finding("revoked_denomination_spend", row_table=table,
+                              problem_row_id=serial,
+                              diagnostic=f"{REVOKED_SPEND}: coin {bytes(pub).hex()}, "
+                                         f"{operation} of {text_amount(amount, check.currency)}")
+            if fee_key == B_RECOUP_LOSS:
+                pending.recoup_loss += amount
             before = coin.spent - coin.refunded
             coin.spent += amount
             after = before + amount
             legit = min(amount, max(value - before, 0))
             check.add(B_ESCROW, -legit)
+            pending.balance -= legit
             if after > value:
+                # Taler's table names the coin and the operation, not the row.
                 check.finding("coin_overspent", operation=operation, coin_pub=bytes(pub),
-                              problem_table=table, problem_serial=serial,
                               exchange_amount=Units(after), auditor_amount=Units(value),
-                              profitable=False)
+                              profitable=False, _table=table, _serial=serial)
                 check.add(B_IRREGULAR_LOSS, amount - legit)
+                pending.loss += amount - legit
         if move_progress:
             check.count(table, len(rows))
             check.processed(key, rows[-1][0])

@@ -8,6 +8,7 @@ crash loses a whole increment or nothing.
 """
 
 import itertools
+from typing import NamedTuple, Optional
 
 from psycopg import sql
 
@@ -16,30 +17,52 @@ from .exchange_schema import amount_units as num  # noqa: F401 (used by the chec
 
 MAX_SERIAL = 2 ** 63 - 1
 
-# kind -> (findings table, column naming the exchange table or the fixed table,
-#          column holding the exchange serial)
+class Kind(NamedTuple):
+    """Where a kind of finding goes: Taler's report table, as Taler's helper writes it.
+
+    ``row_table``: the column naming the exchange table, ``=name`` for a fixed
+    one, None where Taler's table records none; ``serial``: the column holding
+    the exchange serial (None: Taler's table has none); ``where``: what tells
+    this kind's rows apart in a table two kinds share.
+    """
+    table: str
+    row_table: Optional[str]
+    serial: Optional[str]
+    where: str = "TRUE"
+
+
+# A spend of a coin whose denomination was revoked: Taler's coins helper has no
+# table of its own for it; it is recorded as a row inconsistency of the spending
+# row, with this diagnostic (docs/audit.md).
+REVOKED_SPEND = "coin of a revoked denomination spent"
+_IS_REVOKED = f"diagnostic LIKE '{REVOKED_SPEND}%'"
+
 KINDS = {
     "reserve_balance_insufficient":
-        ("auditor_reserve_balance_insufficient_inconsistency", "problem_table", "problem_serial"),
+        Kind("auditor_reserve_balance_insufficient_inconsistency", None, None),
     "reserve_balance_summary_wrong":
-        ("auditor_reserve_balance_summary_wrong_inconsistency", "=reserves", "problem_serial"),
+        Kind("auditor_reserve_balance_summary_wrong_inconsistency", "=reserves", None),
     "reserve_not_closed":
-        ("auditor_reserve_not_closed_inconsistency", "=reserves", "problem_serial"),
+        Kind("auditor_reserve_not_closed_inconsistency", "=reserves", None),
     "coin_overspent":
-        ("auditor_coin_inconsistency", "problem_table", "problem_serial"),
+        Kind("auditor_coin_inconsistency", None, None),
     "denomination_key_validity_withdraw":
-        ("auditor_denomination_key_validity_withdraw_inconsistency", "=reserves_out",
-         "problem_serial"),
+        Kind("auditor_denomination_key_validity_withdraw_inconsistency", "=reserves_out",
+             "problem_row_id"),
     "revoked_denomination_spend":
-        ("auditor_revoked_denomination_spend", "problem_table", "problem_serial"),
+        Kind("auditor_row_inconsistency", "row_table", "problem_row_id", _IS_REVOKED),
     "wire_out_inconsistency":
-        ("auditor_wire_out_inconsistency", "=wire_out", "wire_out_serial"),
+        Kind("auditor_wire_out_inconsistency", "=wire_out", "wire_out_serial_id"),
     "deposit_aggregation_lag":
-        ("auditor_deposit_aggregation_lags", "=batch_deposits", "batch_deposit_serial_id"),
+        Kind("auditor_pending_deposits", "=batch_deposits", "batch_deposit_serial_id"),
     "amount_arithmetic_inconsistency":
-        ("auditor_amount_arithmetic_inconsistency", "problem_table", "problem_serial"),
+        Kind("auditor_amount_arithmetic_inconsistency", None, "problem_row_id"),
     "row_inconsistency":
-        ("auditor_row_inconsistency", "row_table", "problem_serial"),
+        Kind("auditor_row_inconsistency", "row_table", "problem_row_id", f"NOT {_IS_REVOKED}"),
+    # Taler's table names no exchange table: the operation (one per signature
+    # column, e.g. "deposit") stands in for it in the run's report.
+    "bad_sig_loss":
+        Kind("auditor_bad_sig_losses", "operation", "problem_row_id"),
 }
 
 _cursor_names = itertools.count(1)
@@ -74,8 +97,14 @@ def fmt(amount, currency=None):
     return f"{currency}:{text}"
 
 
+def text_amount(amount, currency=None):
+    """'KUDOS:1.5' with a currency, '1.5' without one (for diagnostics)."""
+    shown = fmt(amount, currency or "X")
+    return shown if currency else shown.split(":", 1)[1]
+
+
 def findings_table_of(kind):
-    return KINDS[kind][0]
+    return KINDS[kind].table
 
 
 class Check:
@@ -102,6 +131,8 @@ class Check:
 
     # -- progress points ("next serial to process", as Taler's helpers) --------
     def load_progress(self, keys):
+        # Not through Taler's auditor_do_get_auditor_progress: its body names the
+        # table unqualified, and the audit runs with search_path pg_catalog only.
         rows = self.aud.execute(
             "SELECT progress_key, progress_offset FROM auditor.auditor_progress "
             "WHERE progress_key = ANY(%s)", (list(keys),)).fetchall()
@@ -134,6 +165,12 @@ class Check:
 
     # -- findings ---------------------------------------------------------------
     def finding(self, kind, **columns):
+        """A finding of ``kind`` with the columns of its Taler report table (KINDS).
+
+        ``_table`` and ``_serial`` name the exchange row where Taler's table has
+        no column for it (e.g. auditor_coin_inconsistency): shown in the run's
+        report, not stored.
+        """
         self.findings.append((kind, columns))
 
     def report_findings(self):
@@ -180,6 +217,7 @@ class Check:
     def _write_findings(self):
         by_table = {}
         for kind, cols in self.findings:
+            cols = {k: v for k, v in cols.items() if not k.startswith("_")}
             by_table.setdefault((findings_table_of(kind), tuple(cols)), []).append(cols)
         for (table, names), rows in by_table.items():
             placeholders = []
@@ -209,17 +247,23 @@ class Check:
                 cur.executemany(
                     "INSERT INTO auditor.auditor_progress (progress_key, progress_offset) "
                     "VALUES (%s, %s) ON CONFLICT (progress_key) DO UPDATE "
-                    "SET progress_offset = EXCLUDED.progress_offset, updated_tsz = now()", rows)
+                    "SET progress_offset = EXCLUDED.progress_offset", rows)
 
 
 def report_entry(kind, cols, currency=None):
     """A finding as the JSON report shows it: kind, table, serial and the details."""
-    _, table_col, serial_col = KINDS[kind]
-    entry = {"kind": kind,
-             "table": table_col[1:] if table_col.startswith("=") else cols.get(table_col),
-             "serial": cols.get(serial_col)}
+    info = KINDS[kind]
+    table_col, serial_col = info.row_table, info.serial
+    if table_col is None:
+        table = cols.get("_table")
+    elif table_col.startswith("="):
+        table = table_col[1:]
+    else:
+        table = cols.get(table_col)
+    entry = {"kind": kind, "taler_table": info.table, "table": table,
+             "serial": cols.get(serial_col) if serial_col else cols.get("_serial")}
     for name, value in cols.items():
-        if name in (table_col, serial_col):
+        if name in (table_col, serial_col) or name.startswith("_"):
             continue
         if isinstance(value, Units):
             entry[name] = fmt(value, currency)

@@ -7,13 +7,16 @@ run; a finding is stored again only when the pair of amounts (or the flag)
 changed since it was last reported.
 
 R4: reserves.current_balance = the audited balance (auditor_reserves).
-C4: known_coins.remaining = value - (spent - refunded) (auditor_coins).
+C4: known_coins.remaining = value - (spent - refunded) (taler_ops.audit_coins).
 A3: batch_deposits.done is true exactly for aggregated batch deposits.
 """
 
 from .audit_common import Units, num, units
+from .auditor_schema import AUDIT_COINS
 
 NAME = "internal"
+# The operation of a C4 finding (auditor_amount_arithmetic_inconsistency names no table).
+C4_OPERATION = "known_coins.remaining"
 PROGRESS_KEYS = ()
 
 
@@ -97,20 +100,19 @@ def _reserve_balances(check, skip):
                 continue
             mine = audited.get(pub, 0)
             if current != mine and (pub, current, mine) not in seen:
-                check.finding("reserve_balance_summary_wrong", reserve_pub=pub,
-                              problem_serial=uuid, exchange_amount=Units(current),
+                check.finding("reserve_balance_summary_wrong", reserve_pub=pub, _serial=uuid,
+                              exchange_amount=Units(current),
                               auditor_amount=Units(mine))
     check.count("reserves (internal)", examined)
 
 
 def _coin_remaining(check, skip):
     audited = {bytes(pub): units(spent) - units(refunded) for pub, spent, refunded in
-               check.aud.execute(f"SELECT coin_pub, {num('spent')}, {num('refunded')} "
-                                 "FROM auditor.auditor_coins")}
+               check.aud.execute(f"SELECT coin_pub, spent, refunded FROM {AUDIT_COINS}")}
     seen = {(serial, units(ex), units(au)) for serial, ex, au in check.aud.execute(
-        f"""SELECT problem_serial, {num('exchange_amount')}, {num('auditor_amount')}
+        f"""SELECT problem_row_id, {num('exchange_amount')}, {num('auditor_amount')}
               FROM auditor.auditor_amount_arithmetic_inconsistency
-             WHERE problem_table = 'known_coins'""")}
+             WHERE operation = %s""", (C4_OPERATION,))}
     examined = 0
     for rows in check.stream(
             f"""SELECT kc.known_coin_id, kc.coin_pub, {num('kc.remaining')}, {num('d.coin')}
@@ -125,15 +127,15 @@ def _coin_remaining(check, skip):
             remaining = units(remaining)
             if remaining != expected and (serial, remaining, expected) not in seen:
                 check.finding("amount_arithmetic_inconsistency",
-                              operation="known_coins.remaining", problem_table="known_coins",
-                              problem_serial=serial, exchange_amount=Units(remaining),
+                              operation=C4_OPERATION, _table="known_coins",
+                              problem_row_id=serial, exchange_amount=Units(remaining),
                               auditor_amount=Units(expected), profitable=remaining < expected)
     check.count("known_coins (internal)", examined)
 
 
 def _deposits_done(check, skip):
     seen = {(serial, diag) for serial, diag in check.aud.execute(
-        "SELECT problem_serial, diagnostic FROM auditor.auditor_row_inconsistency "
+        "SELECT problem_row_id, diagnostic FROM auditor.auditor_row_inconsistency "
         "WHERE row_table = 'batch_deposits'")}
     examined = 0
     for rows in check.stream(
@@ -149,5 +151,5 @@ def _deposits_done(check, skip):
                     if done else "aggregated, but batch_deposits.done is false")
             if (serial, diag) not in seen:
                 check.finding("row_inconsistency", row_table="batch_deposits",
-                              problem_serial=serial, diagnostic=diag)
+                              problem_row_id=serial, diagnostic=diag)
     check.count("batch_deposits (internal)", examined)

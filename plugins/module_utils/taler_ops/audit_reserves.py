@@ -107,13 +107,15 @@ _FEE_BALANCE = {0: B_WITHDRAW_FEE, 1: B_CLOSE_FEE, 2: B_HISTORY_FEE, 3: B_OPEN_F
 
 
 class _Reserve:
-    __slots__ = ("balance", "loss", "withdraw_fee", "close_fee", "expiration", "origin",
-                 "initial", "dirty")
+    """One row of Taler's auditor_reserves (purse fees are not booked yet: 0)."""
+    __slots__ = ("balance", "loss", "withdraw_fee", "close_fee", "purse_fee", "open_fee",
+                 "history_fee", "expiration", "origin", "initial", "dirty")
 
-    def __init__(self, balance=0, loss=0, withdraw_fee=0, close_fee=0, expiration=0,
-                 origin=None, new=True):
+    def __init__(self, balance=0, loss=0, withdraw_fee=0, close_fee=0, purse_fee=0,
+                 open_fee=0, history_fee=0, expiration=0, origin=None, new=True):
         self.balance, self.loss = balance, loss
         self.withdraw_fee, self.close_fee = withdraw_fee, close_fee
+        self.purse_fee, self.open_fee, self.history_fee = purse_fee, open_fee, history_fee
         self.expiration, self.origin = expiration, origin
         self.initial = None if new else balance
         self.dirty = new
@@ -133,12 +135,14 @@ class _Reserves:
         rows = self.aud.execute(
             f"""SELECT reserve_pub, {num('reserve_balance')}, {num('reserve_loss')},
                        {num('withdraw_fee_balance')}, {num('close_fee_balance')},
-                       expiration_date, origin_account
+                       {num('purse_fee_balance')}, {num('open_fee_balance')},
+                       {num('history_fee_balance')}, expiration_date, origin_account
                   FROM auditor.auditor_reserves WHERE reserve_pub = ANY(%s)""",
             (want,)).fetchall()
-        for pub, bal, loss, wfee, cfee, exp, origin in rows:
+        for pub, bal, loss, wfee, cfee, pfee, ofee, hfee, exp, origin in rows:
             self.known[bytes(pub)] = _Reserve(units(bal), units(loss), units(wfee),
-                                              units(cfee), exp, origin, new=False)
+                                              units(cfee), units(pfee), units(ofee),
+                                              units(hfee), exp, origin, new=False)
 
     def get(self, pub):
         pub = bytes(pub)
@@ -162,7 +166,8 @@ class _Reserves:
             delta += r.balance - (r.initial or 0)
             r.initial, r.dirty = r.balance, False
             rows.append((pub, *_amt(r.balance), *_amt(r.loss), *_amt(r.withdraw_fee),
-                         *_amt(r.close_fee), r.expiration, r.origin))
+                         *_amt(r.close_fee), *_amt(r.purse_fee), *_amt(r.open_fee),
+                         *_amt(r.history_fee), r.expiration, r.origin))
         check.add(B_TOTAL, delta)
         if not rows:
             return
@@ -170,8 +175,12 @@ class _Reserves:
             cur.executemany(
                 """INSERT INTO auditor.auditor_reserves
                      (reserve_pub, reserve_balance, reserve_loss, withdraw_fee_balance,
-                      close_fee_balance, expiration_date, origin_account)
+                      close_fee_balance, purse_fee_balance, open_fee_balance,
+                      history_fee_balance, expiration_date, origin_account)
                    VALUES (%s, ROW(%s, %s)::auditor.taler_amount,
+                           ROW(%s, %s)::auditor.taler_amount,
+                           ROW(%s, %s)::auditor.taler_amount,
+                           ROW(%s, %s)::auditor.taler_amount,
                            ROW(%s, %s)::auditor.taler_amount,
                            ROW(%s, %s)::auditor.taler_amount,
                            ROW(%s, %s)::auditor.taler_amount, %s, %s)
@@ -180,6 +189,9 @@ class _Reserves:
                      reserve_loss = EXCLUDED.reserve_loss,
                      withdraw_fee_balance = EXCLUDED.withdraw_fee_balance,
                      close_fee_balance = EXCLUDED.close_fee_balance,
+                     purse_fee_balance = EXCLUDED.purse_fee_balance,
+                     open_fee_balance = EXCLUDED.open_fee_balance,
+                     history_fee_balance = EXCLUDED.history_fee_balance,
                      expiration_date = EXCLUDED.expiration_date,
                      origin_account = EXCLUDED.origin_account""", rows)
 
@@ -215,7 +227,7 @@ def _reserve_rows(check, state):
 
 
 def _missing_reserve(check, table, serial):
-    check.finding("row_inconsistency", row_table=table, problem_serial=serial,
+    check.finding("row_inconsistency", row_table=table, problem_row_id=serial,
                   diagnostic="the reserve (or the row that names it) does not exist")
 
 
@@ -256,21 +268,22 @@ def _debits(check, state):
             amount, fee = units(amount), units(fee)
             if rank == 0:
                 if expected is None:
-                    check.finding("row_inconsistency", row_table=table, problem_serial=serial,
+                    check.finding("row_inconsistency", row_table=table, problem_row_id=serial,
                                   diagnostic="withdrawal of an unknown denomination")
                 elif units(expected) != amount:
                     # R2: amount_with_fee = coin value + withdraw fee
                     check.finding("amount_arithmetic_inconsistency",
-                                  operation="withdraw amount_with_fee", problem_table=table,
-                                  problem_serial=serial, exchange_amount=Units(amount),
+                                  operation="withdraw amount_with_fee", _table=table,
+                                  problem_row_id=serial, exchange_amount=Units(amount),
                                   auditor_amount=Units(units(expected)),
                                   profitable=amount > units(expected))
             res = state.get(pub)
             if amount > res.balance:
                 shortfall = amount - res.balance
+                # Taler's table names the reserve, not the row (docs/audit.md).
                 check.finding("reserve_balance_insufficient", reserve_pub=bytes(pub),
-                              problem_table=table, problem_serial=serial,
-                              inconsistency_gain=False, inconsistency_amount=Units(shortfall))
+                              inconsistency_gain=False, inconsistency_amount=Units(shortfall),
+                              _table=table, _serial=serial)
                 res.loss += shortfall
                 check.add(B_LOSS, shortfall)
                 res.balance = 0
@@ -281,6 +294,10 @@ def _debits(check, state):
                 res.withdraw_fee += fee
             elif rank == 1:
                 res.close_fee += fee
+            elif rank == 2:
+                res.history_fee += fee
+            else:
+                res.open_fee += fee
         state.trim(check)
 
 
@@ -306,6 +323,6 @@ def _not_closed(check):
         uuid, closed = info.get(bytes(pub), (None, False))
         if closed or uuid is None:
             continue   # closed, or garbage-collected on the exchange side
-        check.finding("reserve_not_closed", reserve_pub=bytes(pub), problem_serial=uuid,
+        check.finding("reserve_not_closed", reserve_pub=bytes(pub), _serial=uuid,
                       balance=Units(units(balance)), expiration_time=expiration,
                       diagnostic="expired with a positive balance and no reserves_close row")

@@ -117,4 +117,16 @@ def read_setup(conn):
 
 
 def drop(conn):
-    conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    """The exchange's bookkeeping; the schema too once nothing else is left in it.
+
+    An auditor database may share the database (and schema taler_ops, for the
+    audit's own state): an exchange reset must not take that with it.
+    """
+    for name in TABLES:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
+            sql.Identifier(SCHEMA, name)))
+    left = conn.execute(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s", (SCHEMA,)).fetchone()[0]
+    if not left:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")

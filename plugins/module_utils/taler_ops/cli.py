@@ -13,7 +13,8 @@ import sys
 from . import __version__
 from .errors import EXIT_FAILURE, TalerOpsError
 
-COMMAND_MODULES = ("cmd_dbinit", "cmd_gen", "cmd_sync", "cmd_audit", "cmd_status")
+COMMAND_MODULES = ("cmd_dbinit", "cmd_gen", "cmd_sync", "cmd_audit", "cmd_status",
+                   "cmd_report", "cmd_link")
 
 
 class _Parser(argparse.ArgumentParser):

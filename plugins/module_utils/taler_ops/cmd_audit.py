@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
 
 import psycopg
@@ -40,6 +41,7 @@ def _handle(args):
     exchange_uri = config.exchangedb_uri(cfg)
     auditor_uri = config.auditordb_uri(cfg)
     currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
+    signatures = signature_context(cfg)
     stop = {"now": False}
 
     def on_signal(signum, _frame):
@@ -54,7 +56,8 @@ def _handle(args):
 
     try:
         with audit.Audit(exchange_uri, auditor_uri, internal=args.internal,
-                         currency=currency, settle=args.settle) as runner:
+                         currency=currency, settle=args.settle,
+                         signatures=signatures) as runner:
             if args.test:
                 on_report(runner.run_once(now_us=args.now))
                 return 0
@@ -65,6 +68,18 @@ def _handle(args):
             return 0
     except psycopg.Error as exc:
         raise audit.database_error(exc) from None
+
+
+def signature_context(cfg):
+    """The signatures check's SignatureContext, or None (check skipped, said on
+    stderr) when [exchange] MASTER_PUBLIC_KEY is not set; a malformed key or
+    currency is a configuration error (exit 6)."""
+    from .crypto.context import SignatureContext
+    if not cfg.get_string("exchange", "MASTER_PUBLIC_KEY", required=False):
+        print("signatures check skipped: [exchange] MASTER_PUBLIC_KEY is not set in "
+              f"{cfg.describe()}", file=sys.stderr, flush=True)
+        return None
+    return SignatureContext.from_config(cfg)
 
 
 def add_parser(sub):

@@ -3,10 +3,39 @@
 import json
 
 from . import config, inject, workload
-from .errors import UsageError
+from .crypto import crockford, keyring
+from .errors import ConfigError, UsageError
+
+
+def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS):
+    """The generator's keys for ``seed``, signing for [exchange] CURRENCY and
+    BASE_URL (defaults KUDOS and keyring.DEFAULT_BASE_URL).  If the configuration
+    names a MASTER_PUBLIC_KEY, it must be the seed's (else the audit, reading the
+    same configuration, would find every master signature forged)."""
+    currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
+    base_url = cfg.get_string("exchange", "BASE_URL", required=False) or None
+    try:
+        keys = keyring.Keyring(seed, currency, base_url, rsa_bits=rsa_bits)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.describe()}: [exchange] CURRENCY: {exc}") from None
+    configured = cfg.get_string("exchange", "MASTER_PUBLIC_KEY", required=False)
+    if configured:
+        try:
+            same = crockford.decode(configured.strip(), 32) == keys.master_pub
+        except ValueError as exc:
+            raise ConfigError(f"{cfg.describe()}: [exchange] MASTER_PUBLIC_KEY: {exc}") from None
+        if not same:
+            raise ConfigError(
+                f"{cfg.describe()}: [exchange] MASTER_PUBLIC_KEY is {configured}, but the "
+                f"generator's master key for --seed {seed} is {keys.master_public_key}: set "
+                "that (or use the seed whose key is configured)")
+    return keys
 
 
 def _handler(args):
+    if args.show_master_key:
+        print(keyring.master_public_key(args.seed))
+        return 0
     bulk_mode = args.rows is not None
     live_mode = args.rate is not None or args.duration is not None
     if bulk_mode == live_mode:
@@ -20,17 +49,21 @@ def _handler(args):
         if args.rate is None or args.duration is None:
             raise UsageError("live mode needs both --rate R and --duration S")
         workload.validate_live_args(args.rate, args.duration, args.gc_every)
+    if args.rsa_bits < 1024 or args.rsa_bits % 16:
+        raise UsageError(f"--rsa-bits must be a multiple of 16 of at least 1024, not {args.rsa_bits}")
     cfg = config.load(args.config, project="taler-exchange")
     uri = config.exchangedb_uri(cfg)
+    keys = keyring_for(cfg, args.seed, args.rsa_bits)
     progress = None if args.json else workload.tty_progress()
     try:
         if bulk_mode:
             result = workload.bulk(uri, args.rows, seed=args.seed, inject=kinds,
-                                   record_path=args.record, now_us=args.now, progress=progress)
+                                   record_path=args.record, now_us=args.now, progress=progress,
+                                   keys=keys)
         else:
             result = workload.live(uri, args.rate, args.duration, seed=args.seed,
                                    gc_every=args.gc_every, inject=kinds,
-                                   record_path=args.record, progress=progress)
+                                   record_path=args.record, progress=progress, keys=keys)
     finally:
         if progress is not None:
             progress.done()
@@ -73,4 +106,10 @@ def add_parser(sub):
     p.add_argument("--record", metavar="FILE",
                    help="write what was planted as a JSON list of {kind, table, serial, ...}")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--rsa-bits", type=int, default=keyring.RSA_BITS, metavar="BITS",
+                   help=f"size of new RSA denomination keys (default {keyring.RSA_BITS}, as "
+                        "Taler's test configurations; 2048 makes coins about 3x slower)")
+    p.add_argument("--show-master-key", action="store_true",
+                   help="print the master public key of --seed (what [exchange] "
+                        "MASTER_PUBLIC_KEY must say for the audit to check signatures) and exit")
     p.set_defaults(handler=_handler)

@@ -1,7 +1,7 @@
 """``taler-ops sync`` and ``taler-ops verify``.
 
 sync:   taler-ops sync -s SRC.conf -d DST.conf [-t] [-b N] [--hole-horizon S] [--pidfile FILE]
-        [--metrics-textfile FILE]
+        [--metrics-textfile FILE] [--max-delay S] [--no-wakeup]
         Exit 0: synchronized (-t) or stopped by SIGTERM/SIGINT; 1: HALT (an
         invariant violation, one ``HALT table=... serial=... rule=...`` line on
         stderr) or another sync holds the destination; 2: bad arguments;
@@ -90,6 +90,8 @@ def _write_pidfile(path):
 def _sync(args):
     if args.hole_horizon < 0:
         raise UsageError("--hole-horizon takes a number of seconds >= 0")
+    if not args.max_delay > 0:
+        raise UsageError("--max-delay takes a number of seconds > 0")
     src_uri, dst_uri = _uris(args)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -120,7 +122,8 @@ def _sync(args):
             export()
 
         result = sync.run_daemon(src_uri, dst_uri, args.batch, progress=progress, stop=stop,
-                                 on_pass=on_pass, hole_horizon=args.hole_horizon)
+                                 on_pass=on_pass, hole_horizon=args.hole_horizon,
+                                 max_delay=args.max_delay, wakeup=not args.no_wakeup)
         print(f"stopped: copied {result['copied']} rows in {result['passes']} pass(es)")
         return 0
     except sync.SyncHalt as halt:
@@ -211,6 +214,12 @@ def add_parser(sub):
                         "of serial order, or burned) again on every pass until the source's "
                         "replication clock moved this far; a row appearing later halts "
                         f"(late-row) (default {sync.DEFAULT_HOLE_HORIZON:g})")
+    p.add_argument("--max-delay", dest="max_delay", type=float, default=sync.MAX_IDLE_DELAY,
+                   metavar="SECONDS",
+                   help="daemon: longest wait between two passes while idle (default "
+                        f"{sync.MAX_IDLE_DELAY:g}); wake-up hints from the ingres end it early")
+    p.add_argument("--no-wakeup", dest="no_wakeup", action="store_true",
+                   help="daemon: do not LISTEN for the ingres' wake-up hints; poll only")
     p.add_argument("--pidfile", metavar="FILE", help="write the process id here while running")
     p.add_argument("--metrics-textfile", metavar="FILE",
                    help="daemon: keep Prometheus metrics of ingres and sync in FILE (node_exporter "

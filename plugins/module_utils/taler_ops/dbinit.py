@@ -300,15 +300,20 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, s
                 if versioning.has_versioning(conn):
                     versioning.unregister(conn, reversed(versioning.applied(conn, auditor_schema.PATCH_PREFIX)))
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
+                _drop_audit_bookkeeping(conn)
             result["dropped"] = existed
             pending = list(auditor_schema.PATCHES)
             if not recreate:
                 result["patches_after"] = []
                 return result
-        elif restart and _schema_exists(conn, "auditor"):
-            result["restarted"] = _restart_auditor(conn)
+        had_schema = _schema_exists(conn, "auditor")
         versioning.ensure_versioning(conn)
         result["applied"] = _apply(conn, pending, auditor_schema.render, AUDITOR_WHAT)
+        _create_audit_bookkeeping(conn)
+        if restart and not drop and had_schema:
+            # After the patches: a database still at the first release's layout is
+            # migrated (which empties the audit state anyway), then restarted.
+            result["restarted"] = _restart_auditor(conn)
         result["patches_after"] = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
         return result
     finally:
@@ -344,25 +349,55 @@ def _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate
                 conn.execute("DROP SCHEMA IF EXISTS auditor CASCADE")
         elif flavour == "taler":
             taler_sql.auditor_drop(conn, sql_dir, AUDITOR_WHAT)
+        with conn.transaction():
+            _drop_audit_bookkeeping(conn)
         result["dropped"] = flavour is not None
         if not recreate:
             result["patches_after"] = taler_sql.registered(conn, prefix)
             return result
     elif restart and flavour == "taler":
         taler_sql.auditor_restart(conn, sql_dir, AUDITOR_WHAT)
+        with conn.transaction():
+            _clear_audit_bookkeeping(conn)
         result["restarted"] = True
     result["applied"] = taler_sql.auditor_build(conn, sql_dir, AUDITOR_WHAT)
+    _create_audit_bookkeeping(conn)
     result["pending"] = []
     result["patches_after"] = taler_sql.registered(conn, prefix)
     return result
 
 
 def _audit_state_tables(conn):
-    """Every auditor table a restart clears (all but the deposit confirmations)."""
+    """The auditor tables a restart clears: those Taler's restart.sql clears, which exist."""
     rows = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'auditor' AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()
-    return [r[0] for r in rows if r[0] not in auditor_schema.KEPT_ON_RESTART]
+        "WHERE n.nspname = 'auditor' AND c.relkind IN ('r', 'p')").fetchall()
+    have = {r[0] for r in rows}
+    return [t for t in auditor_schema.RESTART_CLEARS if t in have]
+
+
+def _bookkeeping_tables(conn):
+    """taler-ops' own audit state in the auditor database (schema taler_ops), as present."""
+    return [t for t in auditor_schema.TALER_OPS_TABLES
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
+
+
+def _create_audit_bookkeeping(conn):
+    with conn.transaction():
+        for stmt in auditor_schema.TALER_OPS_DDL:
+            conn.execute(stmt)
+
+
+def _drop_audit_bookkeeping(conn):
+    """Only the audit's tables: schema taler_ops may also hold an exchange's bookkeeping."""
+    for name in auditor_schema.TALER_OPS_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _clear_audit_bookkeeping(conn):
+    names = _bookkeeping_tables(conn)
+    if names:
+        conn.execute(f"TRUNCATE {', '.join(names)}")
 
 
 def auditor_has_audit_state(uri):
@@ -371,9 +406,10 @@ def auditor_has_audit_state(uri):
     try:
         if not _schema_exists(conn, "auditor"):
             return None
-        for name in _audit_state_tables(conn):
-            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-                sql.Identifier("auditor", name))
+        names = [sql.Identifier("auditor", n) for n in _audit_state_tables(conn)]
+        names += [sql.Identifier(*n.split(".")) for n in _bookkeeping_tables(conn)]
+        for name in names:
+            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name)
             if conn.execute(query).fetchone()[0]:
                 return True
         return False
@@ -382,12 +418,17 @@ def auditor_has_audit_state(uri):
 
 
 def _restart_auditor(conn):
-    """Clear progress, balances, running state and findings; keep deposit confirmations."""
+    """Empty what Taler's restart.sql empties, and the audit's own per-coin state.
+
+    The merchants' deposit confirmations and the exchange's signing keys stay;
+    identity sequences go on (as Taler's DELETEs leave them).
+    """
     with conn.transaction():
         names = _audit_state_tables(conn)
         if names:
-            conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+            conn.execute(sql.SQL("TRUNCATE {}").format(
                 sql.SQL(", ").join(sql.Identifier("auditor", n) for n in names)))
+        _clear_audit_bookkeeping(conn)
     return True
 
 
@@ -415,10 +456,18 @@ def auditor_flavour(conn):
 
 
 def assert_auditor_current(conn, what=AUDITOR_WHAT):
+    """For the audit: exit 5 unless the auditor schema (either flavour) is complete,
+    and taler-ops' audit state beside it (schema taler_ops) exists."""
     if auditor_flavour(conn) == "taler":
-        # The audit still writes the model's tables; writing Taler's report tables
-        # is issue #17.  Refuse rather than fail half-way through a check.
+        taler_sql.check_current(conn, taler_sql.AUDITOR_PREFIX, None, what)
+        if not taler_sql.registered(conn, taler_sql.AUDITOR_PREFIX):
+            raise DatabaseNotReady(f"the {what} has no auditor-NNNN patch registered; "
+                                   "run auditor-dbinit first")
+    else:
+        versioning.check_current(conn, auditor_schema.PATCHES, what)
+    missing = [t for t in auditor_schema.TALER_OPS_TABLES
+               if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
+    if missing:
         raise DatabaseNotReady(
-            f"the {what} has Taler's auditor schema; taler-ops' audit does not write Taler's "
-            "report tables yet: use an auditor database created without SQL_DIR")
-    versioning.check_current(conn, auditor_schema.PATCHES, what)
+            f"the {what} lacks taler-ops' audit state table {missing[0]}: run auditor-dbinit "
+            "(it adds it beside Taler's schema)")

@@ -18,6 +18,8 @@ import json
 import random
 
 from . import hashing
+from .crypto import catalog, eddsa
+from .crypto import keyring as _keyring
 from .registry import BY_NAME
 
 UNIT = 100_000_000
@@ -164,44 +166,8 @@ def h_normalized_payto(payto):
     return hashing.normalized_payto_hash(payto)
 
 
-# Taler's BYTEA layouts (taler-real-schema §2.1): a big-endian cipher (1 = RSA,
-# 2 = CS) and a second 4-byte field before the payload.
-RSA, CS = 1, 2
-
-
-def _be32(n):
-    return n.to_bytes(4, "big")
-
-
-def rsa_public_key(rng):
-    """GNUnet's RSA key encoding: be16 len(n) || be16 len(e) || n || e (2048-bit n)."""
-    n = int.from_bytes(rng.randbytes(256), "big") | (1 << 2047) | 1
-    return b"\x01\x00\x00\x03" + n.to_bytes(256, "big") + b"\x01\x00\x01"
-
-
-def denom_pub(rng, cs, age_mask):
-    key = rng.randbytes(32) if cs else rsa_public_key(rng)
-    return _be32(CS if cs else RSA) + _be32(age_mask) + key
-
-
-def blinded_planchet(rng, cs):
-    """refresh_revealed_coins.coin_ev: RSA blinded message or CS (c0, c1, nonce)."""
-    return _be32(CS if cs else RSA) + _be32(0x100) + rng.randbytes(96 if cs else 256)
-
-
-def exchange_withdraw_values(rng, cs):
-    """refresh_revealed_coins.ewv: nothing for RSA, the R pair for CS."""
-    return _be32(CS if cs else RSA) + _be32(0x10000) + (rng.randbytes(64) if cs else b"")
-
-
-def blinded_signature(rng, cs):
-    """reserves_out.denom_sig, refresh_revealed_coins.ev_sig."""
-    return _be32(CS if cs else RSA) + _be32(1) + rng.randbytes(36 if cs else 256)
-
-
-def unblinded_signature(rng, cs):
-    """known_coins.denom_sig."""
-    return _be32(CS if cs else RSA) + _be32(0) + rng.randbytes(64 if cs else 256)
+# Taler's BYTEA layouts (taler-real-schema §2.1) come from taler_ops.crypto
+# (denom, mint): real keys, real signatures.
 
 
 def hashcode(data):
@@ -218,10 +184,11 @@ def iban_payto(rng, name, bic=False):
 
 class Denomination:
     __slots__ = ("serial", "value", "fee_withdraw", "fee_deposit", "fee_refresh",
-                 "fee_refund", "revoked", "age_mask", "cs", "valid_from", "expire_withdraw")
+                 "fee_refund", "revoked", "age_mask", "cs", "valid_from", "expire_withdraw",
+                 "key", "h")
 
     def __init__(self, serial, value, fees, revoked=False, age_mask=0, cs=False,
-                 valid_from=0, expire_withdraw=0):
+                 valid_from=0, expire_withdraw=0, key=None):
         self.serial = serial
         self.value = value
         self.fee_withdraw, self.fee_deposit, self.fee_refresh, self.fee_refund = fees
@@ -230,6 +197,8 @@ class Denomination:
         self.cs = cs
         self.valid_from = valid_from
         self.expire_withdraw = expire_withdraw
+        self.key = key              # crypto.mint.DenominationKey: signs its coins
+        self.h = key.denom_pub_hash if key is not None else None
 
     @property
     def cost(self):
@@ -238,10 +207,13 @@ class Denomination:
 
 class Coin:
     __slots__ = ("pub", "denom", "spent", "known_id", "withdraw_serial", "age_hash",
-                 "fully_spent_by_deposit")
+                 "fully_spent_by_deposit", "priv", "bks", "sig")
 
-    def __init__(self, pub, denom, withdraw_serial=None):
+    def __init__(self, pub, denom, withdraw_serial=None, priv=None):
         self.pub = pub
+        self.priv = priv            # EdDSA seed of coin_pub
+        self.bks = None             # blinding secret (recoup.coin_blind)
+        self.sig = None             # known_coins.denom_sig
         self.denom = denom
         self.spent = 0
         self.known_id = None
@@ -256,10 +228,12 @@ class Coin:
 
 class Reserve:
     __slots__ = ("pub", "uuid", "credit", "debit", "last_activity", "origin", "expiration",
-                 "gc_date", "closed", "last_debit", "balance_offset")
+                 "gc_date", "closed", "last_debit", "balance_offset", "priv", "open_sig")
 
-    def __init__(self, pub, uuid, origin=None):
+    def __init__(self, pub, uuid, origin=None, priv=None):
         self.pub = pub
+        self.priv = priv            # EdDSA seed of reserve_pub
+        self.open_sig = None        # the last open request's reserve_sig
         self.uuid = uuid
         self.credit = 0
         self.debit = 0
@@ -277,10 +251,11 @@ class Reserve:
 
 
 class Merchant:
-    __slots__ = ("pub", "payto", "h_payto", "shard")
+    __slots__ = ("pub", "payto", "h_payto", "shard", "priv")
 
-    def __init__(self, pub, payto):
+    def __init__(self, pub, payto, priv=None):
         self.pub = pub
+        self.priv = priv
         self.payto = payto
         self.h_payto = h_payto(payto)
         self.shard = int.from_bytes(pub[:4], "big") & 0x7FFFFFFF
@@ -338,13 +313,33 @@ def _json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def A(units):
+    """An amount of 1e-8 units as the (val, frac) pair the signature blocks take."""
+    return divmod(int(units), UNIT)
+
+
+def denom_terms(key, valid_from, expire_withdraw, expire_deposit, expire_legal, value, fees):
+    """A denomination's signed terms, as catalog rows name them."""
+    return {"valid_from": valid_from, "expire_withdraw": expire_withdraw,
+            "expire_deposit": expire_deposit, "expire_legal": expire_legal, "coin": A(value),
+            "fee_withdraw": A(fees[0]), "fee_deposit": A(fees[1]), "fee_refresh": A(fees[2]),
+            "fee_refund": A(fees[3]), "denom_pub": key.denom_pub}
+
+
 class Exchange:
     """The exchange's state and business rules; every action writes its rows."""
 
-    def __init__(self, writer, rng, now):
+    def __init__(self, writer, rng, now, keys=None):
         self.w = writer
         self.rng = rng
         self.now = now
+        # Every signature is real (docs/generator.md): the master key and the
+        # denomination keys come from the keyring, the other keys from rng.
+        self.keys = keys if keys is not None else _keyring.Keyring(0)
+        self.ctx = self.keys.ctx
+        self.purses = {}            # purse_pub -> what its merge and account merge sign
+        self.denom_terms = {}       # serial -> signed terms (auditor signatures)
+        self.esk_pubs = {}          # esk_serial -> exchange_pub
         self.fees = FeeSchedule()
         self.denoms = []            # withdrawable, not revoked, by value descending
         self.revoked = []
@@ -356,10 +351,43 @@ class Exchange:
         self.wire_reference = 0
         self.due = []               # (merchant, wire_deadline, batch_serial, net) to aggregate
         self.hooks = None           # inject.Injector, when misbehaviour is to be planted
+        self.forger = None          # inject.Injector, when signatures are to be forged
+        self.forged = {}            # column -> forged value not yet written
 
     # -- helpers -------------------------------------------------------------
     def put(self, table, *row):
         self.w.add(table, row)
+        if self.forged:
+            self._note_forged(table, row)
+
+    def _note_forged(self, table, row):
+        for column, value in list(self.forged.items()):
+            t, col = column.split(".")
+            if t == table and row[COLUMNS[table].index(col)] == value:
+                del self.forged[column]
+                self.forger.forged_written(column, row[0])
+
+    def forge(self, column):
+        """True if inject.py wants this signature of ``column`` forged."""
+        return self.forger is not None and self.forger.forge(column)
+
+    def sign(self, column, seed, **row):
+        """The value of signature column ``column`` ("table.column") for a row
+        whose signed values are ``row`` (the catalog's names), signed with ``seed``."""
+        if self.forge(column):
+            # The right block under a wrong key: well-formed, and invalid.
+            sig = catalog.get(column).sign(row, self.ctx, hashcode(b"forged" + bytes(seed)))
+            self.forged[column] = sig
+            return sig
+        return catalog.get(column).sign(row, self.ctx, seed)
+
+    def master_sign(self, column, **row):
+        return self.sign(column, self.keys.master, **row)
+
+    def keypair(self):
+        """(EdDSA seed, public key), from the run's random stream."""
+        seed = self.rng.key32()
+        return seed, eddsa.public_key(seed)
 
     def next_wire_reference(self):
         self.wire_reference += 1
@@ -386,7 +414,6 @@ class Exchange:
 
     def ensure_fees(self, t_from, t_to):
         """Fee rows for every fee year touching [t_from, t_to] that no row covers yet."""
-        rng = self.rng
         for k in range(t_from // FEE_PERIOD, t_to // FEE_PERIOD + 1):
             start, end = k * FEE_PERIOD, (k + 1) * FEE_PERIOD
             for method in WIRE_METHODS:
@@ -395,13 +422,19 @@ class Exchange:
                     continue
                 wire_fee, closing_fee = wire_fee_of_period(k)
                 self.put("wire_fee", self.w.serial("wire_fee"), method, start, end, wire_fee,
-                         closing_fee, rng.key64())
+                         closing_fee, self.master_sign(
+                             "wire_fee.master_sig", wire_method=method, start_date=start,
+                             end_date=end, wire_fee=A(wire_fee), closing_fee=A(closing_fee)))
                 rows.append((start, end, wire_fee, closing_fee))
                 rows.sort()
             if not any(r[0] < end and start < r[1] for r in self.fees.glob):
                 history_fee, account_fee, purse_fee = global_fee_of_period(k)
                 self.put("global_fee", self.w.serial("global_fee"), start, end, history_fee,
-                         account_fee, purse_fee, 30 * DAY, YEAR, 5, rng.key64())
+                         account_fee, purse_fee, 30 * DAY, YEAR, 5, self.master_sign(
+                             "global_fee.master_sig", start_date=start, end_date=end,
+                             purse_timeout=30 * DAY, history_expiration=YEAR,
+                             history_fee=A(history_fee), account_fee=A(account_fee),
+                             purse_fee=A(purse_fee), purse_account_limit=5))
                 self.fees.glob.append((start, end, history_fee, account_fee))
                 self.fees.glob.sort()
 
@@ -414,7 +447,6 @@ class Exchange:
 
     def create_denominations(self, valid_from, expire_withdraw, with_revoked=True):
         """One key generation: eight coin values, two age-restricted, one to be revoked."""
-        rng = self.rng
         values = [10 * CENT, 50 * CENT, 1 * UNIT, 2 * UNIT, 5 * UNIT, 10 * UNIT, 20 * UNIT,
                   50 * UNIT]
         specs = [(v, 0, v in (50 * CENT, 2 * UNIT), False) for v in values]
@@ -428,17 +460,23 @@ class Exchange:
             fees = (CENT if value < 5 * UNIT else 2 * CENT,
                     CENT if value < 10 * UNIT else 2 * CENT, CENT, CENT)
             serial = self.w.serial("denominations")
+            key = self.keys.denomination(serial, cs, age_mask)
+            terms = denom_terms(key, valid_from, expire_withdraw, expire_deposit, expire_legal,
+                                value, fees)
             # denom_type keeps Taler's default 1 even for CS: the exchange never
             # writes it; the cipher is in denom_pub.
-            self.put("denominations", serial, None, 1, age_mask, denom_pub(rng, cs, age_mask),
-                     rng.key64(), valid_from, expire_withdraw, expire_deposit, expire_legal,
-                     value, *fees)
+            self.put("denominations", serial, None, 1, age_mask, key.denom_pub,
+                     self.master_sign("denominations.master_sig", **terms),
+                     valid_from, expire_withdraw, expire_deposit, expire_legal, value, *fees)
             d = Denomination(serial, value, fees, revoked, age_mask, cs, valid_from,
-                             expire_withdraw)
+                             expire_withdraw, key)
+            self.denom_terms[serial] = terms
             made.append(d)
             if revoked:
                 self.put("denomination_revocations",
-                         self.w.serial("denomination_revocations"), serial, rng.key64())
+                         self.w.serial("denomination_revocations"), serial,
+                         self.master_sign("denomination_revocations.master_sig",
+                                          denom_pub_hash=key.denom_pub_hash))
         self.add_denominations(made)
         return made
 
@@ -450,27 +488,32 @@ class Exchange:
         self.denoms.sort(key=lambda d: -d.value)
 
     def create_auditors(self, t, denoms):
-        rng = self.rng
         for i, active in enumerate((True, False)):
             uuid = self.w.serial("auditors")
-            self.put("auditors", uuid, rng.key32(), f"Auditor {uuid}",
-                     f"https://auditor{uuid}.example.com/", active, t - (i + 1) * 30 * DAY)
+            seed, pub = self.keypair()
+            url = f"https://auditor{uuid}.example.com/"
+            self.put("auditors", uuid, pub, f"Auditor {uuid}", url, active,
+                     t - (i + 1) * 30 * DAY)
             for d in denoms if active else denoms[::2]:
                 self.put("auditor_denom_sigs", self.w.serial("auditor_denom_sigs"), uuid,
-                         d.serial, rng.key64())
+                         d.serial, self.sign("auditor_denom_sigs.auditor_sig", seed,
+                                             auditor_url=url, **self.denom_terms[d.serial]))
 
     def create_sign_keys(self, t_from, t_to):
-        rng = self.rng
         first = None
         t = t_from
         while t < t_to:
             esk = self.w.serial("exchange_sign_keys")
             first = first or esk
-            self.put("exchange_sign_keys", esk, rng.key32(), rng.key64(), t, t + 45 * DAY,
-                     t + 2 * YEAR)
+            _, pub = self.keypair()
+            self.esk_pubs[esk] = pub
+            self.put("exchange_sign_keys", esk, pub, self.master_sign(
+                "exchange_sign_keys.master_sig", valid_from=t, expire_sign=t + 45 * DAY,
+                expire_legal=t + 2 * YEAR, exchange_pub=pub), t, t + 45 * DAY, t + 2 * YEAR)
             t += 30 * DAY
         self.put("signkey_revocations", self.w.serial("signkey_revocations"), first,
-                 rng.key64())
+                 self.master_sign("signkey_revocations.master_sig",
+                                  exchange_pub=self.esk_pubs[first]))
 
     def create_partners(self, t):
         rng = self.rng
@@ -484,9 +527,13 @@ class Exchange:
 
     def profit_drain(self, t):
         rng = self.rng
-        self.put("profit_drains", self.w.serial("profit_drains"), rng.key32(), ACCOUNT_SECTION,
-                 "payto://iban/CH9300762011623852957?receiver-name=Exchange+Operator", t,
-                 rng.between(10, 500) * UNIT + rng.between(0, 100) * CENT, rng.key64(),
+        wtid = rng.key32()
+        payto = "payto://iban/CH9300762011623852957?receiver-name=Exchange+Operator"
+        amount = rng.between(10, 500) * UNIT + rng.between(0, 100) * CENT
+        self.put("profit_drains", self.w.serial("profit_drains"), wtid, ACCOUNT_SECTION, payto, t,
+                 amount, self.master_sign("profit_drains.master_sig", wtid=wtid, trigger_date=t,
+                                          amount=A(amount), account_section=ACCOUNT_SECTION,
+                                          payto_uri=payto),
                  t < self.now - HOUR)
 
     # -- accounts and KYC ----------------------------------------------------
@@ -526,7 +573,8 @@ class Exchange:
         n = len(self.merchants) + 1
         tag = rng.getrandbits(40)
         payto = iban_payto(rng, f"Shop+{n}", bic=(tag % 5 == 0))
-        m = Merchant(rng.key32(), payto)
+        seed, pub = self.keypair()
+        m = Merchant(pub, payto, seed)
         _, token = self.wire_target(payto, t, kyc_pub=True)
         self.kyc(payto, token, t)
         self.merchants.append(m)
@@ -554,7 +602,8 @@ class Exchange:
 
     # -- reserves --------------------------------------------------------------
     def open_reserve(self, origin=None):
-        return Reserve(self.rng.key32(), self.w.serial("reserves"), origin)
+        seed, pub = self.keypair()
+        return Reserve(pub, self.w.serial("reserves"), origin, seed)
 
     def credit_wire(self, res, amount, t):
         """reserves_in: the customer's bank transfer into the reserve."""
@@ -574,12 +623,23 @@ class Exchange:
     def withdraw(self, res, denom, t):
         rng = self.rng
         serial = self.w.serial("reserves_out")
-        self.put("reserves_out", serial, rng.key64(), denom.serial,
-                 blinded_signature(rng, denom.cs), res.uuid, rng.key64(), t, denom.cost)
+        coin = self.new_coin(denom, serial)
+        planchet = denom.key.make_coin(coin.pub, coin.bks, coin.age_hash)
+        coin.sig = planchet.coin_sig
+        self.put("reserves_out", serial, planchet.h_coin_ev, denom.serial, planchet.blind_sig,
+                 res.uuid, self.sign("reserves_out.reserve_sig", res.priv,
+                                     amount_with_fee=A(denom.cost), denom_pub_hash=denom.h,
+                                     h_blind_ev=planchet.h_coin_ev), t, denom.cost)
         self._debit(res, denom.cost, t)
-        coin = Coin(rng.key32(), denom, serial)
+        return coin
+
+    def new_coin(self, denom, withdraw_serial=None):
+        """A coin's keys and blinding secret (not yet signed)."""
+        seed, pub = self.keypair()
+        coin = Coin(pub, denom, withdraw_serial, seed)
+        coin.bks = self.rng.key32()
         if denom.age_mask:
-            coin.age_hash = rng.key32()
+            coin.age_hash = self.rng.key32()
         return coin
 
     def history_request(self, res, t):
@@ -589,15 +649,20 @@ class Exchange:
         self._debit(res, fee, t)
 
     def open_request(self, res, t, payment):
+        res.open_sig = self.sign("reserves_open_requests.reserve_sig", res.priv,
+                                 reserve_payment=A(payment), request_timestamp=t,
+                                 expiration_date=t + YEAR, requested_purse_limit=3)
         self.put("reserves_open_requests", self.w.serial("reserves_open_requests"), res.pub, t,
-                 t + YEAR, self.rng.key64(), payment, 3)
+                 t + YEAR, res.open_sig, payment, 3)
         self._debit(res, payment, t)
         res.expiration = max(res.expiration or 0, t + YEAR)
 
     def open_deposit(self, res, coin, t, contribution):
         """A coin paying towards opening a reserve (credit to the reserve; see economics.md)."""
         self.put("reserves_open_deposits", self.w.serial("reserves_open_deposits"),
-                 self.rng.key64(), res.pub, coin.pub, self.rng.key64(), contribution)
+                 res.open_sig, res.pub, coin.pub,
+                 self.sign("reserves_open_deposits.coin_sig", coin.priv, reserve_sig=res.open_sig,
+                           contribution=A(contribution)), contribution)
         self._credit(res, contribution, t)
         self.know(coin)
 
@@ -605,8 +670,10 @@ class Exchange:
         """The owner asks to close the reserve and have the balance wired to ``payto``."""
         fee = min(self.fees.closing_fee(t), res.balance)
         serial = self.w.serial("close_requests")
-        self.put("close_requests", serial, res.pub, t, self.rng.key64(), res.balance - fee, fee,
-                 payto, True)
+        self.put("close_requests", serial, res.pub, t,
+                 self.sign("close_requests.reserve_sig", res.priv, close_timestamp=t,
+                           close_h_payto=h_payto(payto), payto_uri=payto),
+                 res.balance - fee, fee, payto, True)
         self.close(res, t + self.rng.between(MINUTE, HOUR), h_payto(payto), serial)
 
     def close(self, res, t, target_h_payto, request_row=0):
@@ -646,9 +713,18 @@ class Exchange:
 
     def write_coin(self, coin):
         if coin.known_id is not None:
-            self.put("known_coins", coin.known_id, coin.denom.serial, coin.pub,
-                     unblinded_signature(self.rng, coin.denom.cs), coin.age_hash,
-                     max(coin.remaining, 0))
+            if coin.sig is None:
+                coin.sig = catalog.get("known_coins.denom_sig").sign(
+                    {"coin_pub": coin.pub, "age_commitment_hash": coin.age_hash}, self.ctx,
+                    coin.denom.key)
+            if self.forge("known_coins.denom_sig"):
+                # The denomination's real signature, on another coin.
+                coin.sig = catalog.get("known_coins.denom_sig").sign(
+                    {"coin_pub": self.rng.key32(), "age_commitment_hash": coin.age_hash},
+                    self.ctx, coin.denom.key)
+                self.forged["known_coins.denom_sig"] = coin.sig
+            self.put("known_coins", coin.known_id, coin.denom.serial, coin.pub, coin.sig,
+                     coin.age_hash, max(coin.remaining, 0))
 
     def batch_deposit(self, merchant, t, coins_amounts, refund=False, policy=None,
                       wire_delay=None, pending=None):
@@ -665,6 +741,11 @@ class Exchange:
             wire_delay = rng.choice((DAY, 2 * DAY, 3 * DAY, WEEK, 2 * WEEK))
         wire_deadline = t + wire_delay
         refund_deadline = t + min(wire_delay, rng.choice((HOUR, DAY) if refund else (0, HOUR, DAY)))
+        # What the wallet signs for each coin (the contract, the merchant's account).
+        wallet_timestamp = t - rng.between(0, MINUTE)
+        h_contract = rng.key64()
+        wallet_data_hash = rng.key64() if rng.random() < 0.3 else None
+        wire_salt = rng.randbytes(16)
         net = 0
         rows = []
         for coin, amount in coins_amounts:
@@ -673,7 +754,14 @@ class Exchange:
             if coin.spent >= coin.denom.value:
                 coin.fully_spent_by_deposit = True
             net += amount - coin.denom.fee_deposit
-            rows.append((self.w.serial("coin_deposits"), serial, coin.pub, rng.key64(), amount))
+            coin_sig = self.sign(
+                "coin_deposits.coin_sig", coin.priv, h_contract_terms=h_contract,
+                age_commitment_hash=coin.age_hash, payto_uri=merchant.payto, wire_salt=wire_salt,
+                denom_pub_hash=coin.denom.h, wallet_timestamp=wallet_timestamp,
+                refund_deadline=refund_deadline, amount_with_fee=A(amount),
+                fee_deposit=A(coin.denom.fee_deposit), merchant_pub=merchant.pub,
+                wallet_data_hash=wallet_data_hash)
+            rows.append((self.w.serial("coin_deposits"), serial, coin.pub, coin_sig, amount))
         for row in rows:
             self.put("coin_deposits", *row)
         policy_serial, blocked = None, False
@@ -684,7 +772,10 @@ class Exchange:
             refund_at = t + rng.between(0, refund_deadline - t)
             give_back = (amount - coin.denom.fee_deposit) // 2 // CENT * CENT
             if amount >= UNIT and give_back >= CENT and (pending or refund_at < now - MINUTE):
-                self.put("refunds", self.w.serial("refunds"), coin.pub, serial, rng.key64(),
+                self.put("refunds", self.w.serial("refunds"), coin.pub, serial,
+                         self.sign("refunds.merchant_sig", merchant.priv,
+                                   h_contract_terms=h_contract, coin_pub=coin.pub,
+                                   rtransaction_id=1, amount_with_fee=A(give_back)),
                          1, give_back)
                 coin.spent -= give_back
                 net -= give_back
@@ -696,9 +787,10 @@ class Exchange:
             if aggregate:
                 self.due.append((merchant, wire_deadline, serial, net))
         self.put("batch_deposits", serial, merchant.shard, merchant.pub,
-                 t - rng.between(0, MINUTE), t, refund_deadline, wire_deadline, rng.key64(),
-                 rng.key64() if rng.random() < 0.3 else None, rng.randbytes(16),
-                 merchant.h_payto, blocked, policy_serial, rng.key64(), aggregate)
+                 wallet_timestamp, t, refund_deadline, wire_deadline, h_contract,
+                 wallet_data_hash, wire_salt, merchant.h_payto, blocked, policy_serial,
+                 self.sign("batch_deposits.merchant_sig", merchant.priv,
+                           h_contract_terms=h_contract), aggregate)
         return serial, [row[0] for row in rows], net, wire_deadline
 
     def policy(self, t, amount, fulfilled=True):
@@ -718,13 +810,18 @@ class Exchange:
         return serial, not fulfilled
 
     def melt(self, coin, t, fresh_denoms_first=()):
-        """Refresh the coin's remaining value into fresh coins; returns [(denom, rrc)]."""
+        """Refresh the coin's remaining value into fresh coins; returns
+        [(denom, rrc serial, fresh coin)]."""
         rng = self.rng
         self.know(coin)
         amount = coin.remaining
         melt = self.w.serial("refresh_commitments")
-        self.put("refresh_commitments", melt, rng.key64(), coin.pub, rng.key64(), amount,
-                 rng.randrange(3))
+        rc = rng.key64()
+        self.put("refresh_commitments", melt, rc, coin.pub,
+                 self.sign("refresh_commitments.old_coin_sig", coin.priv, rc=rc,
+                           denom_pub_hash=coin.denom.h, age_commitment_hash=coin.age_hash,
+                           amount_with_fee=A(amount), fee_refresh=A(coin.denom.fee_refresh)),
+                 amount, rng.randrange(3))
         coin.spent += amount
         budget = amount - coin.denom.fee_refresh
         fresh = []
@@ -737,32 +834,42 @@ class Exchange:
             if len(fresh) >= 5:
                 break
         out = []
+        _, transfer_pub = self.keypair()
         for i, d in enumerate(fresh):
             rrc = self.w.serial("refresh_revealed_coins")
-            self.put("refresh_revealed_coins", rrc, melt, i, rng.key64(), d.serial,
-                     blinded_planchet(rng, d.cs), None, blinded_signature(rng, d.cs),
-                     exchange_withdraw_values(rng, d.cs))
-            out.append((d, rrc))
+            new = self.new_coin(d)
+            planchet = d.key.make_coin(new.pub, new.bks, new.age_hash, melt=True)
+            new.sig = planchet.coin_sig
+            ev_sig = planchet.blind_sig
+            if self.forge("refresh_revealed_coins.ev_sig"):
+                # The denomination's blind signature of another planchet.
+                ev_sig = d.key.make_coin(self.rng.key32(), self.rng.key32(), melt=True).blind_sig
+                self.forged["refresh_revealed_coins.ev_sig"] = ev_sig
+            self.put("refresh_revealed_coins", rrc, melt, i,
+                     self.sign("refresh_revealed_coins.link_sig", coin.priv, denom_pub_hash=d.h,
+                               transfer_pub=transfer_pub, coin_ev=planchet.coin_ev),
+                     d.serial, planchet.coin_ev, None, ev_sig, planchet.ewv)
+            out.append((d, rrc, new))
         self.put("refresh_transfer_keys", self.w.serial("refresh_transfer_keys"), melt,
-                 rng.key32(), rng.randbytes(64))
+                 transfer_pub, rng.randbytes(64))
         return out
 
     def recoup(self, coin, res, t):
-        rng = self.rng
         self.know(coin)
         amount = coin.remaining
-        self.put("recoup", self.w.serial("recoup"), coin.pub, rng.key64(), rng.key32(), amount,
-                 t, coin.withdraw_serial)
+        self.put("recoup", self.w.serial("recoup"), coin.pub,
+                 self.sign("recoup.coin_sig", coin.priv, denom_pub_hash=coin.denom.h,
+                           coin_blind=coin.bks), coin.bks, amount, t, coin.withdraw_serial)
         coin.spent += amount
         self._credit(res, amount, t)
 
     def recoup_refresh(self, fresh, old, rrc, t):
-        rng = self.rng
         self.know(fresh)
         self.know(old)
         amount = fresh.remaining
         self.put("recoup_refresh", self.w.serial("recoup_refresh"), fresh.pub, old.known_id,
-                 rng.key64(), rng.key32(), amount, t, rrc)
+                 self.sign("recoup_refresh.coin_sig", fresh.priv, denom_pub_hash=fresh.denom.h,
+                           coin_blind=fresh.bks), fresh.bks, amount, t, rrc)
         fresh.spent += amount
         old.spent -= amount
 
@@ -770,29 +877,62 @@ class Exchange:
     def purse(self, coins, t, partner=None):
         """A p2p push payment: coins into a purse; returns (purse_pub, amount, h_contract)."""
         rng = self.rng
-        pub = rng.key32()
+        seed, pub = self.keypair()
+        merge_seed, merge_pub = self.keypair()
         h_contract = rng.key64()
         amount = sum(c.denom.value - c.denom.fee_deposit for c in coins)
+        partner_url = None
+        if partner is not None:
+            partner_url = next(p[1] for p in self.partners if p[0] == partner)
         rows = []
         for coin in coins:
             self.know(coin)
             coin.spent += coin.denom.value
             rows.append((self.w.serial("purse_deposits"), partner, pub, coin.pub,
-                         coin.denom.value, rng.key64()))
-        self.put("purse_requests", self.w.serial("purse_requests"), pub, rng.key32(), t,
-                 t + WEEK, h_contract, 0, 0, amount, 0, rng.key64(), False, True, amount)
+                         coin.denom.value,
+                         self.sign("purse_deposits.coin_sig", coin.priv,
+                                   amount_with_fee=A(coin.denom.value),
+                                   denom_pub_hash=coin.denom.h,
+                                   age_commitment_hash=coin.age_hash, purse_pub=pub,
+                                   partner_serial_id=partner, partner_base_url=partner_url)))
+        self.put("purse_requests", self.w.serial("purse_requests"), pub, merge_pub, t,
+                 t + WEEK, h_contract, 0, 0, amount, 0,
+                 self.purse_sig(seed, pub, merge_seed, merge_pub, t + WEEK, amount, h_contract),
+                 False, True, amount)
         for row in rows:
             self.put("purse_deposits", *row)
         return pub, amount, h_contract
 
+    def purse_sig(self, seed, pub, merge_seed, merge_pub, expiration, amount, h_contract,
+                  age_limit=0, flags=0, purse_fee=0):
+        """purse_requests.purse_sig; remembers what the purse's merges sign."""
+        self.purses[pub] = {"merge_seed": merge_seed, "merge_pub": merge_pub,
+                            "purse_expiration": expiration, "amount_with_fee": A(amount),
+                            "purse_fee": A(purse_fee), "h_contract_terms": h_contract,
+                            "age_limit": age_limit, "flags": flags}
+        return self.sign("purse_requests.purse_sig", seed, purse_expiration=expiration,
+                         amount_with_fee=A(amount), h_contract_terms=h_contract,
+                         merge_pub=merge_pub, age_limit=age_limit)
+
+    def merge_sig(self, purse_pub, reserve_pub, t, partner=None):
+        """purse_merges.merge_sig of a merge into ``reserve_pub`` at time ``t``."""
+        url = next(p[1] for p in self.partners if p[0] == partner) if partner else None
+        return self.sign("purse_merges.merge_sig", self.purses[purse_pub]["merge_seed"],
+                         merge_timestamp=t, purse_pub=purse_pub, reserve_pub=reserve_pub,
+                         partner_serial_id=partner, partner_base_url=url)
+
     def expired_purse(self, t):
         """A purse nobody paid into; decided (refunded, nothing to refund) once expired."""
         rng = self.rng
-        pub = rng.key32()
+        seed, pub = self.keypair()
+        merge_seed, merge_pub = self.keypair()
         expiration = t + DAY
         decided = expiration + HOUR < self.now
-        self.put("purse_requests", self.w.serial("purse_requests"), pub, rng.key32(), t,
-                 expiration, rng.key64(), 0, 0, rng.between(1, 20) * UNIT, 0, rng.key64(),
+        h_contract = rng.key64()
+        amount = rng.between(1, 20) * UNIT
+        self.put("purse_requests", self.w.serial("purse_requests"), pub, merge_pub, t,
+                 expiration, h_contract, 0, 0, amount, 0,
+                 self.purse_sig(seed, pub, merge_seed, merge_pub, expiration, amount, h_contract),
                  False, decided, 0)
         if decided:
             self.put("purse_decision", self.w.serial("purse_decision"), pub,
@@ -800,12 +940,17 @@ class Exchange:
 
     def merge_local(self, purse_pub, amount, t):
         """The purse merged into a new reserve of this exchange."""
-        rng = self.rng
         res = self.open_reserve()
         self.put("purse_merges", self.w.serial("purse_merges"), None, res.pub, purse_pub,
-                 rng.key64(), t)
+                 self.merge_sig(purse_pub, res.pub, t), t)
         wallet_payto = f"payto://taler-reserve/exchange.demo.taler.net/{res.pub.hex()}"
-        self.put("account_merges", self.w.serial("account_merges"), res.pub, rng.key64(),
+        p = self.purses[purse_pub]
+        self.put("account_merges", self.w.serial("account_merges"), res.pub,
+                 self.sign("account_merges.reserve_sig", res.priv,
+                           purse_expiration=p["purse_expiration"],
+                           amount_with_fee=p["amount_with_fee"], purse_fee=p["purse_fee"],
+                           h_contract_terms=p["h_contract_terms"], purse_pub=purse_pub,
+                           merge_timestamp=t, age_limit=p["age_limit"], flags=p["flags"]),
                  purse_pub, h_normalized_payto(wallet_payto))
         self.put("purse_decision", self.w.serial("purse_decision"), purse_pub, t, False)
         self._credit(res, amount, t)
@@ -817,7 +962,7 @@ class Exchange:
         serial, _, wad_fee = self.partners[int(rng.random() * len(self.partners))]
         remote_reserve = rng.key32()
         self.put("purse_merges", self.w.serial("purse_merges"), serial, remote_reserve,
-                 purse_pub, rng.key64(), t)
+                 purse_pub, self.merge_sig(purse_pub, remote_reserve, t, serial), t)
         self.put("purse_decision", self.w.serial("purse_decision"), purse_pub, t, False)
         wad = self.w.serial("wads_out")
         wad_time = t + rng.between(MINUTE, HOUR)

@@ -21,6 +21,31 @@ KINDS = {
                                 "(reserve_balance_summary_wrong, internal audit only)",
 }
 
+# Forged signatures: kind -> the signature column (crypto.catalog) whose next
+# value is signed with a wrong key (EdDSA: the right block under another key;
+# known_coins.denom_sig: the denomination's signature on another coin; the
+# blinded ev_sig: the signature of another planchet).  Each makes exactly one
+# bad_sig_loss finding (auditor_bad_sig_losses) and breaks no other rule.
+FORGED = {
+    "bad_sig_denomination": "denominations.master_sig",
+    "bad_sig_wire_fee": "wire_fee.master_sig",
+    "bad_sig_withdraw": "reserves_out.reserve_sig",
+    "bad_sig_coin": "known_coins.denom_sig",
+    "bad_sig_deposit": "coin_deposits.coin_sig",
+    "bad_sig_contract": "batch_deposits.merchant_sig",
+    "bad_sig_refund": "refunds.merchant_sig",
+    "bad_sig_melt": "refresh_commitments.old_coin_sig",
+    "bad_sig_reveal": "refresh_revealed_coins.ev_sig",
+    "bad_sig_close": "close_requests.reserve_sig",
+    "bad_sig_purse": "purse_requests.purse_sig",
+    "bad_sig_merge": "purse_merges.merge_sig",
+    "bad_sig_purse_deposit": "purse_deposits.coin_sig",
+    "bad_sig_account_merge": "account_merges.reserve_sig",
+}
+FORGED_COLUMNS = {column: kind for kind, column in FORGED.items()}
+for _kind, _column in FORGED.items():
+    KINDS[_kind] = f"a forged {_column} (bad_sig_loss)"
+
 
 def parse_kinds(kinds):
     """'a,b' or an iterable of names -> list of kinds (repeats plant several); exit 2 if unknown."""
@@ -51,6 +76,16 @@ class Injector:
     def __init__(self, kinds):
         self.pending = list(kinds)
         self.record = []
+
+    # Forged signatures (any time; the model asks before signing) -----------------
+    def forge(self, column):
+        """True (once per planted kind) if the next signature of ``column`` is to be forged."""
+        kind = FORGED_COLUMNS.get(column)
+        return kind is not None and self._take(kind)
+
+    def forged_written(self, column, serial):
+        table, col = column.split(".")
+        self._note(FORGED_COLUMNS[column], table, serial, column=col)
 
     def _take(self, kind):
         if kind in self.pending:

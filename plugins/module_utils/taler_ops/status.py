@@ -182,7 +182,7 @@ def audit(auditor_uri):
             query = sql.SQL(" UNION ALL ").join(
                 sql.SQL("SELECT {}, count(*) FILTER (WHERE NOT suppressed) FROM {}").format(
                     sql.Literal(t), sql.Identifier("auditor", t))
-                for t in auditor_schema.FINDINGS_TABLES)
+                for t in auditor_schema.REPORT_TABLES)
             part["findings"] = dict(conn.execute(query).fetchall())
     except DatabaseNotReady as exc:
         part["problems"].append(str(exc))

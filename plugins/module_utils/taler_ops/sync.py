@@ -874,19 +874,143 @@ def _guarded_pass(syncer):
         raise TalerOpsError(f"sync pass failed: {_one_line(exc)}") from None
 
 
+class WakeHints:
+    """LISTEN on the ingres for wake-up hints (wakeup.py); without them, plain waiting.
+
+    A notification only ends a wait early: it carries nothing the sync uses, and
+    whether one comes never changes what a pass copies.  LISTEN fails on a hot
+    standby (and where no trigger sends anything, nothing arrives): the daemon
+    then polls as before.  A lost listening connection is opened again at most
+    every RELISTEN seconds.
+    """
+
+    RELISTEN = 30.0
+    SLICE = 0.5     # seconds; a SIGTERM is noticed within this while waiting
+
+    def __init__(self, uri, stop):
+        from .wakeup import CHANNEL
+        self.uri, self.stop, self.channel = uri, stop, CHANNEL
+        self.conn = None
+        self.tried = float("-inf")
+        self.hints = 0
+        self.reason = None
+
+    def _listen(self):
+        if self.conn is not None or time.monotonic() - self.tried < self.RELISTEN:
+            return self.conn
+        self.tried = time.monotonic()
+        try:
+            conn = connect(self.uri, SOURCE_WHAT, autocommit=True)
+        except TalerOpsError as exc:
+            self._unavailable(str(exc))
+            return None
+        try:
+            conn.execute(f"LISTEN {self.channel}")
+        except psycopg.Error as exc:    # a hot standby: "cannot execute LISTEN during recovery"
+            self._unavailable(_one_line(exc))
+            conn.close()
+            return None
+        log.info("event=listening channel=%s", self.channel)
+        self.reason = None
+        self.conn = conn
+        return conn
+
+    def _unavailable(self, reason):
+        # Logged once per cause, not every RELISTEN seconds (a standby never allows it).
+        (log.info if reason != self.reason else log.debug)(
+            "event=no-wakeup polling=yes reason=%s", reason)
+        self.reason = reason
+
+    def _drop(self, exc):
+        self._unavailable(_one_line(exc))
+        try:
+            self.conn.close()
+        except psycopg.Error:
+            pass
+        self.conn = None
+
+    def live(self):
+        return self._listen() is not None
+
+    def pending(self):
+        """Did a hint arrive (since the last wait)?  Never blocks."""
+        conn = self._listen()
+        if conn is None:
+            return False
+        try:
+            got = False
+            for _ in conn.notifies(timeout=0):
+                got = True
+            if got:
+                self.hints += 1
+            return got
+        except psycopg.Error as exc:
+            self._drop(exc)
+            return False
+
+    def wait(self, delay):
+        """Wait up to ``delay`` seconds, less if a hint arrives or ``stop`` is set.
+
+        Returns True when a hint ended the wait.
+        """
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            conn = self._listen()
+            if conn is None:
+                self.stop.wait(min(remaining, self.SLICE))
+                continue
+            try:
+                got = False
+                for _ in conn.notifies(timeout=min(remaining, self.SLICE), stop_after=1):
+                    got = True
+                if got:
+                    for _ in conn.notifies(timeout=0):   # one pass for all hints queued
+                        pass
+                    self.hints += 1
+                    return True
+            except psycopg.Error as exc:
+                self._drop(exc)
+        return False
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+            self.conn = None
+
+
+HINT_GAP = 0.1   # seconds: after hinted passes that found nothing, hints wait at least this long
+
+
 def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=None,
-               on_pass=None, max_delay=MAX_IDLE_DELAY, hole_horizon=DEFAULT_HOLE_HORIZON):
+               on_pass=None, max_delay=MAX_IDLE_DELAY, hole_horizon=DEFAULT_HOLE_HORIZON,
+               wakeup=True):
     """Keep the safe copy fresh until ``stop`` is set; halts and schema problems end it.
 
-    LISTEN/NOTIFY cannot be relied on (a logical-replication subscriber fires no
-    statement-level NOTIFY for applied rows), so it polls adaptively: at once
-    after a busy pass, doubling up to ``max_delay`` while idle.  Lost connections
-    and transient errors are retried with exponential backoff up to MAX_BACKOFF.
-    ``hole_horizon``: see DEFAULT_HOLE_HORIZON and Syncer._source_clock.
+    Between passes it waits adaptively: not at all after a full batch, 0.05 s
+    after a pass that copied something, doubling up to ``max_delay`` while idle
+    (polling).  With ``wakeup`` it also LISTENs on the ingres (WakeHints), and
+    while it listens an idle wait is ``max_delay`` at once: the
+    ingres' wake-up trigger (an ENABLE ALWAYS row trigger, which the apply
+    worker fires; statement triggers it does not) NOTIFYs per applied
+    transaction, and a hint ends the wait at once.  The hint is untrusted: a
+    flood of them only makes passes (which find nothing) more frequent, at most
+    one per HINT_GAP after two empty passes hints started; missing hints leave polling.
+    Lost connections and transient errors are retried with exponential backoff
+    up to MAX_BACKOFF.  ``hole_horizon``: see DEFAULT_HOLE_HORIZON and
+    Syncer._source_clock.
     """
     stop = stop or threading.Event()
     delay, backoff = 0.0, 1.0
     syncer = None
+    hints = WakeHints(src_uri, stop) if wakeup else None
+    woken = False
+    futile = 0
     passes = copied = 0
     try:
         while not stop.is_set():
@@ -895,6 +1019,8 @@ def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=N
                     syncer = Syncer(src_uri, dst_uri, batch_size, progress=progress,
                                     stop=stop, hole_horizon=hole_horizon).open()
                     log.info("event=connected")
+                if hints is not None:
+                    hints.pending()     # hints up to now are answered by this pass
                 result = _guarded_pass(syncer)
             except ConnectionLost as exc:
                 if syncer is not None:
@@ -913,10 +1039,24 @@ def run_daemon(src_uri, dst_uri, batch_size=DEFAULT_BATCH, progress=None, stop=N
                 delay = 0.0
             elif result["copied"]:
                 delay = 0.05
+            elif hints is not None and hints.live():
+                delay = max_delay   # hints wake it; polling is only the fallback
             else:
                 delay = min(max_delay, max(0.1, delay * 2))
-            stop.wait(delay)
+            if hints is None:
+                stop.wait(delay)
+            elif delay > 0:
+                # Hints that lead to nothing twice in a row: slow a flood down.
+                futile = futile + 1 if woken and not result["copied"] else 0
+                if futile >= 2:
+                    stop.wait(HINT_GAP)
+                woken = hints.pending() or hints.wait(delay)
+            else:
+                woken = False
     finally:
         if syncer is not None:
             syncer.close()
-    return {"passes": passes, "copied": copied}
+        if hints is not None:
+            hints.close()
+    return {"passes": passes, "copied": copied,
+            "hints": hints.hints if hints is not None else 0}

@@ -20,12 +20,13 @@ import time
 
 from . import gc
 from .copywriter import CopyWriter, may_skip_fk_triggers
+from .crypto.keyring import Keyring
 from .db import connect
 from .dbinit import assert_exchange_current, exchange_flavour, read_setup
 from .errors import TalerOpsError, UsageError
 from .exchange_model import (CENT, COLUMNS, DAY, HISTORY_SPAN, HOUR, IDLE_RESERVE_EXPIRATION,
                              LEGAL_RESERVE_EXPIRATION, MARGIN, MINUTE, SECOND, UNIT, WEEK, YEAR,
-                             Coin, Denomination, Exchange, Rand)
+                             Denomination, Exchange, Rand)
 from .inject import Injector, parse_kinds, write_record
 
 WHAT = "exchange database"
@@ -228,8 +229,7 @@ class _Lifecycles:
                 fresh_first = (ex.revoked[0],) if want_rr else ()
                 fresh = ex.melt(melt, t_p, fresh_first)
                 spend_now = []
-                for d, rrc in fresh:
-                    coin = Coin(rng.key32(), d)
+                for d, rrc, coin in fresh:
                     made.append(coin)
                     if d.revoked:
                         ex.recoup_refresh(coin, melt, rrc,
@@ -286,13 +286,15 @@ def validate_bulk_args(rows, seed):
 
 
 def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=None,
-         fk_check="auto"):
+         fk_check="auto", keys=None):
     """Fill the exchange database with about ``rows`` rows of consistent history.
 
     Returns {table: rows inserted}; planted misbehaviour goes to ``record_path``.
     ``fk_check`` (schemas with foreign keys): "triggers" has the server check each
     row; "set" checks each chunk with one anti-join per foreign key (see
     CopyWriter; needs superuser); "auto" takes "set" where allowed.
+    ``keys``: the crypto.keyring.Keyring that signs (default: the one of ``seed``,
+    currency KUDOS); its master public key is what the audit must be configured with.
     """
     validate_bulk_args(rows, seed)
     if fk_check not in ("auto", "triggers", "set"):
@@ -301,13 +303,13 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     conn, setup = _open(uri)
     try:
         return bulk_into(conn, bool(setup[2]), rows, seed, inject, record_path, now_us,
-                         progress, fk_check)
+                         progress, fk_check, keys)
     finally:
         conn.close()
 
 
 def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=None,
-              progress=None, fk_check="auto"):
+              progress=None, fk_check="auto", keys=None):
     """bulk() on an open connection to any exchange schema with the model's tables.
 
     Only the tables and columns the model writes are touched (explicit column
@@ -337,8 +339,10 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
         elif fk_check == "set" and not has_fks:
             fk_check = "triggers"       # nothing to switch off
         writer = CopyWriter(conn, COLUMNS, fk_check=fk_check)
-        ex = Exchange(writer, Rand(_seed_text(seed, writer)), now)
+        ex = Exchange(writer, Rand(_seed_text(seed, writer)), now,
+                      keys if keys is not None else Keyring(seed))
         injector = Injector(kinds) if kinds else None
+        ex.forger = injector        # forged signatures: at the first chance, key material included
         t_start = now - HISTORY_SPAN
         _setup(ex, conn, t_start, merchants=8 + rows // 4000)
         lives = _Lifecycles(ex, injector)
@@ -476,8 +480,8 @@ class _Live:
         if aggregate:
             self.pending.append([merchant, deadline, batch, net, merchant.shard])
         if melt is not None:
-            for d, _ in ex.melt(melt, t + SECOND):
-                self.coins.append(Coin(rng.key32(), d))
+            for _, _, coin in ex.melt(melt, t + SECOND):
+                self.coins.append(coin)
         for coin in paying:
             self.touch_coin(coin)
             if coin.remaining == 0 and coin.fully_spent_by_deposit:
@@ -592,7 +596,8 @@ def _live_denominations(ex, conn, t_from, t_to):
                   (d.fee_deposit).val * 100000000 + (d.fee_deposit).frac,
                   (d.fee_refresh).val * 100000000 + (d.fee_refresh).frac,
                   (d.fee_refund).val * 100000000 + (d.fee_refund).frac,
-                  d.age_mask, get_byte(d.denom_pub, 3), d.valid_from, d.expire_withdraw
+                  d.age_mask, get_byte(d.denom_pub, 3), d.valid_from, d.expire_withdraw,
+                  d.denom_pub
              FROM exchange.denominations d
             WHERE d.valid_from <= %s AND d.expire_withdraw > %s AND d.expire_deposit > %s
               AND NOT EXISTS (SELECT 1 FROM exchange.denomination_revocations r
@@ -600,8 +605,16 @@ def _live_denominations(ex, conn, t_from, t_to):
             ORDER BY d.denominations_serial""", (t_from, t_to, t_to + DAY)).fetchall()
     # Only denominations whose fees leave every deposit something to wire.  The
     # cipher is denom_pub's first field (Taler never writes denom_type: it stays 1).
-    denoms = [Denomination(r[0], r[1], r[2:6], False, r[6], r[7] == 2, r[8], r[9])
-              for r in rows if r[1] >= 10 * CENT and r[3] <= 2 * CENT and r[4] <= 2 * CENT]
+    # Only denominations whose private key this run's keyring derives (an
+    # earlier run with the same seed made them): their coins must verify.
+    denoms = []
+    for r in rows:
+        if not (r[1] >= 10 * CENT and r[3] <= 2 * CENT and r[4] <= 2 * CENT):
+            continue
+        key = ex.keys.denomination(r[0], r[7] == 2, r[6])
+        if key.denom_pub == bytes(r[10]):
+            denoms.append(Denomination(r[0], r[1], r[2:6], False, r[6], r[7] == 2, r[8], r[9],
+                                       key))
     if len({d.value for d in denoms if not d.age_mask}) >= 4:
         ex.add_denominations(denoms)
         return []
@@ -620,7 +633,7 @@ def validate_live_args(rate, duration, gc_every):
 
 
 def live(uri, rate, duration, seed=0, gc_every=None, inject=(), record_path=None, progress=None,
-         tick=0.2):
+         tick=0.2, keys=None):
     """Serve exchange traffic at about ``rate`` rows/s for ``duration`` seconds.
 
     One transaction per ``tick`` seconds.  Returns {"inserted": {table: n},
@@ -634,7 +647,8 @@ def live(uri, rate, duration, seed=0, gc_every=None, inject=(), record_path=None
         writer = CopyWriter(conn, COLUMNS)
         start_wall = _now_us()
         end_wall = start_wall + int(duration * SECOND)
-        ex = Exchange(writer, Rand(_seed_text(seed, writer)), start_wall)
+        ex = Exchange(writer, Rand(_seed_text(seed, writer)), start_wall,
+                      keys if keys is not None else Keyring(seed))
         ex.load_fees(conn)
         ex.ensure_fees(start_wall - DAY, end_wall + YEAR)
         _live_denominations(ex, conn, start_wall, end_wall + WEEK)
@@ -645,6 +659,7 @@ def live(uri, rate, duration, seed=0, gc_every=None, inject=(), record_path=None
         conn.commit()
         setup_rows = sum(writer.written.values())
         injector = Injector(kinds) if kinds else None
+        ex.forger = injector
         stats = {"transactions": 1, "gc_runs": 0, "deleted": {}}
         updated = {}
         started = time.monotonic()

@@ -97,13 +97,19 @@ class RsaPrivateKey:
     def from_primes(cls, p: int, q: int, e: int = 65537) -> "RsaPrivateKey":
         return cls(p * q, e, pow(e, -1, (p - 1) * (q - 1)), p, q)
 
+    @functools.cached_property
+    def _crt(self) -> tuple[int, int, int]:
+        # d mod (p-1), d mod (q-1), q^-1 mod p: computed once per key, not per signature.
+        return self.d % (self.p - 1), self.d % (self.q - 1), pow(self.q, -1, self.p)
+
     def sign_raw(self, m: int) -> int:
         """m^d mod n via the Chinese remainder theorem (about 3x faster)."""
         if not 0 <= m < self.n:
             raise ValueError("RSA input out of range")
-        sp = _powmod(m % self.p, self.d % (self.p - 1), self.p)
-        sq = _powmod(m % self.q, self.d % (self.q - 1), self.q)
-        h = (pow(self.q, -1, self.p) * (sp - sq)) % self.p
+        dp, dq, qinv = self._crt
+        sp = _powmod(m % self.p, dp, self.p)
+        sq = _powmod(m % self.q, dq, self.q)
+        h = (qinv * (sp - sq)) % self.p
         return sq + h * self.q
 
 
