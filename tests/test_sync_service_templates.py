@@ -76,6 +76,8 @@ def _render_units(tmp_path):
                               sync_service_run_dir="/run/taler-ops/sync")),
         "exchange_traffic": ("traffic.service.j2", "taler-exchange-traffic.service",
                              dict(exchange_traffic_venv=venv)),
+        "ingres": ("link.service.j2", "taler-ops-ingres-link.service",
+                   dict(ingres_link_venv=venv)),
         "pg_instance": ("instance.service.j2", "taler-ops-pg-production.service",
                         dict(pg_instance_name="production",
                              __pg_instance_server={"bin_dir": PG_BIN})),
@@ -118,6 +120,7 @@ def test_every_unit_is_sandboxed_and_passes_systemd_analyze_verify(tmp_path):
     assert _settings(units["sync_service"])["ReadWritePaths"] == ["/run/taler-ops/sync"]
     assert _settings(units["pg_instance"])["ReadWritePaths"] == [
         "/var/lib/taler-ops/production /run/taler-ops/production"]
+    assert _settings(units["ingres"])["ReadWritePaths"] == ["/var/lib/taler-ops/ingres-link"]
     assert "ReadWritePaths" not in _settings(units["exchange_traffic"])
 
     # systemd-analyze verify works offline (systemd need not run); it reports unknown keys,
