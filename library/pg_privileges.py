@@ -7,11 +7,11 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pg_privileges
-short_description: Grant or revoke a role's privileges on tables, a schema and a database
+short_description: Grant or revoke a role's privileges on tables, a schema, a database and parameters
 description:
   - Converges the privileges that one role holds directly (its own ACL entries, not those
     inherited through role membership or granted to C(PUBLIC)) on tables of one schema,
-    on that schema and on the connected database.
+    on that schema, on the connected database and on configuration parameters.
   - With O(exclusive=true) privileges of the role that are not listed are revoked, for each
     kind of object the task names — least privilege for a replication or sync role.
   - Every identifier is quoted. Statements are grouped, one C(GRANT) or C(REVOKE) per set of
@@ -53,6 +53,21 @@ options:
         C(TEMPORARY) (C(TEMP)). Omit to leave them alone.
     type: list
     elements: str
+  parameters:
+    description:
+      - Configuration parameters (PostgreSQL 15 or later), the objects of
+        O(parameter_privileges), for example C(session_replication_role). Names are
+        case-insensitive; a custom parameter is C(extension.name).
+      - Parameter privileges belong to the whole instance (cluster), not to O(login_db).
+    type: list
+    elements: str
+    default: []
+  parameter_privileges:
+    description:
+      - Privileges on O(parameters), C(SET) and/or C(ALTER SYSTEM), or C(ALL) for both.
+        Needed with O(parameters).
+    type: list
+    elements: str
   state:
     description:
       - C(present) grants the listed privileges; C(absent) revokes them.
@@ -61,8 +76,9 @@ options:
     default: present
   exclusive:
     description:
-      - With O(state=present), also revoke the role's other privileges on O(tables), and, when
-        O(schema_privileges) or O(database_privileges) are given, on the schema or database.
+      - With O(state=present), also revoke the role's other privileges on O(tables), on
+        O(parameters), and, when O(schema_privileges) or O(database_privileges) are given, on
+        the schema or database.
       - Privileges granted to C(PUBLIC) are not the role's own and stay.
     type: bool
     default: false
@@ -72,7 +88,7 @@ attributes:
     description:
       - Reports the statements that would run, without running them.
       - A missing role, schema or table is a warning in check mode (an earlier task would create
-        it), an error otherwise.
+        it), an error otherwise. An unknown parameter is always an error.
   diff_mode:
     support: full
     description: Shows the role's privileges on the named objects before and after.
@@ -102,6 +118,16 @@ EXAMPLES = r"""
     tables: [ALL]
     privileges: [SELECT, INSERT]
     exclusive: true
+
+- name: The sync may switch triggers off for its own session on the safe copy (PostgreSQL 15)
+  pg_privileges:
+    login_host: /run/taler-ops/production
+    login_port: 5443
+    login_db: taler-auditor
+    role: taler-sync
+    parameters: [session_replication_role]
+    parameter_privileges: [SET]
+    exclusive: true
 """
 
 RETURN = r"""
@@ -113,6 +139,7 @@ privileges:
     tables: {exchange.reserves: [SELECT], exchange.reserves_in: [SELECT]}
     schema: [USAGE]
     database: [CONNECT]
+    parameters: {session_replication_role: [SET]}
 queries:
   description: Statements run (would run, in check mode).
   returned: always
@@ -127,7 +154,8 @@ from ansible.module_utils.taler_pg_sql import Session, qualified_text
 TABLE_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
 SCHEMA_PRIVILEGES = ["USAGE", "CREATE"]
 DATABASE_PRIVILEGES = ["CONNECT", "CREATE", "TEMPORARY"]
-ALIASES = {"TEMP": "TEMPORARY"}
+PARAMETER_PRIVILEGES = ["SET", "ALTER SYSTEM"]
+ALIASES = {"TEMP": "TEMPORARY", "ALTER_SYSTEM": "ALTER SYSTEM"}
 
 
 def normalise(module, values, allowed, what):
@@ -135,7 +163,8 @@ def normalise(module, values, allowed, what):
         return None
     out = set()
     for value in values:
-        word = ALIASES.get(value.strip().upper(), value.strip().upper())
+        word = " ".join(value.split()).upper()
+        word = ALIASES.get(word, word)
         if word in ("ALL", "ALL PRIVILEGES"):
             out.update(allowed)
         elif word in allowed:
@@ -158,6 +187,20 @@ TABLE_ACL = (
     "acldefault('r', o.relowner))) a WHERE a.grantee = %(roleoid)s) AS privs "
     "FROM pg_class o JOIN pg_namespace n ON n.oid = o.relnamespace "
     "WHERE n.nspname = %(schema)s AND o.relkind IN ('r', 'p', 'v', 'm', 'f')")
+
+
+# A parameter with no pg_parameter_acl row has no grants at all (only superusers may
+# set a superuser-only parameter); acldefault('p', ...) is that empty default.
+PARAMETER_ACL = (
+    "SELECT o.parname, ARRAY(SELECT a.privilege_type FROM aclexplode(o.paracl) a "
+    "WHERE a.grantee = %(roleoid)s) AS privs FROM pg_parameter_acl o "
+    "WHERE o.parname = ANY(%(parameters)s)")
+
+
+def parameter_sql(name):
+    """A parameter name as GRANT ... ON PARAMETER takes it: dotted parts, each quoted."""
+    from psycopg import sql
+    return sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
 
 
 def ordered(privs, allowed):
@@ -191,6 +234,8 @@ def main():
         privileges=dict(type="list", elements="str", default=[]),
         schema_privileges=dict(type="list", elements="str"),
         database_privileges=dict(type="list", elements="str"),
+        parameters=dict(type="list", elements="str", default=[]),
+        parameter_privileges=dict(type="list", elements="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         exclusive=dict(type="bool", default=False),
     )
@@ -202,6 +247,16 @@ def main():
     want_tables = normalise(module, p["privileges"], TABLE_PRIVILEGES, "table")
     want_schema = normalise(module, p["schema_privileges"], SCHEMA_PRIVILEGES, "schema")
     want_db = normalise(module, p["database_privileges"], DATABASE_PRIVILEGES, "database")
+    want_params = normalise(module, p["parameter_privileges"], PARAMETER_PRIVILEGES, "parameter")
+    if (want_params is None) != (not p["parameters"]):
+        module.fail_json(msg="parameters and parameter_privileges go together")
+    parameters = []
+    for name in p["parameters"]:
+        name = name.strip().lower()
+        if not name or any(not part for part in name.split(".")):
+            module.fail_json(msg=f"malformed parameter name {name!r}")
+        if name not in parameters:
+            parameters.append(name)
     present = p["state"] == "present"
     exclusive = p["exclusive"] and present
     schema = p["schema"]
@@ -234,6 +289,22 @@ def main():
                                    "o.datname = current_database()", "datname"), args)
     have_db = set(db_row["privs"])
 
+    have_params = {}
+    if parameters:
+        if session.server_version < 150000:
+            session.fail("privileges on parameters need PostgreSQL 15 or later; this server is "
+                         f"{session.server_version // 10000}")
+        known = {r["name"] for r in session.rows(
+            "SELECT name FROM pg_settings WHERE name = ANY(%(parameters)s)",
+            {"parameters": parameters})}
+        # A custom (dotted) parameter need not be defined yet: GRANT accepts a placeholder.
+        unknown = [n for n in parameters if n not in known and "." not in n]
+        if unknown:
+            session.fail("unknown configuration parameter(s): " + ", ".join(unknown))
+        acl = {r["parname"]: set(r["privs"]) for r in session.rows(
+            PARAMETER_ACL, dict(args, parameters=parameters))}
+        have_params = {n: acl.get(n, set()) for n in parameters}
+
     role = sql.Identifier(p["role"])
     after_tables = {}
     stmts = []
@@ -249,6 +320,19 @@ def main():
     table_sql = lambda t: sql.Identifier(schema, t)  # noqa: E731
     stmts += plan(revokes, False, TABLE_PRIVILEGES, "TABLE", table_sql, role)
     stmts += plan(grants, True, TABLE_PRIVILEGES, "TABLE", table_sql, role)
+
+    after_params = {}
+    if want_params is not None:
+        grants, revokes = {}, {}
+        for name, have in have_params.items():
+            if present:
+                grants[name] = want_params - have
+                revokes[name] = (have - want_params) if exclusive else set()
+            else:
+                grants[name], revokes[name] = set(), have & want_params
+            after_params[name] = (have | grants[name]) - revokes[name]
+        stmts += plan(revokes, False, PARAMETER_PRIVILEGES, "PARAMETER", parameter_sql, role)
+        stmts += plan(grants, True, PARAMETER_PRIVILEGES, "PARAMETER", parameter_sql, role)
 
     def converge(want, have, things, kind, target):
         if want is None:
@@ -269,14 +353,15 @@ def main():
     for stmt in stmts:
         session.execute(stmt)
 
-    def view(tables, schema_privs, db_privs):
+    def view(tables, schema_privs, db_privs, params):
         return {"tables": {qualified_text(schema, t): ordered(v, TABLE_PRIVILEGES)
                            for t, v in sorted(tables.items())},
                 "schema": ordered(schema_privs, SCHEMA_PRIVILEGES),
-                "database": ordered(db_privs, DATABASE_PRIVILEGES)}
+                "database": ordered(db_privs, DATABASE_PRIVILEGES),
+                "parameters": {n: ordered(v, PARAMETER_PRIVILEGES) for n, v in sorted(params.items())}}
 
-    before = view(have_tables, have_schema, have_db)
-    after = view(after_tables, after_schema, after_db)
+    before = view(have_tables, have_schema, have_db, have_params)
+    after = view(after_tables, after_schema, after_db, after_params or have_params)
     result = dict(changed=bool(session.queries), privileges=after, queries=session.queries)
     if module._diff:
         result["diff"] = dict(before=before, after=after)

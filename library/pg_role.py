@@ -167,8 +167,10 @@ def read_role(session, name):
         state[option] = row[column]
     state["connection_limit"] = row["rolconnlimit"]
     state["member_of"] = list(row["member_of"])
-    # pg_roles shows '********' for any password; NULL means none is set.
-    state["password_set"] = row["rolpassword"] is not None
+    # pg_roles shows '********' whether a password is set or not: only pg_authid tells
+    # (superuser); without access to it, assume one is set.
+    verifier = read_verifier(session, name)
+    state["password_set"] = verifier is not None if verifier is not False else True
     return state
 
 

@@ -5,7 +5,8 @@ import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
-PASSWORD_NAMES = ["auditor", "replication", "sync-ingres", "sync-production"]
+# Only what crosses hosts: the auditor host's local services use peer authentication.
+PASSWORD_NAMES = ["replication"]
 
 
 def scenario_env(secrets=None):

@@ -17,7 +17,9 @@ INV = os.path.join(ROOT, "inventories", "production-example")
 VAULT = os.path.join(INV, "group_vars", "all", "vault.yml")
 VAULT_PASSWORD = os.path.join(INV, "vault-password.example")
 PLAYBOOKS = ["site.yml", "destroy.yml", "gc.yml", "reset.yml", "status.yml", "internal-audit.yml"]
-SECRETS = ["replication", "sync_ingres", "sync_production", "auditor"]
+# Only what crosses hosts: the auditor host's local services use peer authentication.
+SECRETS = ["replication"]
+LOCAL_SERVICE_SECRETS = ["sync_ingres", "sync_production", "auditor"]
 
 
 def _ansible(tool, *args):
@@ -44,6 +46,10 @@ def test_inventory_lists_two_hosts_with_vault_secrets():
             assert len(secret) == 32 and secret.isalnum()
             # The plain variables only point into the vault.
             assert hv[f"taler_{name}_password"] == "{{ vault_taler_%s_password }}" % name
+        # No password of a local service role exists, in the vault or beside it.
+        assert not [k for k in hv if any(n in k for n in LOCAL_SERVICE_SECRETS) and "password" in k]
+        assert not [k for k in hv if k in ("safe_copy_auditor_password", "sync_service_ingres_password",
+                                            "sync_service_production_password")]
     auditor = inv["_meta"]["hostvars"]["auditor-db.example.org"]
     assert auditor["taler_auditor_address"] == "203.0.113.20"
     assert auditor["exchange_publisher_subscriber_addresses"] == ["{{ taler_auditor_address }}/32"]

@@ -168,6 +168,27 @@ def test_qualified_names_follow_sql_rules():
             parse_qualified(bad)
 
 
+def test_role_without_password_converges(pg):
+    """password: "" (peer-authenticated service roles) removes a password once, then is a no-op:
+    pg_roles shows '********' either way, only pg_authid tells."""
+    publisher, _ = pg
+    base = dict(login(publisher, "exch"), name="peer_only", login=True)
+    run = run_tasks([{"pg_role": dict(base, password=PASSWORD)},
+                     {"pg_role": dict(base, password="")},
+                     {"pg_role": dict(base, password="")}], diff=True)
+    assert run.ok, run
+    made, removed, again = run.results
+    assert made["changed"] and made["role"]["password_set"]
+    assert removed["changed"] and removed["queries"] == ['ALTER ROLE "peer_only" PASSWORD NULL']
+    assert removed["role"]["password_set"] is False
+    assert not again["changed"] and again["queries"] == [], again
+    assert one(publisher, "exch", "SELECT rolpassword FROM pg_authid WHERE rolname = 'peer_only'") is None
+    fresh = run_tasks([{"pg_role": dict(base, name="peer_new", password="")},
+                       {"pg_role": dict(base, name="peer_new", password="")}])
+    assert [r["changed"] for r in fresh.results] == [True, False], fresh
+    assert_no_secret(run.stdout + run.stderr)
+
+
 # --- pg_privileges ---------------------------------------------------------
 
 def test_privileges_exclusive_least_privilege(pg):
@@ -218,6 +239,79 @@ def test_privileges_exclusive_least_privilege(pg):
     norole = run_module("pg_privileges", dict(base, role="ghost", tables=["reserves"],
                                               privileges=["SELECT"]))
     assert not norole.ok and "role 'ghost' does not exist" in norole.result["msg"]
+
+
+def test_privileges_on_parameters(pg):
+    """GRANT SET ON PARAMETER (PostgreSQL 15): what the sync's writer needs to switch the
+    safe copy's triggers off for its own session, and nothing more."""
+    publisher, _ = pg
+    publisher.psql("exch", "CREATE ROLE writer LOGIN")
+    base = dict(login(publisher, "exch"), role="writer")
+    args = dict(base, parameters=["Session_Replication_Role"], parameter_privileges=["set"],
+                exclusive=True)
+
+    def may_set(setting="session_replication_role"):
+        return one(publisher, "exch", "SELECT has_parameter_privilege('writer', %s, 'SET')",
+                   (setting,))
+
+    check = run_module("pg_privileges", args, check=True, diff=True)
+    assert check.ok and check.result["changed"], check
+    assert check.result["queries"] == [
+        'GRANT SET ON PARAMETER "session_replication_role" TO "writer"']
+    assert check.result["diff"]["before"]["parameters"] == {"session_replication_role": []}
+    assert check.result["diff"]["after"]["parameters"] == {"session_replication_role": ["SET"]}
+    assert not may_set()
+
+    run = run_tasks([{"pg_privileges": args}, {"pg_privileges": args}], diff=True)
+    assert run.ok, run
+    first, second = run.results
+    assert first["changed"] and first["privileges"]["parameters"] == {
+        "session_replication_role": ["SET"]}
+    assert not second["changed"] and second["queries"] == [], second
+    assert may_set()
+    # The role really may SET it now, and only that one superuser-only parameter.
+    with psycopg.connect(publisher.uri("exch", user="writer"), autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET log_statement = 'none'")
+
+    # Only what is missing is granted; exclusive revokes what is not listed.
+    both = run_module("pg_privileges", dict(args, parameter_privileges=["ALL"]))
+    assert both.result["queries"] == [
+        'GRANT ALTER SYSTEM ON PARAMETER "session_replication_role" TO "writer"']
+    back = run_module("pg_privileges", dict(args, parameter_privileges=["SET"]), diff=True)
+    assert back.result["queries"] == [
+        'REVOKE ALTER SYSTEM ON PARAMETER "session_replication_role" FROM "writer"']
+    assert back.result["diff"]["before"]["parameters"]["session_replication_role"] == [
+        "SET", "ALTER SYSTEM"]
+    # A custom (dotted) parameter is quoted part by part; grants need no definition yet.
+    custom = run_module("pg_privileges", dict(base, parameters=["taler_ops.level"],
+                                              parameter_privileges=["SET"]))
+    assert custom.ok and custom.result["queries"] == [
+        'GRANT SET ON PARAMETER "taler_ops"."level" TO "writer"'], custom
+    assert may_set("taler_ops.level")
+
+    gone = run_tasks([{"pg_privileges": dict(args, state="absent", exclusive=False)},
+                      {"pg_privileges": dict(args, state="absent", exclusive=False)}])
+    assert [r["changed"] for r in gone.results] == [True, False], gone
+    assert gone.results[0]["queries"] == [
+        'REVOKE SET ON PARAMETER "session_replication_role" FROM "writer"']
+    assert not may_set()
+    # Both privileges go in one statement.
+    pair = run_module("pg_privileges", dict(args, parameter_privileges=["SET", "alter  system"]),
+                      check=True)
+    assert pair.result["queries"] == [
+        'GRANT SET, ALTER SYSTEM ON PARAMETER "session_replication_role" TO "writer"']
+
+    unknown = run_module("pg_privileges", dict(base, parameters=["no_such_setting"],
+                                               parameter_privileges=["SET"]))
+    assert not unknown.ok and "unknown configuration parameter(s): no_such_setting" in \
+        unknown.result["msg"]
+    bad = run_module("pg_privileges", dict(base, parameters=["work_mem"],
+                                           parameter_privileges=["USAGE"]))
+    assert not bad.ok and "unknown parameter privilege 'USAGE'" in bad.result["msg"]
+    lonely = run_module("pg_privileges", dict(base, parameters=["work_mem"]))
+    assert not lonely.ok and "parameter_privileges" in lonely.result["msg"]
 
 
 # --- pg_publication --------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import shutil
 import subprocess
 
 import jinja2
@@ -54,3 +55,95 @@ def test_systemd_unit_prevents_restarting_a_halt():
     assert "Restart=on-failure" in lines
     prevent = [line for line in lines if line.startswith("RestartPreventExitStatus=")]
     assert prevent and set(prevent[0].split("=", 1)[1].split()) >= {"1", "2", "6"}
+
+
+# --- every systemd unit the roles write: sandboxed, and `systemd-analyze verify` clean ----
+
+SANDBOX = {"NoNewPrivileges": "true", "ProtectSystem": "strict", "ProtectHome": "true",
+           "PrivateTmp": "true", "PrivateDevices": "true", "RestrictSUIDSGID": "true",
+           "CapabilityBoundingSet": "", "SystemCallArchitectures": "native"}
+
+
+def _render_units(tmp_path):
+    """The roles' unit templates rendered by Ansible itself (filters, role defaults and vars),
+    with paths that exist here, so systemd-analyze can check the executables too."""
+    from ansible_runner import run_tasks
+    from pgcluster import PG_BIN
+    venv = os.path.join(ROOT, ".venv")
+    units = {
+        "sync_service": ("sync.service.j2", "taler-ops-sync.service",
+                         dict(sync_service_venv=venv, sync_service_user="taler-sync",
+                              sync_service_run_dir="/run/taler-ops/sync")),
+        "exchange_traffic": ("traffic.service.j2", "taler-exchange-traffic.service",
+                             dict(exchange_traffic_venv=venv)),
+        "ingres": ("link.service.j2", "taler-ops-ingres-link.service",
+                   dict(ingres_link_venv=venv)),
+        "pg_instance": ("instance.service.j2", "taler-ops-pg-production.service",
+                        dict(pg_instance_name="production",
+                             __pg_instance_server={"bin_dir": PG_BIN})),
+    }
+    tasks, extra = [], {}
+    for role, (template, unit, variables) in units.items():
+        extra.update(variables)  # above include_vars, unlike task vars
+        for kind in ("defaults", "vars"):
+            tasks.append({"ansible.builtin.include_vars": os.path.join(ROOT, "roles", role, kind,
+                                                                       "main.yml")})
+        tasks.append({"ansible.builtin.template": {
+            "src": os.path.join(ROOT, "roles", role, "templates", template),
+            "dest": str(tmp_path / unit)}})
+    run = run_tasks(tasks, extra_vars=extra)
+    assert run.ok, run
+    return {role: tmp_path / unit for role, (_, unit, _) in units.items()}
+
+
+def _settings(path):
+    """[Service] settings: {key: [values]}."""
+    settings, section = {}, None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_every_unit_is_sandboxed_and_passes_systemd_analyze_verify(tmp_path):
+    units = _render_units(tmp_path)
+    for role, path in units.items():
+        settings = _settings(path)
+        for key, value in SANDBOX.items():
+            assert settings.get(key) == [value], f"{role}: {key}={settings.get(key)}"
+        assert settings.get("User") and settings["User"][0] not in ("root", "0"), role
+    # Each unit may write exactly what it writes.
+    assert _settings(units["sync_service"])["ReadWritePaths"] == ["/run/taler-ops/sync"]
+    assert _settings(units["pg_instance"])["ReadWritePaths"] == [
+        "/var/lib/taler-ops/production /run/taler-ops/production"]
+    assert _settings(units["ingres"])["ReadWritePaths"] == ["/var/lib/taler-ops/ingres-link"]
+    assert "ReadWritePaths" not in _settings(units["exchange_traffic"])
+
+    # systemd-analyze verify works offline (systemd need not run); it reports unknown keys,
+    # bad values and missing executables on stderr, some with exit status 0: any line about
+    # one of our units is a failure.
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    proc = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no",
+                           *map(str, units.values())], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines()
+            if any(p.name in line for p in units.values())]
+    assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
+
+
+def test_systemd_analyze_verify_catches_what_the_test_relies_on(tmp_path):
+    """The check above means something: a misspelt key in a unit is reported."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = tmp_path / "taler-ops-broken.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\nProtectSystm=strict\n")
+    proc = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no", str(unit)],
+                          capture_output=True, text=True, timeout=120)
+    assert "Unknown key" in proc.stderr and unit.name in proc.stderr
