@@ -20,6 +20,7 @@ window (C3) and, with fresh coins from refresh reveals, raise the escrow.
 """
 
 from .audit_common import REVOKED_SPEND, Units, num, split, text_amount, units
+from .audit_reserves import NOT_REVOKED
 from .auditor_schema import AUDIT_COINS
 
 NAME = "coins"
@@ -267,7 +268,8 @@ def _withdrawals(check, denoms):
             _issued(denoms, h_denom, units(value))
             # Without its reserve the reserves check reports the row; Taler's table
             # needs the reserve_pub.
-            if not (valid_from <= executed < expire_withdraw) and reserve_pub is not None:
+            # Taler's bounds are inclusive: valid at valid_from and at expire_withdraw.
+            if not (valid_from <= executed <= expire_withdraw) and reserve_pub is not None:
                 check.finding("denomination_key_validity_withdraw", problem_row_id=serial,
                               execution_date=executed, reserve_pub=bytes(reserve_pub),
                               denompub_h=bytes(h_denom))
@@ -317,6 +319,14 @@ def _apply(check, coins, denoms, key, table, operation, query, fee_key, credit,
                                          f"{operation} of {text_amount(amount, check.currency)}")
             if fee_key == B_RECOUP_LOSS:
                 pending.recoup_loss += amount
+            if table == "recoup_refresh" and not revoked:
+                # A recoup is only for revoked denominations.  Recoups into a reserve
+                # are reported by the reserves check (Taler's reserves helper); this one
+                # pays into the old coin, so the coins check reports it, with the same
+                # diagnostic, and books it as irregular loss.
+                check.finding("row_inconsistency", row_table=table, problem_row_id=serial,
+                              diagnostic=NOT_REVOKED)
+                check.add(B_IRREGULAR_LOSS, amount)
             before = coin.spent - coin.refunded
             coin.spent += amount
             after = before + amount
