@@ -162,3 +162,23 @@ class History:
         for b in batches:
             self.insert("aggregation_tracking", batch_deposit_serial_id=b, wtid_raw=wtid)
         return serial
+
+    def purse(self, amount_with_fee, purse_fee="0", flags=0, when=T0):
+        pub = os.urandom(32)
+        self.insert("purse_requests", purse_pub=pub, merge_pub=os.urandom(32),
+                    purse_creation=when, purse_expiration=when + DAY, flags=flags,
+                    amount_with_fee=amount_with_fee, purse_fee=purse_fee,
+                    balance=amount_with_fee)
+        return pub
+
+    def merge(self, purse_pub, reserve_pub, when=T0, decided=True, refunded=False):
+        """The purse merged into the reserve (purse_merges, account_merges) and, if
+        ``decided``, the purse decision; returns the account_merges serial."""
+        self.insert("purse_merges", reserve_pub=reserve_pub, purse_pub=purse_pub,
+                    merge_sig=os.urandom(64), merge_timestamp=when)
+        serial = self.insert("account_merges", reserve_pub=reserve_pub, purse_pub=purse_pub,
+                             reserve_sig=os.urandom(64), wallet_h_payto=os.urandom(32))
+        if decided:
+            self.insert("purse_decision", purse_pub=purse_pub, action_timestamp=when,
+                        refunded=refunded)
+        return serial

@@ -297,6 +297,37 @@ def test_reserve_close_target_account_and_closing_fee(xdbs, xhist):
     assert all_findings(xdbs[1]) == stored(found(report))
 
 
+def test_merged_purse_credits_only_once_decided_and_purse_fee_is_charged(xdbs, xhist):
+    """Taler's reserves helper: a merge credits the reserve only through the purse
+    decision (merged, not refunded); an account merge in purse-fee mode charges the
+    purse fee."""
+    h = xhist
+    d = h.denomination(coin="1", fee_withdraw="0.01")
+    paid, paid_uuid, _ = h.reserve(None)
+    h.merge(h.purse("2"), paid)
+    h.withdraw(paid_uuid, d, "1.01")
+    undecided, undecided_uuid, _ = h.reserve(None)
+    h.merge(h.purse("2"), undecided, decided=False)
+    over = h.withdraw(undecided_uuid, d, "1.01")
+    with_fee, with_fee_uuid, _ = h.reserve(None)
+    h.merge(h.purse("1.11", purse_fee="0.1", flags=2), with_fee, when=T0 - DAY)
+    h.withdraw(with_fee_uuid, d, "1.01")                 # 1.11 - 0.1 fee = 1.01: exactly
+    refunded, _, _ = h.reserve(None)
+    h.merge(h.purse("5"), refunded, refunded=True)
+    report = run(xdbs)
+    assert [(f["kind"], f["table"], f["serial"], f["inconsistency_amount"])
+            for f in report["findings"]] == [
+        ("reserve_balance_insufficient", "reserves_out", over, "KUDOS:1.01")]
+    assert report["balances"]["reserves_purse_fee_revenue"] == "KUDOS:0.1"
+    balances = dict(q(xdbs[1], "SELECT reserve_pub, (reserve_balance).val * 100000000 + "
+                               "(reserve_balance).frac FROM auditor.auditor_reserves"))
+    assert balances[paid] == 99_000_000 and balances[with_fee] == 0
+    assert balances.get(refunded, 0) == 0
+    assert q(xdbs[1], "SELECT (purse_fee_balance).frac FROM auditor.auditor_reserves "
+                      "WHERE reserve_pub = %s", (with_fee,)) == [(10_000_000,)]
+    assert progress(xdbs[1])["reserves_purse_decisions_serial_id"] > 0
+
+
 def test_recoup_only_of_revoked_denominations(xdbs, xhist):
     """Taler: a recoup (to a reserve or to the old coin) of a denomination without a
     denomination_revocations row is a row inconsistency, its amount a loss."""
@@ -322,13 +353,38 @@ def test_recoup_only_of_revoked_denominations(xdbs, xhist):
                             coin_sig=os.urandom(64), coin_blind=os.urandom(32), amount="0.4",
                             recoup_timestamp=T0 + DAY, rrc_serial=rrc)
     report = run(xdbs)
-    assert found(report) == sorted([("row_inconsistency", "recoup", bad),
-                                    ("row_inconsistency", "recoup_refresh", rr["bad"])])
-    assert {f["diagnostic"] for f in report["findings"]} == {
-        "denomination key not in revocation set"}
+    # The reserves helper reports the recoup row; the coins helper records each recoup
+    # of a never-revoked denomination in auditor_bad_sig_losses.
+    assert found(report) == sorted([("bad_sig_loss", "recoup", bad),
+                                    ("bad_sig_loss", "recoup-refresh", rr["bad"]),
+                                    ("row_inconsistency", "recoup", bad)])
+    assert [f["diagnostic"] for f in report["findings"] if "diagnostic" in f] == [
+        "denomination key not in revocation set"]
     assert report["balances"]["reserves_reserve_loss"] == "KUDOS:1"
-    assert report["balances"]["coin_irregular_loss"] == "KUDOS:0.4"
+    assert report["balances"]["coin_irregular_loss"] == "KUDOS:1.4"
     assert all_findings(xdbs[1]) == stored(found(report))
+
+
+def test_purse_refund_gives_the_deposit_back_to_the_coin(xdbs, xhist):
+    """Taler's coins helper (purse_refund_cb): a purse decided as refunded credits each
+    deposited coin with its amount_with_fee; a merged purse does not."""
+    h = xhist
+    d = h.denomination(coin="1")
+    refunded_coin, merged_coin = h.coin(d), h.coin(d)
+    expired = h.purse("1")
+    h.insert("purse_deposits", purse_pub=expired, coin_pub=refunded_coin, amount_with_fee="1",
+             coin_sig=os.urandom(64))
+    h.insert("purse_decision", purse_pub=expired, action_timestamp=T0 + DAY, refunded=True)
+    merged = h.purse("1")
+    h.insert("purse_deposits", purse_pub=merged, coin_pub=merged_coin, amount_with_fee="1",
+             coin_sig=os.urandom(64))
+    reserve, _, _ = h.reserve(None)
+    h.merge(merged, reserve)
+    h.deposit(refunded_coin, "1")                     # the refunded value spent again: fine
+    _, over = h.deposit(merged_coin, "0.5")           # the merged coin has nothing left
+    report = run(xdbs)
+    assert found(report) == [("coin_overspent", "coin_deposits", over)]
+    assert progress(xdbs[1])["coins_purse_refunds_serial_id"] > 0
 
 
 def test_suppressed_findings_are_neither_open_nor_reported_again(dbs, hist):

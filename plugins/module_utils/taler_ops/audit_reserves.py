@@ -25,14 +25,15 @@ P_RESERVES = "reserves_reserves_serial_id"
 P_IN = "reserves_reserve_in_serial_id"
 P_RECOUP = "reserves_reserve_recoup_serial_id"
 P_MERGES = "reserves_account_merges_serial_id"
+P_DECISIONS = "reserves_purse_decisions_serial_id"
 P_WAD_IN = "reserves_wad_in_entries_serial_id"
 P_OPEN_DEPOSITS = "reserves_open_deposits_serial_id"
 P_OUT = "reserves_reserve_out_serial_id"
 P_CLOSE = "reserves_reserve_close_serial_id"
 P_HISTORY = "reserves_history_requests_serial_id"
 P_OPEN = "reserves_reserve_open_serial_id"
-PROGRESS_KEYS = (P_RESERVES, P_IN, P_RECOUP, P_MERGES, P_WAD_IN, P_OPEN_DEPOSITS,
-                 P_OUT, P_CLOSE, P_HISTORY, P_OPEN)
+PROGRESS_KEYS = (P_RESERVES, P_IN, P_RECOUP, P_DECISIONS, P_MERGES, P_WAD_IN,
+                 P_OPEN_DEPOSITS, P_OUT, P_CLOSE, P_HISTORY, P_OPEN)
 
 B_TOTAL = "reserves_reserve_total_balance"
 B_LOSS = "reserves_reserve_loss"
@@ -40,7 +41,14 @@ B_WITHDRAW_FEE = "reserves_withdraw_fee_revenue"
 B_CLOSE_FEE = "reserves_close_fee_revenue"
 B_HISTORY_FEE = "reserves_history_fee_revenue"
 B_OPEN_FEE = "reserves_open_fee_revenue"
-BALANCE_KEYS = (B_TOTAL, B_LOSS, B_WITHDRAW_FEE, B_CLOSE_FEE, B_HISTORY_FEE, B_OPEN_FEE)
+B_PURSE_FEE = "reserves_purse_fee_revenue"
+BALANCE_KEYS = (B_TOTAL, B_LOSS, B_WITHDRAW_FEE, B_CLOSE_FEE, B_HISTORY_FEE, B_OPEN_FEE,
+                B_PURSE_FEE)
+
+# account_merges.flags & TALER_WAMF_MERGE_MODE_MASK: the reserve pays the purse fee
+# (TALER_WAMF_MODE_CREATE_WITH_PURSE_FEE); other modes leave its balance alone.
+MERGE_MODE_MASK = 3
+MODE_CREATE_WITH_PURSE_FEE = 2
 
 # A wire target's payto URI (Taler's helper works with URIs); the hex of its hash where
 # the safe copy lacks the wire_targets row.
@@ -72,12 +80,18 @@ _CREDITS = (
           LEFT JOIN exchange.reserves r ON r.reserve_uuid = ro.reserve_uuid
           LEFT JOIN exchange.known_coins kc ON kc.coin_pub = rc.coin_pub
          WHERE rc.recoup_uuid BETWEEN %(p)s AND %(hi)s"""),
-    (P_MERGES, "account_merges", "account_merge_request_serial_id",
-     f"""SELECT am.account_merge_request_serial_id, am.reserve_pub,
-               {num('pr.amount_with_fee')}, NULL::text, NULL::boolean
-          FROM exchange.account_merges am
-          LEFT JOIN exchange.purse_requests pr USING (purse_pub)
-         WHERE am.account_merge_request_serial_id BETWEEN %(p)s AND %(hi)s"""),
+    # A purse decided as merged (refunded = false) into a reserve of this exchange
+    # credits the reserve with the purse's value, as Taler's purse_decision_cb; the
+    # last column says whether the row credits anything (refunded purses, merges into
+    # a partner exchange's reserve and decisions without merge do not).
+    (P_DECISIONS, "purse_decision", "purse_decision_serial_id",
+     f"""SELECT pd.purse_decision_serial_id, pm.reserve_pub, {num('pr.amount_with_fee')},
+               NULL::text, NULL::boolean,
+               (NOT pd.refunded AND pm.purse_pub IS NOT NULL AND pm.partner_serial_id IS NULL)
+          FROM exchange.purse_decision pd
+          LEFT JOIN exchange.purse_merges pm ON pm.purse_pub = pd.purse_pub
+          LEFT JOIN exchange.purse_requests pr ON pr.purse_pub = pd.purse_pub
+         WHERE pd.purse_decision_serial_id BETWEEN %(p)s AND %(hi)s"""),
     (P_WAD_IN, "wad_in_entries", "wad_in_entry_serial_id",
      f"""SELECT wi.wad_in_entry_serial_id, wi.reserve_pub, {num('wi.amount_with_fee')},
                NULL::text, NULL::boolean
@@ -94,8 +108,11 @@ _CREDITS = (
 # fee, expected withdraw amount) and, for closes, (target payto URI, close request row,
 # its payto URI, the closing fee due, the wire method, the amount wired)
 _DEBIT_TABLES = ((0, "reserves_out", P_OUT), (1, "reserves_close", P_CLOSE),
-                 (2, "history_requests", P_HISTORY), (3, "reserves_open_requests", P_OPEN))
+                 (2, "history_requests", P_HISTORY), (3, "reserves_open_requests", P_OPEN),
+                 (4, "account_merges", P_MERGES))
 _NO_CLOSE = "NULL::text, NULL::int8, NULL::text, NULL::numeric, NULL::text, NULL::numeric"
+_PURSE_FEE = (f"CASE WHEN (pr.flags & {MERGE_MODE_MASK}) = {MODE_CREATE_WITH_PURSE_FEE} "
+              f"THEN {num('pr.purse_fee')} ELSE 0 END")
 _DEBITS = f"""
 SELECT ro.execution_date, 0, ro.reserve_out_serial_id, r.reserve_pub,
        {num('ro.amount_with_fee')}, {num('d.fee_withdraw')},
@@ -128,16 +145,25 @@ SELECT oq.request_timestamp, 3, oq.open_request_uuid, oq.reserve_pub,
        {num('oq.reserve_payment')}, {num('oq.reserve_payment')}, NULL, {_NO_CLOSE}
   FROM exchange.reserves_open_requests oq
  WHERE oq.open_request_uuid BETWEEN %(p_open)s AND %(hi_open)s
+UNION ALL
+SELECT COALESCE(pm.merge_timestamp, 0), 4, am.account_merge_request_serial_id, am.reserve_pub,
+       {_PURSE_FEE}, {_PURSE_FEE}, NULL, {_NO_CLOSE}
+  FROM exchange.account_merges am
+  LEFT JOIN exchange.purse_requests pr ON pr.purse_pub = am.purse_pub
+  LEFT JOIN exchange.purse_merges pm ON pm.purse_pub = am.purse_pub
+ WHERE am.account_merge_request_serial_id BETWEEN %(p_merges)s AND %(hi_merges)s
 ORDER BY 1, 2, 3
 """
 
 _DEBIT_PARAM = {"reserves_out": "out", "reserves_close": "close",
-                "history_requests": "history", "reserves_open_requests": "open"}
-_FEE_BALANCE = {0: B_WITHDRAW_FEE, 1: B_CLOSE_FEE, 2: B_HISTORY_FEE, 3: B_OPEN_FEE}
+                "history_requests": "history", "reserves_open_requests": "open",
+                "account_merges": "merges"}
+_FEE_BALANCE = {0: B_WITHDRAW_FEE, 1: B_CLOSE_FEE, 2: B_HISTORY_FEE, 3: B_OPEN_FEE,
+                4: B_PURSE_FEE}
 
 
 class _Reserve:
-    """One row of Taler's auditor_reserves (purse fees are not booked yet: 0)."""
+    """One row of Taler's auditor_reserves."""
     __slots__ = ("balance", "loss", "withdraw_fee", "close_fee", "purse_fee", "open_fee",
                  "history_fee", "expiration", "origin", "initial", "dirty")
 
@@ -266,7 +292,9 @@ def _credits(check, state):
         for rows in check.stream(query + " ORDER BY 1",
                                  {"p": check.next_serial(key), "hi": check.hi(table)}):
             state.load(r[1] for r in rows)
-            for serial, pub, amount, origin, revoked in rows:
+            for serial, pub, amount, origin, revoked, *applies in rows:
+                if applies and not applies[0]:
+                    continue
                 if pub is None or amount is None:
                     _missing_reserve(check, table, serial)
                     continue
@@ -335,8 +363,10 @@ def _debits(check, state):
                 res.close_fee += fee
             elif rank == 2:
                 res.history_fee += fee
-            else:
+            elif rank == 3:
                 res.open_fee += fee
+            else:
+                res.purse_fee += fee
         state.trim(check)
 
 
