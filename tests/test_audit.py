@@ -785,7 +785,9 @@ def test_internal_audit_playbook(dbs, hist, tmp_path, auditor_flavour):
 GEN_NOW = 1_760_000_000_000_000
 FINDING_OF = {"coin_overspend": "coin_overspent", "reserve_overdraft": "reserve_balance_insufficient",
               "wire_out_mismatch": "wire_out_inconsistency",
-              "reserve_balance_mismatch": "reserve_balance_summary_wrong"}
+              "reserve_balance_mismatch": "reserve_balance_summary_wrong",
+              "close_wrong_account": "row_inconsistency",
+              "close_fee_mismatch": "amount_arithmetic_inconsistency"}
 
 
 def test_generated_history_has_no_findings_even_internal(dbs):
