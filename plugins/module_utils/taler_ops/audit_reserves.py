@@ -1,9 +1,10 @@
-"""The reserves check (docs/economics.md, rules R1-R3).
+"""The reserves check (docs/economics.md, rules R1-R3, R5-R7), after Taler's
+taler-helper-auditor-reserves.
 
 Per reserve, the audit keeps a running balance in auditor.auditor_reserves:
-credits (reserves_in, recoups into the reserve, merged purses, wad-in
-entries, open deposits) minus debits (withdrawals with fee, closes with
-closing fee, history and open fees).
+credits (reserves_in, recoups into the reserve, purses decided as merged into
+it, wad-in entries, open deposits) minus debits (withdrawals with fee, closes
+with closing fee, history and open fees, purse fees of account merges).
 
 Order inside one increment: all new credits first, then the new debits
 merged by their timestamp (execution_date / request_timestamp; ties by table,
