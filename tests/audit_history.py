@@ -39,6 +39,8 @@ def _dummy(col):
 class History:
     def __init__(self, uri):
         self.conn = psycopg.connect(uri, autocommit=True)
+        # Taler's own triggers name their tables unqualified.
+        self.conn.execute("SET search_path TO exchange, public")
         self.payto = self.insert("wire_targets", payto_uri="payto://x-taler-bank/ex/merchant",
                                  wire_target_h_payto=os.urandom(32), returning="wire_target_h_payto")
 
@@ -95,10 +97,26 @@ class History:
                            reserve_uuid=reserve_uuid, execution_date=when,
                            amount_with_fee=amount_with_fee)
 
-    def close(self, reserve_pub, amount_, closing_fee="0", when=T0 + DAY):
+    def close(self, reserve_pub, amount_, closing_fee="0", when=T0 + DAY, target=None,
+              request_row=None):
+        extra = {} if request_row is None else {"close_request_row": request_row}
         return self.insert("reserves_close", reserve_pub=reserve_pub, execution_date=when,
                            amount=amount_, closing_fee=closing_fee,
-                           wire_target_h_payto=self.payto)
+                           wire_target_h_payto=target or self.payto, **extra)
+
+    def account(self, payto):
+        """Another bank account (a wire_targets row); returns its h_payto."""
+        return self.insert("wire_targets", payto_uri=payto, wire_target_h_payto=os.urandom(32),
+                           returning="wire_target_h_payto")
+
+    def credit(self, reserve_pub, credit, when=T0, source=None):
+        return self.insert("reserves_in", reserve_pub=reserve_pub, credit=credit,
+                           wire_source_h_payto=source or self.payto, execution_date=when)
+
+    def recoup(self, coin_pub, reserve_out, amount_, when=T0 + DAY):
+        return self.insert("recoup", coin_pub=coin_pub, coin_sig=os.urandom(64),
+                           coin_blind=os.urandom(32), amount=amount_, recoup_timestamp=when,
+                           reserve_out_serial_id=reserve_out)
 
     def coin(self, denom, remaining=None):
         pub = os.urandom(32)
@@ -131,9 +149,10 @@ class History:
     def revoke(self, denom):
         return self.insert("denomination_revocations", denominations_serial=denom)
 
-    def wire_fee(self, fee, start=T0 - YEAR, end=T0 + YEAR):
-        return self.insert("wire_fee", wire_method="x-taler-bank", start_date=start,
-                           end_date=end, wire_fee=fee, closing_fee="0")
+    def wire_fee(self, fee, start=T0 - YEAR, end=T0 + YEAR, closing_fee="0",
+                 method="x-taler-bank"):
+        return self.insert("wire_fee", wire_method=method, start_date=start,
+                           end_date=end, wire_fee=fee, closing_fee=closing_fee)
 
     def wire_out(self, batches, amount_, when=T0 + DAY):
         wtid = os.urandom(32)
@@ -142,4 +161,24 @@ class History:
                              amount=amount_)
         for b in batches:
             self.insert("aggregation_tracking", batch_deposit_serial_id=b, wtid_raw=wtid)
+        return serial
+
+    def purse(self, amount_with_fee, purse_fee="0", flags=0, when=T0):
+        pub = os.urandom(32)
+        self.insert("purse_requests", purse_pub=pub, merge_pub=os.urandom(32),
+                    purse_creation=when, purse_expiration=when + DAY, flags=flags,
+                    amount_with_fee=amount_with_fee, purse_fee=purse_fee,
+                    balance=amount_with_fee)
+        return pub
+
+    def merge(self, purse_pub, reserve_pub, when=T0, decided=True, refunded=False):
+        """The purse merged into the reserve (purse_merges, account_merges) and, if
+        ``decided``, the purse decision; returns the account_merges serial."""
+        self.insert("purse_merges", reserve_pub=reserve_pub, purse_pub=purse_pub,
+                    merge_sig=os.urandom(64), merge_timestamp=when)
+        serial = self.insert("account_merges", reserve_pub=reserve_pub, purse_pub=purse_pub,
+                             reserve_sig=os.urandom(64), wallet_h_payto=os.urandom(32))
+        if decided:
+            self.insert("purse_decision", purse_pub=purse_pub, action_timestamp=when,
+                        refunded=refunded)
         return serial

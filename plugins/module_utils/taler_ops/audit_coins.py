@@ -33,8 +33,9 @@ P_RECOUP_REFRESH = "coins_recoup_refresh_serial_id"
 P_MELT = "coins_melt_serial_id"
 P_PURSE = "coins_purse_deposits_serial_id"
 P_DEPOSIT = "coins_deposit_serial_id"
+P_PURSE_REFUND = "coins_purse_refunds_serial_id"
 PROGRESS_KEYS = (P_WITHDRAW, P_REVEAL, P_REFUND, P_RECOUP, P_RECOUP_REFRESH, P_MELT,
-                 P_PURSE, P_DEPOSIT)
+                 P_PURSE, P_DEPOSIT, P_PURSE_REFUND)
 
 # Taler's coins helper's balance keys; the last one is taler-ops' own (docs/audit.md).
 B_ESCROW = "total_escrowed"
@@ -74,6 +75,15 @@ _CREDITS = (
      _coin_query(f"t.recoup_refresh_uuid, kc.coin_pub, {num('t.amount')}",
                  "exchange.recoup_refresh t", "kc.known_coin_id = t.known_coin_id",
                  "t.recoup_refresh_uuid BETWEEN %(p)s AND %(hi)s"), None),
+    # A purse decided as refunded (expired unmerged) gives each coin deposited into it
+    # its amount_with_fee back, as the exchange's expire_purse and Taler's coins helper
+    # (purse_refund_cb) do; one row per purse deposit, keyed by the decision's serial.
+    (P_PURSE_REFUND, "purse_decision", "purse-refund",
+     _coin_query(f"t.purse_decision_serial_id, pdep.coin_pub, {num('pdep.amount_with_fee')}",
+                 "exchange.purse_decision t JOIN exchange.purse_deposits pdep "
+                 "ON pdep.purse_pub = t.purse_pub AND t.refunded",
+                 "kc.coin_pub = pdep.coin_pub",
+                 "t.purse_decision_serial_id BETWEEN %(p)s AND %(hi)s"), None),
 )
 _SPENDS = (
     (P_RECOUP, "recoup", "recoup",
@@ -267,7 +277,8 @@ def _withdrawals(check, denoms):
             _issued(denoms, h_denom, units(value))
             # Without its reserve the reserves check reports the row; Taler's table
             # needs the reserve_pub.
-            if not (valid_from <= executed < expire_withdraw) and reserve_pub is not None:
+            # Taler's bounds are inclusive: valid at valid_from and at expire_withdraw.
+            if not (valid_from <= executed <= expire_withdraw) and reserve_pub is not None:
                 check.finding("denomination_key_validity_withdraw", problem_row_id=serial,
                               execution_date=executed, reserve_pub=bytes(reserve_pub),
                               denompub_h=bytes(h_denom))
@@ -317,6 +328,15 @@ def _apply(check, coins, denoms, key, table, operation, query, fee_key, credit,
                                          f"{operation} of {text_amount(amount, check.currency)}")
             if fee_key == B_RECOUP_LOSS:
                 pending.recoup_loss += amount
+            if table in ("recoup", "recoup_refresh") and not revoked:
+                # A recoup is only for revoked denominations.  Taler's coins helper
+                # (check_recoup) records one of a denomination never revoked in
+                # auditor_bad_sig_losses (operation "recoup" / "recoup-refresh", the
+                # coin as operation_specific_pub) and books it as irregular loss; for a
+                # recoup into a reserve the reserves check also reports the row.
+                check.finding("bad_sig_loss", operation=operation, problem_row_id=serial,
+                              loss=Units(amount), operation_specific_pub=bytes(pub))
+                check.add(B_IRREGULAR_LOSS, amount)
             before = coin.spent - coin.refunded
             coin.spent += amount
             after = before + amount
@@ -331,7 +351,7 @@ def _apply(check, coins, denoms, key, table, operation, query, fee_key, credit,
                 check.add(B_IRREGULAR_LOSS, amount - legit)
                 pending.loss += amount - legit
         if move_progress:
-            check.count(table, len(rows))
+            check.count(table, len({r[0] for r in rows}))   # purse refunds: per decision
             check.processed(key, rows[-1][0])
         coins.trim()
 

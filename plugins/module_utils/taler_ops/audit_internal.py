@@ -44,6 +44,9 @@ _RECENT = (
      "WHERE rc.recoup_uuid > %s"),
     ("reserve", "account_merges", "SELECT reserve_pub FROM exchange.account_merges "
      "WHERE account_merge_request_serial_id > %s"),
+    ("reserve", "purse_decision",
+     "SELECT pm.reserve_pub FROM exchange.purse_decision pd JOIN exchange.purse_merges pm "
+     "USING (purse_pub) WHERE pd.purse_decision_serial_id > %s"),
     ("reserve", "wad_in_entries",
      "SELECT reserve_pub FROM exchange.wad_in_entries WHERE wad_in_entry_serial_id > %s"),
     ("reserve", "reserves_open_deposits", "SELECT reserve_pub FROM "
@@ -65,6 +68,9 @@ _RECENT = (
      "ON kc.known_coin_id = rr.known_coin_id WHERE rr.recoup_refresh_uuid > %s"),
     ("coin", "purse_deposits",
      "SELECT coin_pub FROM exchange.purse_deposits WHERE purse_deposit_serial_id > %s"),
+    ("coin", "purse_decision",
+     "SELECT pdep.coin_pub FROM exchange.purse_decision pd JOIN exchange.purse_deposits pdep "
+     "USING (purse_pub) WHERE pd.refunded AND pd.purse_decision_serial_id > %s"),
     ("batch", "batch_deposits", "SELECT batch_deposit_serial_id FROM exchange.batch_deposits "
      "WHERE batch_deposit_serial_id > %s"),
     ("batch", "aggregation_tracking", "SELECT batch_deposit_serial_id FROM "

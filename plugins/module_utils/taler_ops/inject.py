@@ -19,6 +19,10 @@ KINDS = {
                          "(wire_out_inconsistency)",
     "reserve_balance_mismatch": "reserves.current_balance off by one unit "
                                 "(reserve_balance_summary_wrong, internal audit only)",
+    "close_wrong_account": "a reserve closed to another customer's account than its origin "
+                           "(row_inconsistency on reserves_close)",
+    "close_fee_mismatch": "a reserve close charging one cent more than the closing fee "
+                          "(amount_arithmetic_inconsistency on reserves_close)",
 }
 
 # Forged signatures: kind -> the signature column (crypto.catalog) whose next
@@ -135,9 +139,36 @@ class Injector:
                 serial = ex.w.peek_serial("reserves_out")
                 ex.withdraw(res, denom, t)
                 self.record_overdraft(res, serial, 0, denom.cost)
+        for kind in ("close_wrong_account", "close_fee_mismatch"):
+            if kind in self.pending and not res.closed and res.origin is not None:
+                self._plant_close(ex, res, kind, max(res.last_activity, t_end) + HOUR)
         if "reserve_balance_mismatch" in self.pending and res.balance >= 0:
             self._take("reserve_balance_mismatch")
             res.balance_offset = UNIT     # finish_reserve stores it; reserve_written records it
+
+    def _plant_close(self, ex, res, kind, t):
+        """Close the reserve early, to the wrong account or for a wrong fee (R5)."""
+        try:
+            fee = ex.fees.closing_fee(t)
+        except LookupError:
+            return
+        other = next((c for c in ex.customers if c[0] != res.origin[0]), None)
+        if res.balance <= fee + CENT or t >= ex.now - MARGIN or other is None:
+            return
+        self._take(kind)
+        serial = ex.w.peek_serial("reserves_close")
+        if kind == "close_wrong_account":
+            ex.close(res, t, other[0])
+            self._note(kind, "reserves_close", serial, reserve_pub=res.pub, origin=res.origin[1],
+                       target=other[1])
+            return
+        charged = fee + CENT
+        ex.put("reserves_close", ex.w.serial("reserves_close"), res.pub, t, ex.rng.key32(),
+               res.origin[0], res.balance - charged, charged, 0)
+        ex._debit(res, res.balance, t)
+        res.closed = True
+        self._note(kind, "reserves_close", serial, reserve_pub=res.pub, expected=fee,
+                   charged=charged)
 
     def record_overspend(self, coin, deposit_serial, spent_before=None):
         value = coin.denom.value
