@@ -353,6 +353,11 @@ def soak(tmp_path, minutes, seed):
         inconsistencies = [f for f in report["findings"]
                            if f.get("kind") != "deposit_aggregation_lag"]
         assert examined > 0
+        assert not any(c.get("skipped") for c in report["checks"].values()), report["checks"]
+        assert sum(report["checks"]["signatures"]["rows_examined"].values()) > 0
+        with psycopg.connect(ingres) as conn:       # insert-only: everything committed
+            committed = sum(conn.execute(f"SELECT count(*) FROM {e.qualified}").fetchone()[0]
+                            for e in registry.REPLICATED)
         assert inconsistencies == [], inconsistencies[:5]
     finally:
         supervisor.finish()
@@ -363,15 +368,21 @@ def soak(tmp_path, minutes, seed):
             c.destroy()
     keeper_err = keeper_log.read_text()
     assert "event=stuck" not in keeper_err
+    # Link cuts disabled the subscription (PostgreSQL 15's disable_on_error); the keeper
+    # enabled it again each time, no one else did.
+    enabled = keeper_err.count("action=enabled")
+    assert enabled >= 1, keeper_err[-3000:]
     # Every exit of the sync daemon was one the chaos loop caused, or the final SIGTERM.
     unexpected = [rc for rc, killed in supervisor.exits[:-1] if not killed]
     assert unexpected == [], (unexpected, sync_log.read_text()[-3000:])
     assert supervisor.exits[-1][0] == 0
 
-    print(f"soak done: {traffic_s:.0f} s of traffic, {traffic.rows} rows in {traffic.sessions} "
-          f"sessions ({traffic.failed} cut short: {dict(traffic.errors)}), "
+    print(f"soak done: {traffic_s:.0f} s of traffic, {committed} rows committed by the exchange "
+          f"({committed / traffic_s:.0f} rows/s), {traffic.sessions} traffic sessions ran to "
+          f"their end, {traffic.failed} were cut short or refused ({dict(traffic.errors)}), "
           f"{traffic.gc_runs} GC runs inside the traffic", flush=True)
-    print(f"  faults injected: {sum(injected.values())} {dict(injected)}")
+    print(f"  faults injected: {sum(injected.values())} {dict(injected)}; the link keeper "
+          f"enabled the subscription {enabled} time(s)")
     print(f"  worst freshness (exchange commit -> safe copy, {len(fresh.delays)} samples): "
           f"{fresh.worst():.2f} s; median {sorted(fresh.delays)[len(fresh.delays) // 2]:.2f} s")
     for kind in FAULTS:
