@@ -28,7 +28,6 @@ schedule; TALER_OPS_SOAK_RATE sets the traffic (rows/s, default 400).
 """
 
 import collections
-import json
 import os
 import random
 import signal
@@ -36,18 +35,19 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 
-from conftest import ROOT, publish_replicated_tables, wait_for, write_conf
+from conftest import ROOT, publish_replicated_tables, subscribe, wait_for, write_conf
 from consistency import same_tables
 from pgcluster import Cluster
 from tcpproxy import Proxy
+from test_link_keeper import SUB, _state as keeper_state_of
 from taler_ops import audit, dbinit, registry, verify, wakeup, workload
 from taler_ops.crypto import keyring
 
-SUB = "taler_sub"
 MASTER = 4242                       # one exchange master key for every traffic session
 RATE = int(os.environ.get("TALER_OPS_SOAK_RATE", "400"))
 RECOVERY_TIMEOUT = 180
@@ -212,27 +212,13 @@ def _topology(tmp_path):
     dbinit.auditor_dbinit(auditor)
     publish_replicated_tables(exchange)
     proxy = Proxy("127.0.0.1", ex.port).start()
+    # taler_sub to the exchange through the proxy, as roles/ingres makes it.
+    subscribe(ingres, SimpleNamespace(sockets="127.0.0.1", port=proxy.port), "exchange")
     with psycopg.connect(ingres, autocommit=True) as conn:
-        conn.execute(f"CREATE SUBSCRIPTION {SUB} CONNECTION 'host=127.0.0.1 port={proxy.port} "
-                     "dbname=exchange user=postgres connect_timeout=2' PUBLICATION taler_pub "
-                     "WITH (disable_on_error = true)")
-        wait_for(lambda: conn.execute(
-            "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'").fetchone()[0],
-            timeout=120)
-        wakeup.install(conn)
+        assert wakeup.install(conn)[1] > 0
     confs = {name: write_conf(tmp_path / f"{name}.conf", {"exchangedb-postgres": {"CONFIG": uri}})
              for name, uri in (("exchange", exchange), ("ingres", ingres), ("safe", safe))}
     return (ex, ing, sc), (exchange, ingres, safe, auditor), proxy, confs
-
-
-def _keeper_state(path):
-    try:
-        with open(path) as fh:
-            report = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    subs = [s for s in report["subscriptions"].values() if s["name"] == SUB]
-    return subs[0] if subs else None
 
 
 def soak(tmp_path, minutes, seed):
@@ -343,8 +329,10 @@ def soak(tmp_path, minutes, seed):
             halts = conn.execute("SELECT table_name, serial, rule, message FROM "
                                  "taler_ops.sync_halts WHERE cleared_tsz IS NULL").fetchall()
         assert halts == []
-        st = _keeper_state(keeper_state)
-        assert st is not None and st["phase"] == "healthy", st
+        # A subscription the keeper enabled last is "healing" until its origin moved or
+        # --stable (5 s) passed: wait for its verdict.
+        wait_for(lambda: (keeper_state_of(keeper_state) or {}).get("phase") == "healthy",
+                 timeout=60)
 
         # The audit of the safe copy: no inconsistency.
         report = audit.run(safe, auditor, currency="KUDOS",
