@@ -30,6 +30,7 @@ schedule; TALER_OPS_SOAK_RATE sets the traffic (rows/s, default 400).
 import collections
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,6 +354,9 @@ def soak(tmp_path, minutes, seed):
         keeper.wait(timeout=60)
         proxy.cut()
         for c in clusters:
+            c.stop()
+            if os.path.exists(c.log):     # kept beside keeper.log and sync.log
+                shutil.copy(c.log, tmp_path / f"{c.name}.log")
             c.destroy()
     keeper_err = keeper_log.read_text()
     assert "event=stuck" not in keeper_err
