@@ -13,7 +13,7 @@ PG_BIN ?= $(shell $(PG_FIND))
 PG_PACKAGE ?= postgresql
 PYTEST_ARGS ?=
 
-.PHONY: test unit lint demo crashloop postgresql sshd promtool chromium report-sample venv clean
+.PHONY: test unit lint demo crashloop soak postgresql sshd promtool chromium report-sample venv clean
 
 venv: $(VENV)/.installed
 
@@ -73,6 +73,12 @@ report-sample: venv postgresql
 crashloop: venv postgresql
 	TALER_OPS_PG_BIN="$(PG_BIN)" TALER_OPS_CRASH_RUNS=50 TALER_OPS_CRASH_ROWS=1000000 \
 	  $(VENV)/bin/pytest -s tests/test_crashloop.py
+
+# The long soak with faults (issue 20): TALER_OPS_SOAK_MINUTES (default 30) of live traffic
+# under restarts, sync kills, link cuts and GC (make test runs its 2-minute variant).
+# TALER_OPS_SOAK_SEED replays a chaos schedule, TALER_OPS_SOAK_RATE sets rows/s (400).
+soak: venv postgresql
+	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest -s -m soak_long tests/test_soak.py
 
 lint: venv
 	$(VENV)/bin/ansible-lint --offline

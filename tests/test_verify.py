@@ -88,6 +88,19 @@ def test_gc_deletions_alone_are_clean(pair):
     assert report["clean"]
 
 
+def test_the_findings_cap_hides_no_suspicious_row(pair, conf, cli):
+    """Past ``max_findings`` the list is cut, the summary and the verdict are not: GC
+    deletions early in the walk (an exchange primary as source, after its GC) must not
+    hide a suspicious deletion later on (found by the soak, issue 20)."""
+    src, dst = pair
+    execute(src, "DELETE FROM exchange.denominations WHERE denominations_serial = 2",
+            "DELETE FROM exchange.wire_out WHERE wireout_uuid = 12")
+    report = verify.verify(src, dst, max_findings=1)
+    assert report["truncated"] and len(report["findings"]) == 1
+    assert report["summary"] == {"deleted-gc": 1, "deleted-suspicious": 1}
+    assert not report["clean"]
+
+
 def test_gc_on_the_safe_copy_is_told_apart_from_rows_never_copied(pair):
     src, dst = pair
     # The safe copy's own GC removed reserve 5 (gc_date in the past) and, by cascade,

@@ -170,11 +170,13 @@ def _verify(src, dst, block_size, now_us, max_findings, tables):
             for finding in _drill(entry, src, dst, blk, block_size, wm, upstream_gc,
                                   local_gc if deleted_here > 0 else None,
                                   holes.get(entry.name, ())):
+                # The cap shortens the list only: every finding is counted, so the
+                # verdict below sees a suspicious row however many come before it.
+                report["summary"][finding["kind"]] = report["summary"].get(finding["kind"], 0) + 1
                 if len(report["findings"]) >= max_findings:
                     report["truncated"] = True
-                    break
-                report["findings"].append(finding)
-                report["summary"][finding["kind"]] = report["summary"].get(finding["kind"], 0) + 1
+                else:
+                    report["findings"].append(finding)
     report["clean"] = not any(report["summary"].get(k) for k in SUSPICIOUS)
     src.rollback()
     dst.rollback()
