@@ -2,7 +2,8 @@
 # make demo: deploy the auditor topology on this machine (playbooks/site.yml
 # with inventories/local), write some exchange history, let it replicate,
 # sync and audit it, and print a short status.  Rerunnable: the deployment is
-# idempotent and the generator appends a new batch each time.
+# idempotent and the generator appends a new batch each time (a new seed, signed by
+# the same exchange: --master-seed 0, as the live traffic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -55,7 +56,7 @@ done
 
 step "Exchange traffic (taler-ops gen --rows $ROWS on the exchange primary)"
 if has_command gen; then
-    "$TALER_OPS" gen -c "$STATE/exchange.conf" --rows "$ROWS" --seed "$(date +%s)"
+    "$TALER_OPS" gen -c "$STATE/exchange.conf" --rows "$ROWS" --seed "$(date +%s)" --master-seed 0
 else
     echo "skipped: not implemented yet"
 fi
