@@ -53,6 +53,10 @@ for inst in exchange ingres production; do
     printf '[exchangedb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=%s\n' \
         "${DB[$inst]}" "$RUN" "$inst" "${PORT[$inst]}" "${OWNER[$inst]}" > "$STATE/$inst.conf"
 done
+# The auditor schema lives in the safe copy's database; root reads it as the owner (the
+# auditor's own role admits only the auditor's UNIX user: peer authentication).
+printf '[auditordb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=%s\n' \
+    "${DB[production]}" "$RUN" production "${PORT[production]}" "${OWNER[production]}" >> "$STATE/production.conf"
 
 step "Exchange traffic (taler-ops gen --rows $ROWS on the exchange primary)"
 if has_command gen; then
@@ -117,7 +121,7 @@ if has_command status; then
     echo
     # Without the per-table sync listing, to keep it short.
     "$TALER_OPS" status -p "$STATE/exchange.conf" -s "$STATE/ingres.conf" -d "$STATE/production.conf" \
-        -a "$ETC/auditor/auditor.conf" --table \
+        -a "$STATE/production.conf" --table \
         | awk '/^  table  /{skip=1; next} skip && /^  [a-z_]+ +[0-9]+ +[0-9]+ +[0-9]+$/{next} {skip=0; print}' || true
 fi
 

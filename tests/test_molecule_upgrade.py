@@ -31,5 +31,6 @@ def _has_previous_release():
 def test_molecule_upgrade_scenario(tmp_path):
     secrets = tmp_path / "secrets"
     output = run_scenario("upgrade", scenario_env(secrets))
-    assert "Upgrading to model-exchange-0002" in output, "the upgrade did not run"
+    upgrading = [line for line in output.splitlines() if "Upgrading to " in line]
+    assert any("model-exchange-0002" in line for line in upgrading), "the upgrade did not run"
     assert_no_password_leaked(secrets, output)
