@@ -11,32 +11,12 @@ taler-ops ingres-link -c INGRES.conf [--once] [--interval S] [--state FILE] [--j
     6: configuration.
 """
 
-import argparse
 import json
 import signal
 import threading
 
 from . import config, link, wakeup
-
-
-def _nonneg(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
+from .cliargs import non_negative, positive_int
 
 
 def _run(args):
@@ -76,24 +56,24 @@ def add_parser(sub):
                    help="[exchangedb-postgres] CONFIG: the ingres database, as the "
                         "subscription's owner")
     p.add_argument("--once", action="store_true", help="one round, then exit (for a timer)")
-    p.add_argument("--interval", type=_nonneg, default=d["interval"], metavar="S",
+    p.add_argument("--interval", type=non_negative, default=d["interval"], metavar="S",
                    help=f"seconds between rounds (default {d['interval']:g})")
     p.add_argument("--state", metavar="FILE",
                    help="keep the keeper's state here (needed with --once; survives restarts)")
     p.add_argument("--subscription", metavar="NAME", help="only this subscription")
-    p.add_argument("--stable", type=_nonneg, default=d["stable"], metavar="S",
+    p.add_argument("--stable", type=non_negative, default=d["stable"], metavar="S",
                    help="a re-enabled subscription counts as healed once its origin moved or "
                         f"after S seconds enabled (default {d['stable']:g})")
-    p.add_argument("--retry", type=_nonneg, default=d["retry"], metavar="S",
+    p.add_argument("--retry", type=non_negative, default=d["retry"], metavar="S",
                    help="delay before the second re-enable, doubling after each quick "
                         f"failure (default {d['retry']:g})")
-    p.add_argument("--retry-max", dest="retry_max", type=_nonneg, default=d["retry_max"],
+    p.add_argument("--retry-max", dest="retry_max", type=non_negative, default=d["retry_max"],
                    metavar="S", help=f"longest delay between re-enables (default {d['retry_max']:g})")
-    p.add_argument("--max-strikes", dest="max_strikes", type=_positive_int,
+    p.add_argument("--max-strikes", dest="max_strikes", type=positive_int,
                    default=d["max_strikes"], metavar="N",
                    help="quick failures at the same origin position that make it an apply "
                         f"error (default {d['max_strikes']})")
-    p.add_argument("--stuck-retry", dest="stuck_retry", type=_nonneg, default=d["stuck_retry"],
+    p.add_argument("--stuck-retry", dest="stuck_retry", type=non_negative, default=d["stuck_retry"],
                    metavar="S", help="try a stuck subscription again every S seconds; 0 never "
                                      f"(default {d['stuck_retry']:g})")
     p.add_argument("--install-wakeup", action="store_true",

@@ -11,7 +11,6 @@ verify: taler-ops verify -s SRC.conf -d DST.conf [--block N] [--json]
         Exit 0: no changed, suspiciously deleted or missing rows; 1: some found.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import time
 import psycopg
 
 from . import config, sync, verify
+from .cliargs import positive_int
 from .errors import TalerOpsError, UsageError
 
 log = logging.getLogger("taler_ops.sync")
@@ -186,16 +186,6 @@ def _common(p):
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
 def add_parser(sub):
     p = sub.add_parser("sync", help="copy new, valid records from the ingres copy to the safe copy",
                        description="Copy every new, valid, append-only record from the ingres "
@@ -204,7 +194,7 @@ def add_parser(sub):
     _common(p)
     p.add_argument("-t", "--terminate-when-synchronized", dest="terminate", action="store_true",
                    help="exit 0 after a pass that copied nothing (otherwise run as a daemon)")
-    p.add_argument("-b", "--batch", type=_positive, default=sync.DEFAULT_BATCH, metavar="N",
+    p.add_argument("-b", "--batch", type=positive_int, default=sync.DEFAULT_BATCH, metavar="N",
                    help=f"rows per destination transaction (default {sync.DEFAULT_BATCH})")
     p.add_argument("--dry-run", action="store_true",
                    help="one pass that validates and counts what would be copied; writes nothing")
@@ -230,6 +220,6 @@ def add_parser(sub):
                        description="Compare the copied columns of already-copied rows between "
                                    "the ingres copy and the safe copy (read-only).")
     _common(p)
-    p.add_argument("--block", type=_positive, default=verify.DEFAULT_BLOCK, metavar="N",
+    p.add_argument("--block", type=positive_int, default=verify.DEFAULT_BLOCK, metavar="N",
                    help=f"serials per digest block (default {verify.DEFAULT_BLOCK})")
     p.set_defaults(handler=_verify)

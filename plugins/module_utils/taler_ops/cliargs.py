@@ -1,0 +1,24 @@
+"""Argument types shared by the subcommands: a bad value is a usage error (exit 2)
+that names the value, before anything connects."""
+
+import argparse
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return value
