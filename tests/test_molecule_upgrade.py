@@ -33,4 +33,6 @@ def test_molecule_upgrade_scenario(tmp_path):
     output = run_scenario("upgrade", scenario_env(secrets))
     upgrading = [line for line in output.splitlines() if "Upgrading to " in line]
     assert any("model-exchange-0002" in line for line in upgrading), "the upgrade did not run"
-    assert_no_password_leaked(secrets, output)
+    # The previous release generated passwords for the local service roles too; none of
+    # them, old or new, may appear in the output.
+    assert_no_password_leaked(secrets, output, names=None)
