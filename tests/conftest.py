@@ -29,6 +29,21 @@ def fresh_db(cluster, request):
     return cluster.createdb(name)
 
 
+@pytest.fixture
+def own_cluster():
+    """own_cluster(name, **settings): a cluster of the test's own (restarted or cut at
+    will, with server settings of its own), destroyed afterwards."""
+    made = []
+
+    def make(name, **settings):
+        c = Cluster(name, settings=settings).start()
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.destroy()
+
+
 # The two flavours of the exchange schema the sync, verify, tamper and GC tests run on:
 # taler-ops' built-in model, and a database built from Taler's own SQL files (skipped,
 # saying why, when those files are not available).

@@ -16,7 +16,6 @@ import sys
 import threading
 
 import psycopg
-import pytest
 
 from conftest import ROOT, publish_replicated_tables, wait_for
 from consistency import same_tables
@@ -27,19 +26,6 @@ from taler_ops import dbinit, link, replication, workload
 SUB = "taler_sub"
 # Quick reconnects of the apply worker / WAL receiver (default 5 s) keep the test short.
 FAST_RETRY = {"wal_retrieve_retry_interval": "200ms"}
-
-
-@pytest.fixture
-def own_cluster():
-    made = []
-
-    def make(name, **settings):
-        c = Cluster(name, settings=settings).start()
-        made.append(c)
-        return c
-    yield make
-    for c in made:
-        c.destroy()
 
 
 def _sub(ingres):

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import ROOT, publish_replicated_tables, wait_for
 from consistency import prefix_problems, same_tables
-from pgcluster import Cluster
 from tcpproxy import Proxy
 from taler_ops import dbinit, registry, replication, workload
 
@@ -23,19 +22,6 @@ def _sync_cmd(src, dst):
 def _sync(src, dst):
     return subprocess.run(_sync_cmd(src, dst), cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
-
-
-@pytest.fixture
-def own_cluster():
-    made = []
-
-    def make(name, **settings):
-        c = Cluster(name, settings=settings).start()
-        made.append(c)
-        return c
-    yield make
-    for c in made:
-        c.destroy()
 
 
 @pytest.mark.parametrize("victim", ["ingres", "safe-copy"])

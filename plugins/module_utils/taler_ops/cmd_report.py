@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 from . import config, report
+from .cliargs import positive_int
 from .errors import TalerOpsError
 
 
@@ -55,13 +56,6 @@ def _handle(args):
     return 0
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
 def add_parser(sub):
     p = sub.add_parser(
         "report", help="the auditor's report (HTML, JSON or text) from Taler's auditor database",
@@ -81,7 +75,7 @@ def add_parser(sub):
     p.add_argument("--since", metavar="REPORT.json",
                    help="list only findings recorded after an earlier JSON report (row ids "
                         "above the highest it saw per table); balances stay current")
-    p.add_argument("--max-rows", type=_positive, default=report.DEFAULT_MAX_ROWS, metavar="N",
+    p.add_argument("--max-rows", type=positive_int, default=report.DEFAULT_MAX_ROWS, metavar="N",
                    help="list at most N open and N suppressed findings per table (counts and "
                         f"totals always cover all; default {report.DEFAULT_MAX_ROWS})")
     p.set_defaults(handler=_handle)

@@ -45,6 +45,15 @@ def connect(uri, what="database", autocommit=False, **kwargs):
         raise DatabaseNotReady(f"invalid connection string for the {what}: {exc}") from None
 
 
+def close_quietly(conn):
+    """Close a connection that may already be broken; errors of a dead link are moot."""
+    if conn is not None:
+        try:
+            conn.close()
+        except psycopg.Error:
+            pass
+
+
 def build_conninfo(dbname, host=None, port=None, user=None, password=None, sslmode=None,
                    sslrootcert=None, **extra):
     """A libpq conninfo from parts, every value quoted by libpq's own rules.

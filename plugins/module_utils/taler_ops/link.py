@@ -54,7 +54,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from .db import connect
+from .db import close_quietly, connect
 from .errors import DatabaseNotReady
 
 log = logging.getLogger("taler_ops.link")
@@ -122,12 +122,8 @@ class Keeper:
         os.replace(tmp, self.state_path)
 
     def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except psycopg.Error:
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None
 
     # -- one round -------------------------------------------------------------------
     def check(self):

@@ -42,7 +42,7 @@ from psycopg import IsolationLevel
 from psycopg.types.json import Jsonb
 
 from . import bookkeeping, dbinit, exchange_schema, registry, validate, versioning
-from .db import connect
+from .db import close_quietly, connect
 from .errors import ConfigError, DatabaseNotReady, TalerOpsError
 from .validate import q, qualified
 
@@ -220,12 +220,8 @@ class Syncer:
             return False
 
     def close(self):
-        for conn in (self.src, self.dst):
-            if conn is not None:
-                try:
-                    conn.close()
-                except psycopg.Error:
-                    pass
+        close_quietly(self.src)
+        close_quietly(self.dst)
         self.src = self.dst = None
 
     def __enter__(self):
@@ -923,10 +919,7 @@ class WakeHints:
 
     def _drop(self, exc):
         self._unavailable(_one_line(exc))
-        try:
-            self.conn.close()
-        except psycopg.Error:
-            pass
+        close_quietly(self.conn)
         self.conn = None
 
     def live(self):
@@ -976,12 +969,8 @@ class WakeHints:
         return False
 
     def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except psycopg.Error:
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None
 
 
 HINT_GAP = 0.1   # seconds: after hinted passes that found nothing, hints wait at least this long
