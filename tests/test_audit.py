@@ -937,14 +937,29 @@ def test_without_settle_a_row_committed_late_below_progress_is_missed(dbs, hist)
     assert run(dbs)["findings"] == [], "serial 1 lies below the progress point now"
 
 
-def test_settle_waits_for_rows_in_flight(dbs, hist):
+def _maxima_read(monkeypatch):
+    """An event set once the audit has read the tables' maxima (and starts to settle)."""
+    import threading
+    read = threading.Event()
+    real = audit.table_maxima
+
+    def spy(ex):
+        maxima = real(ex)
+        read.set()
+        return maxima
+    monkeypatch.setattr(audit, "table_maxima", spy)
+    return read
+
+
+def test_settle_waits_for_rows_in_flight(dbs, hist, monkeypatch):
     import threading
     flight = _in_flight_overdraft(dbs, hist)
+    read = _maxima_read(monkeypatch)
     out = {}
     worker = threading.Thread(target=lambda: out.update(report=run(dbs, settle=3.0)))
     worker.start()
-    time.sleep(0.5)           # the audit has read the maxima and waits; the row commits
-    flight.commit()
+    assert read.wait(60), "the audit never read the maxima"
+    flight.commit()           # while the audit settles
     flight.close()
     worker.join()
     assert found(out["report"]) == [("reserve_balance_insufficient", "reserves_out", 1)]
@@ -998,18 +1013,19 @@ def test_auditor_database_on_another_server(dbs, hist):
         other.destroy()
 
 
-def test_internal_with_settle_skips_what_committed_during_the_wait(dbs, hist):
+def test_internal_with_settle_skips_what_committed_during_the_wait(dbs, hist, monkeypatch):
     """A live primary: a withdrawal and its current_balance update land while the audit
     waits; the audit state does not hold them yet, so that reserve is compared next run."""
     import threading
     d = hist.denomination(coin="1", fee_withdraw="0.01")
     pub, uuid, _ = hist.reserve("5", current_balance="3.99")
     hist.withdraw(uuid, d, "1.01")
+    read = _maxima_read(monkeypatch)
     out = {}
     worker = threading.Thread(
         target=lambda: out.update(report=run(dbs, internal=True, settle=3.0)))
     worker.start()
-    time.sleep(0.5)
+    assert read.wait(60), "the audit never read the maxima"
     with psycopg.connect(dbs[0]) as conn:       # the exchange at work: one transaction
         conn.execute("INSERT INTO exchange.reserves_out (h_blind_ev, denominations_serial, "
                      "denom_sig, reserve_uuid, reserve_sig, execution_date, amount_with_fee) "

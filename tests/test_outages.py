@@ -24,6 +24,12 @@ def _sync(src, dst):
                           timeout=600)
 
 
+def _copied(safe):
+    with psycopg.connect(safe, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM taler_ops.sync_watermarks "
+                            "WHERE last_serial > 0").fetchone()[0]
+
+
 @pytest.mark.parametrize("victim", ["ingres", "safe-copy"])
 def test_server_stopped_mid_pass(victim, own_cluster, cluster, conf):
     down = own_cluster(f"outage-{victim}")
@@ -39,7 +45,8 @@ def test_server_stopped_mid_pass(victim, own_cluster, cluster, conf):
 
     proc = subprocess.Popen(_sync_cmd(src, dst), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # Stop it mid-pass: once the safe copy holds the first committed batch.
+    wait_for(lambda: proc.poll() is None and _copied(safe) > 0, timeout=120)
     down.stop("immediate")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 5, f"rc={proc.returncode}\n{out}\n{err}"  # never 0 on failure
