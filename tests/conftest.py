@@ -115,8 +115,9 @@ def module_runner():
     return run_module
 
 
-def wait_for(predicate, timeout=30, interval=0.2):
-    """Poll until predicate() is truthy; return its value or fail the test."""
+def wait_for(predicate, timeout=30, interval=0.2, what="condition"):
+    """Poll an observable condition until predicate() is truthy; return its value or fail
+    the test (never a fixed sleep in its place)."""
     import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,7 +125,7 @@ def wait_for(predicate, timeout=30, interval=0.2):
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"condition not reached within {timeout} s")
+    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 def publish_replicated_tables(exchange_uri, name="taler_pub"):

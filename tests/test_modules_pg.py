@@ -9,12 +9,12 @@ module leaked (conninfo or SQL quoting) would show up in the output.
 
 import os
 import sys
-import time
 
 import psycopg
 import pytest
 
 from ansible_runner import run_module, run_tasks
+from conftest import wait_for
 from pgcluster import Cluster, free_port
 
 PASSWORD = "Qz7'Kv9 \\Lm4\"Wx"
@@ -59,15 +59,6 @@ def one(cluster, db, query, params=None):
     with psycopg.connect(cluster.uri(db), autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()
         return row[0] if row and len(row) == 1 else row
-
-
-def wait_for(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # --- pg_role ---------------------------------------------------------------

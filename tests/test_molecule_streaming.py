@@ -13,11 +13,12 @@ verbose output of every run is grepped for the generated passwords.
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
+from conftest import wait_for
 from molecule_helpers import ROOT, VENV_BIN, assert_no_password_leaked, molecule, scenario_env
+from pgcluster import PG_BIN
 
 STATE = "/var/lib/taler-ops-streaming"
 
@@ -39,16 +40,9 @@ def _snapshot():
 
 def _psql(instance, port, user, db, query):
     return subprocess.run(
-        ["/usr/lib/postgresql/15/bin/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+        [os.path.join(PG_BIN, "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
          "-h", f"/run/taler-ops-streaming/{instance}", "-p", str(port), "-U", user, "-d", db,
          "-c", query], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _wait(predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(1)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates UNIX users and instances: needs root")
@@ -96,9 +90,10 @@ def test_molecule_streaming_scenario(tmp_path):
                          out), out[-8000:]
         _psql("exchange", 5521, "tst-exchange-db", "taler_exchange",
               "INSERT INTO exchange.extensions (name) VALUES ('after-reclone')")
-        _wait(lambda: _psql("production", 5523, "tst-production", "taler_auditor",
-                            "SELECT count(*) FROM exchange.extensions "
-                            "WHERE name = 'after-reclone'") == "1")
+        wait_for(lambda: _psql("production", 5523, "tst-production", "taler_auditor",
+                               "SELECT count(*) FROM exchange.extensions "
+                               "WHERE name = 'after-reclone'") == "1",
+                 timeout=120, interval=1, what="the row written after the reclone")
     finally:
         cleanup_rc, cleanup = molecule("cleanup", "streaming", env, timeout=600)
         outputs.append(cleanup)

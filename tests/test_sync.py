@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
@@ -14,7 +13,7 @@ from taler_ops import hashing, registry, sync
 from taler_ops.errors import ConfigError, DatabaseNotReady
 
 import sync_data
-from conftest import FLAVOURS, flavour_param
+from conftest import FLAVOURS, flavour_param, wait_for
 from sync_helpers import (all_digests, clone, conf_pair, drop_checks, drop_keys, execute,
                           make_template, table_digest, watermarks)
 
@@ -46,15 +45,6 @@ def pair(cluster, templates):
 def _spawn(*args):
     return subprocess.Popen([sys.executable, "-m", "taler_ops.cli", *map(str, args)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- a complete sync ---------------------------------------------------------------
@@ -346,7 +336,7 @@ def test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap(pair, conf, c
 
     # SIGTERM: the current batch is finished and committed, then exit 0.
     proc = _spawn("sync", "-s", s_conf, "-d", d_conf, "-t", "-b", 20)
-    _wait_for(lambda: copied() > BASE_ROWS * len(registry.REPLICATED) + 500,
+    wait_for(lambda: copied() > BASE_ROWS * len(registry.REPLICATED) + 500,
               what="the sync to copy some batches")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -357,7 +347,7 @@ def test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap(pair, conf, c
     # kill -9: whatever was committed is consistent, the rest is copied by a rerun.
     proc = _spawn("sync", "-s", s_conf, "-d", d_conf, "-t", "-b", 20)
     mark = copied()
-    _wait_for(lambda: copied() > mark + 2000, what="the sync to copy more batches")
+    wait_for(lambda: copied() > mark + 2000, what="the sync to copy more batches")
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     partial = sum(n for n, _ in all_digests(dst).values())
@@ -383,13 +373,13 @@ def test_daemon_follows_new_rows_reconnects_and_holds_the_lock(pair, conf, cli, 
     pidfile = tmp_path / "sync.pid"
     daemon = _spawn("sync", "-s", s_conf, "-d", d_conf, "-b", 50, "--pidfile", pidfile)
     try:
-        _wait_for(pidfile.exists, what="the pidfile")
+        wait_for(pidfile.exists, what="the pidfile")
         assert int(pidfile.read_text()) == daemon.pid
 
         def synced():
             return all_digests(dst) == all_digests(src)
         sync_data.populate(src, 5, start=BASE_ROWS + 1)
-        _wait_for(synced, what="the daemon to copy new rows")
+        wait_for(synced, what="the daemon to copy new rows")
 
         second = cli("sync", "-s", s_conf, "-d", d_conf, "-t")
         assert second.returncode == 1
@@ -400,7 +390,7 @@ def test_daemon_follows_new_rows_reconnects_and_holds_the_lock(pair, conf, cli, 
                      "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                      "AND application_name = 'taler-ops'")
         sync_data.populate(src, 5, start=BASE_ROWS + 6)
-        _wait_for(synced, what="the daemon to reconnect and copy")
+        wait_for(synced, what="the daemon to reconnect and copy")
         assert daemon.poll() is None
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -523,7 +513,7 @@ def test_a_hot_standby_works_as_the_source():
         assert execute(replica, "SELECT pg_is_in_recovery()") == [(True,)]
         assert sync.sync_once(replica, dst)["copied"] == 10 * len(registry.REPLICATED)
         sync_data.populate(src, 3, start=11)
-        _wait_for(lambda: execute(replica, "SELECT max(reserve_uuid) FROM exchange.reserves")
+        wait_for(lambda: execute(replica, "SELECT max(reserve_uuid) FROM exchange.reserves")
                   == [(13,)], what="the standby to replay")
         assert sync.sync_once(replica, dst)["copied"] == 3 * len(registry.REPLICATED)
         assert all_digests(dst) == all_digests(src)

@@ -14,7 +14,7 @@ import pytest
 from taler_ops import bookkeeping, registry, sync
 
 import sync_data
-from conftest import FLAVOURS, flavour_param
+from conftest import FLAVOURS, flavour_param, wait_for
 from sync_helpers import all_digests, clone, execute, make_template, watermarks
 
 BASE_ROWS = 20
@@ -403,7 +403,7 @@ def test_a_stalled_standby_keeps_holes_open_while_the_daemon_runs():
         early.insert_extension("early")                       # 6, in flight
         late.insert_extension("late")                         # 7
         late.commit()
-        _wait_until(lambda: _extension_ids(replica)[-1] == 7, "the standby to replay 7")
+        wait_for(lambda: _extension_ids(replica)[-1] == 7, 60, 0.05, "the standby to replay 7")
 
         def daemon():
             try:
@@ -413,30 +413,30 @@ def test_a_stalled_standby_keeps_holes_open_while_the_daemon_runs():
                 errors.append(exc)
         thread = threading.Thread(target=daemon)
         thread.start()
-        _wait_until(lambda: 7 in _extension_ids(dst) or errors, "the daemon to copy 7")
+        wait_for(lambda: 7 in _extension_ids(dst) or errors, 60, 0.05, "the daemon to copy 7")
         assert _holes(dst) == [(5, 7, False)]
 
         execute(replica, "SELECT pg_wal_replay_pause()")
-        _wait_until(lambda: execute(replica, "SELECT pg_get_wal_replay_pause_state()")
-                    == [("paused",)], "replay to pause")
+        wait_for(lambda: execute(replica, "SELECT pg_get_wal_replay_pause_state()")
+                 == [("paused",)], 60, 0.05, "replay to pause")
         early.commit()                                        # 6 commits on the exchange
         ex = Exchange(src)
         ex.insert_extension("during the stall")
         ex.commit()
         # A pass that began before the pause may still carry an earlier clock: skip it.
         first = len(passes) + 1
-        _wait_until(lambda: len(passes) > first or errors, "a pass that began paused")
+        wait_for(lambda: len(passes) > first or errors, 60, 0.05, "a pass that began paused")
         paused_at, seen = time.monotonic(), len(passes)
         # The daemon keeps passing for longer than the horizon, on the auditor's clock.
-        _wait_until(lambda: len(passes) >= seen + 5 and time.monotonic() - paused_at > 2.0
-                    or errors, "passes during the stall")
+        wait_for(lambda: len(passes) >= seen + 5 and time.monotonic() - paused_at > 2.0
+                 or errors, 60, 0.05, "passes during the stall")
         stalled = passes[seen:]
         assert len({p["source_clock"] for p in stalled}) == 1, "the stream clock moved"
         assert _holes(dst) == [(5, 7, False)], "a hole expired during the stall"
 
         execute(replica, "SELECT pg_wal_replay_resume()")
-        _wait_until(lambda: _extension_ids(dst) == [1, 2, 3, 4, 5, 6, 7, 8] or errors,
-                    "the daemon to copy the late row")
+        wait_for(lambda: _extension_ids(dst) == [1, 2, 3, 4, 5, 6, 7, 8] or errors,
+                 60, 0.05, "the daemon to copy the late row")
         stop.set()
         thread.join()
         assert not errors, errors
@@ -447,11 +447,3 @@ def test_a_stalled_standby_keeps_holes_open_while_the_daemon_runs():
         primary.destroy()
 
 
-def _wait_until(predicate, what, timeout=60):
-    """Poll an observable condition (a row replayed, a pass done); never a fixed sleep."""
-    import time
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
