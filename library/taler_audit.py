@@ -140,11 +140,15 @@ def main():
         if signatures is None:
             module.warn("signatures check skipped: [exchange] MASTER_PUBLIC_KEY is not set in "
                         + cfg.describe())
+        auditor_pub = audit.auditor_public_key(cfg)
+        if auditor_pub is None:
+            module.warn("denominations without auditor signatures not checked: [auditor] "
+                        "PUBLIC_KEY is not set in " + cfg.describe())
         try:
             report = audit.run(config.exchangedb_uri(cfg), config.auditordb_uri(cfg),
                                internal=p["internal"], currency=currency,
                                dry_run=module.check_mode, settle=p["settle"],
-                               signatures=signatures)
+                               signatures=signatures, auditor_pub=auditor_pub)
         except psycopg.Error as exc:
             raise audit.database_error(exc) from None
     except TalerOpsError as exc:

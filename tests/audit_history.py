@@ -142,9 +142,15 @@ class History:
                            rtransaction_id=int.from_bytes(os.urandom(4), "big"),
                            amount_with_fee=amount_with_fee)
 
-    def melt(self, coin_pub, amount_with_fee):
-        return self.insert("refresh_commitments", rc=os.urandom(64), old_coin_pub=coin_pub,
+    def melt(self, coin_pub, amount_with_fee, revealed=True):
+        """A melt; ``revealed``: with the transfer key its reveal stores (no fresh
+        coin here: add refresh_revealed_coins rows), else a hanging refresh."""
+        melt = self.insert("refresh_commitments", rc=os.urandom(64), old_coin_pub=coin_pub,
                            amount_with_fee=amount_with_fee)
+        if revealed:
+            self.insert("refresh_transfer_keys", melt_serial_id=melt,
+                        transfer_pub=os.urandom(32), transfer_privs=os.urandom(64))
+        return melt
 
     def revoke(self, denom):
         return self.insert("denomination_revocations", denominations_serial=denom)

@@ -338,6 +338,7 @@ def test_recoup_only_of_revoked_denominations(xdbs, xhist):
     pub, uuid, _ = h.reserve("10")
     out_ok = h.withdraw(uuid, revoked, "1.01")
     out_bad = h.withdraw(uuid, live, "1.01")
+    h.withdraw(uuid, live, "1.01")                      # the issue of `old` below
     h.recoup(h.coin(revoked), out_ok, "1")
     bad = h.recoup(h.coin(live), out_bad, "1")
     # recoup-refresh: a fresh coin of a melt paid back into the old coin
@@ -414,7 +415,8 @@ def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, audito
     hist.deposit(coin, "0.6")
     hist.deposit(coin, "0.6")
     first = run(dbs)
-    assert len(first["findings"]) == 2
+    # overspent coin, and its denomination's only coin: an emergency by value too
+    assert len(first["findings"]) == 3
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(1,)]
     sql_dir = (os.path.join(require_taler_sql(), "auditor") if auditor_flavour == "taler"
                else None)
@@ -443,6 +445,7 @@ def test_coin_rules_overspend_revoked_validity(dbs, hist):
     assert found(report) == sorted([
         ("coin_overspent", "coin_deposits", over),
         ("denomination_key_validity_withdraw", "reserves_out", late),
+        ("emergency", "denominations", d),           # d issued 1, paid out 1.2
         ("revoked_denomination_spend", "coin_deposits", spend)])
     spent = next(f for f in report["findings"] if f["kind"] == "coin_overspent")
     assert spent["exchange_amount"] == "KUDOS:1.2" and spent["auditor_amount"] == "KUDOS:1"
@@ -459,12 +462,15 @@ def test_coin_rules_overspend_revoked_validity(dbs, hist):
                      "auditor.auditor_denomination_key_validity_withdraw_inconsistency") == [
         (late, q(dbs[0], "SELECT denom_pub_hash FROM exchange.denominations "
                          "WHERE denominations_serial = %s", (old,))[0][0])]
-    # Per denomination: one coin of d withdrawn (1), 1 spent legitimately, 0.2 lost.
+    # Per denomination, as Taler's helper: one coin of d withdrawn (1); the melt (0.7)
+    # leaves 0.3 outstanding, which cannot cover the deposit (0.5): its amount is the
+    # denomination's loss (an emergency), the balance stays.
     h_d = q(dbs[0], "SELECT denom_pub_hash FROM exchange.denominations "
                     "WHERE denominations_serial = %s", (d,))[0][0]
     assert q(dbs[1], "SELECT num_issued, (denom_risk).val, (denom_balance).val, "
-                     "(denom_loss).frac FROM auditor.auditor_denomination_pending "
-                     "WHERE denom_pub_hash = %s", (h_d,)) == [(1, 1, 0, 20_000_000)]
+                     "(denom_balance).frac, (denom_loss).frac "
+                     "FROM auditor.auditor_denomination_pending "
+                     "WHERE denom_pub_hash = %s", (h_d,)) == [(1, 1, 0, 30_000_000, 50_000_000)]
 
 
 def test_refund_gives_value_back_to_the_coin(dbs, hist):
@@ -663,7 +669,9 @@ def test_crash_mid_run_leaves_progress_and_findings_consistent(dbs, hist, cluste
     hist.deposit(coin, "0.6")
     _, over_d = hist.deposit(coin, "0.6")
     expected = sorted([("reserve_balance_insufficient", "reserves_out", over_w),
-                       ("coin_overspent", "coin_deposits", over_d)])
+                       ("coin_overspent", "coin_deposits", over_d),
+                       # the denomination's only coin overspent: an emergency by value
+                       ("emergency", None, None)])
     blocker = psycopg.connect(dbs[1])
     blocker.execute("LOCK TABLE auditor.auditor_coin_inconsistency IN ACCESS EXCLUSIVE MODE")
     proc = subprocess.Popen([sys.executable, "-m", "taler_ops.cli", "audit", "-c",
@@ -691,7 +699,8 @@ def test_crash_mid_run_leaves_progress_and_findings_consistent(dbs, hist, cluste
     assert "coins_deposit_serial_id" not in prog, "the killed check committed nothing"
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(0,)]
     rerun = run(dbs)
-    assert found(rerun) == [("coin_overspent", "coin_deposits", over_d)]
+    assert found(rerun) == [("coin_overspent", "coin_deposits", over_d),
+                            ("emergency", "denominations", d)]
     assert all_findings(dbs[1]) == stored(expected)
     assert rerun["balances"]["coin_irregular_loss"] == "KUDOS:0.2"
     assert run(dbs)["findings"] == []

@@ -56,8 +56,11 @@ class Audit:
     """An open pair of connections; ``run_once`` may be called repeatedly."""
 
     def __init__(self, exchange_uri, auditor_uri, internal=False, currency=None, settle=0.0,
-                 signatures=None):
+                 signatures=None, auditor_pub=None):
         self.internal = internal
+        # [auditor] PUBLIC_KEY (32 bytes) for the denominations-without-signatures
+        # report of the coins check (None: skipped)
+        self.auditor_pub = auditor_pub
         # crypto.context.SignatureContext for the signatures check (None: skipped)
         self.signatures = signatures
         self.settle = settle
@@ -137,6 +140,7 @@ class Audit:
                         break
                     check = Check(mod.NAME, self.ex, self.aud, now, self.currency, bounds)
                     check.signatures = self.signatures
+                    check.auditor_pub = self.auditor_pub
                     with self.aud.transaction():
                         mod.run(check)
                         check.write()
@@ -204,6 +208,20 @@ def signature_context(cfg):
     return SignatureContext.from_config(cfg)
 
 
+def auditor_public_key(cfg):
+    """``[auditor] PUBLIC_KEY`` (Crockford base32) as 32 bytes, or None when not set;
+    a malformed key is a ConfigError (exit 6)."""
+    from .crypto import crockford
+    from .errors import ConfigError
+    text = cfg.get_string("auditor", "PUBLIC_KEY", required=False)
+    if not text:
+        return None
+    try:
+        return crockford.decode(text.strip(), 32)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.describe()}: [auditor] PUBLIC_KEY: {exc}") from None
+
+
 def sync_cut(ex, role):
     """Per-table upper bounds for a safe copy: the last complete sync pass; else None.
 
@@ -253,10 +271,10 @@ def open_findings_by_kind(aud):
 
 
 def run(exchange_uri, auditor_uri, internal=False, currency=None, now_us=None, dry_run=False,
-        settle=0.0, signatures=None):
+        settle=0.0, signatures=None, auditor_pub=None):
     """One run (``-t``); returns the report dict."""
     with Audit(exchange_uri, auditor_uri, internal=internal, currency=currency,
-               settle=settle, signatures=signatures) as audit:
+               settle=settle, signatures=signatures, auditor_pub=auditor_pub) as audit:
         return audit.run_once(now_us=now_us, dry_run=dry_run)
 
 

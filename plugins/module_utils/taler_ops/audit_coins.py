@@ -20,6 +20,8 @@ window (C3) and, with fresh coins from refresh reveals, raise the escrow.
 """
 
 from .audit_common import REVOKED_SPEND, Units, num, split, text_amount, units
+from .audit_coins_checks import BALANCE_KEYS as CHECKS_BALANCE_KEYS
+from .audit_coins_checks import denominations_without_sigs, emergencies, refreshes_hanging
 from .auditor_schema import AUDIT_COINS
 
 NAME = "coins"
@@ -46,7 +48,7 @@ B_REFUND_FEE = "coin_refund_fee_revenue"
 B_RECOUP_LOSS = "total_recoup_loss"
 B_UNEXPLAINED = "coins_escrow_unexplained"
 BALANCE_KEYS = (B_ESCROW, B_IRREGULAR_LOSS, B_DEPOSIT_FEE, B_MELT_FEE, B_REFUND_FEE,
-                B_RECOUP_LOSS, B_UNEXPLAINED)
+                B_RECOUP_LOSS, B_UNEXPLAINED) + CHECKS_BALANCE_KEYS
 
 # Each coin-side query yields (serial, coin_pub, amount, denominations_serial, value,
 # fee, revoked, denom_pub_hash) for the coin the row spends or credits.
@@ -232,6 +234,8 @@ def run(check):
     denoms = _Denoms(check.aud)
     _withdrawals(check, denoms)
     _reveals(check, denoms)
+    # Before the melt pass moves its progress point: the same melts.
+    refreshes_hanging(check, check.next_serial(P_MELT))
     coins = _Coins(check.aud)
     for key, table, operation, query, fee_key in _CREDITS:
         _apply(check, coins, denoms, key, table, operation, query, fee_key,
@@ -240,7 +244,9 @@ def run(check):
         _apply(check, coins, denoms, key, table, operation, query, fee_key,
                credit=False, forbidden_if_revoked=forbidden, move_progress=True)
     coins.write()
+    emergencies(check, denoms.known)
     denoms.write()
+    denominations_without_sigs(check)
     _book_escrow(check)
 
 
@@ -342,14 +348,19 @@ def _apply(check, coins, denoms, key, table, operation, query, fee_key, credit,
             after = before + amount
             legit = min(amount, max(value - before, 0))
             check.add(B_ESCROW, -legit)
-            pending.balance -= legit
+            # Taler's reduce_denom_balance: the whole amount comes out of what the
+            # denomination has outstanding; what that cannot cover is a loss on the
+            # denomination, an emergency (audit_coins_checks.emergencies).
+            if pending.balance >= amount:
+                pending.balance -= amount
+            else:
+                pending.loss += amount
             if after > value:
                 # Taler's table names the coin and the operation, not the row.
                 check.finding("coin_overspent", operation=operation, coin_pub=bytes(pub),
                               exchange_amount=Units(after), auditor_amount=Units(value),
                               profitable=False, _table=table, _serial=serial)
                 check.add(B_IRREGULAR_LOSS, amount - legit)
-                pending.loss += amount - legit
         if move_progress:
             check.count(table, len({r[0] for r in rows}))   # purse refunds: per decision
             check.processed(key, rows[-1][0])

@@ -63,6 +63,16 @@ KINDS = {
     # column, e.g. "deposit") stands in for it in the run's report.
     "bad_sig_loss":
         Kind("auditor_bad_sig_losses", "operation", "problem_row_id"),
+    # The coins helper's reports on denominations (audit_coins_checks.py): Taler's
+    # tables name the denomination by its hash only; the run's report adds its serial.
+    "emergency":
+        Kind("auditor_emergency", None, None),
+    "emergency_by_count":
+        Kind("auditor_emergency_by_count", None, None),
+    "refresh_hanging":
+        Kind("auditor_refreshes_hanging", "=refresh_commitments", "problem_row_id"),
+    "denomination_without_sigs":
+        Kind("auditor_denominations_without_sigs", None, None),
 }
 
 _cursor_names = itertools.count(1)

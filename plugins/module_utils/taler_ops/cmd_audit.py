@@ -42,6 +42,7 @@ def _handle(args):
     auditor_uri = config.auditordb_uri(cfg)
     currency = cfg.get_string("exchange", "CURRENCY", required=False) or None
     signatures = signature_context(cfg)
+    auditor_pub = auditor_public_key(cfg)
     stop = {"now": False}
 
     def on_signal(signum, _frame):
@@ -57,7 +58,7 @@ def _handle(args):
     try:
         with audit.Audit(exchange_uri, auditor_uri, internal=args.internal,
                          currency=currency, settle=args.settle,
-                         signatures=signatures) as runner:
+                         signatures=signatures, auditor_pub=auditor_pub) as runner:
             if args.test:
                 on_report(runner.run_once(now_us=args.now))
                 return 0
@@ -68,6 +69,15 @@ def _handle(args):
             return 0
     except psycopg.Error as exc:
         raise audit.database_error(exc) from None
+
+
+def auditor_public_key(cfg):
+    """audit.auditor_public_key, saying once on stderr when its report is skipped."""
+    pub = audit.auditor_public_key(cfg)
+    if pub is None:
+        print("denominations without auditor signatures not checked: [auditor] PUBLIC_KEY "
+              f"is not set in {cfg.describe()}", file=sys.stderr, flush=True)
+    return pub
 
 
 def signature_context(cfg):

@@ -495,6 +495,8 @@ class Exchange:
             self.put("auditors", uuid, pub, f"Auditor {uuid}", url, active,
                      t - (i + 1) * 30 * DAY)
             for d in denoms if active else denoms[::2]:
+                if active and self.forger is not None and self.forger.skip_auditor_sig(d):
+                    continue
                 self.put("auditor_denom_sigs", self.w.serial("auditor_denom_sigs"), uuid,
                          d.serial, self.sign("auditor_denom_sigs.auditor_sig", seed,
                                              auditor_url=url, **self.denom_terms[d.serial]))
@@ -823,6 +825,8 @@ class Exchange:
                            amount_with_fee=A(amount), fee_refresh=A(coin.denom.fee_refresh)),
                  amount, rng.randrange(3))
         coin.spent += amount
+        if self.hooks is not None and self.hooks.hang_refresh(melt, amount):
+            return []           # the reveal never comes
         budget = amount - coin.denom.fee_refresh
         fresh = []
         for d in list(fresh_denoms_first) + self.denoms:

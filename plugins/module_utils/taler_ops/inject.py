@@ -50,6 +50,20 @@ FORGED_COLUMNS = {column: kind for kind, column in FORGED.items()}
 for _kind, _column in FORGED.items():
     KINDS[_kind] = f"a forged {_column} (bad_sig_loss)"
 
+# The coins helper's reports on denominations and melts (audit_coins_checks.py).
+KINDS.update({
+    "emergency": "a fully spent coin deposited again for more than its denomination ever "
+                 "issued (emergency, with the coin's coin_overspent)",
+    "emergency_by_count": "coins never withdrawn, signed with a denomination's key, one more "
+                          "than its issued coins never spent, each deposited for a small "
+                          "amount (emergency_by_count)",
+    "refresh_hanging": "a melt whose reveal never happens (refresh_hanging)",
+    "denomination_without_sigs": "a denomination in use that the active auditor never signed "
+                                 "(denomination_without_sigs; needs [auditor] PUBLIC_KEY)",
+})
+# More than any generated history issues of one denomination.
+EMERGENCY_AMOUNT = 1_000_000 * UNIT
+
 
 def parse_kinds(kinds):
     """'a,b' or an iterable of names -> list of kinds (repeats plant several); exit 2 if unknown."""
@@ -142,9 +156,91 @@ class Injector:
         for kind in ("close_wrong_account", "close_fee_mismatch"):
             if kind in self.pending and not res.closed and res.origin is not None:
                 self._plant_close(ex, res, kind, max(res.last_activity, t_end) + HOUR)
+        if t_end + HOUR < ex.now - MARGIN:
+            self._plant_emergencies(ex, coins, t_end + HOUR)
         if "reserve_balance_mismatch" in self.pending and res.balance >= 0:
             self._take("reserve_balance_mismatch")
             res.balance_offset = UNIT     # finish_reserve stores it; reserve_written records it
+
+    def _plant_emergencies(self, ex, coins, t):
+        """A denomination pays out more than it issued: by value (one coin deposited
+        again for an amount no history issues) or by count (a coin never withdrawn,
+        as if the denomination's private key had leaked).  The deposits' wire
+        deadlines lie past ``now``, so no other rule than the emergency's is broken
+        (by value: and the coin's C1)."""
+        wire_delay = max(WEEK, ex.now + MARGIN + DAY - t)
+        if "emergency" in self.pending:
+            coin = next((c for c in coins if c.fully_spent_by_deposit and not c.denom.revoked
+                         and c.spent == c.denom.value), None)
+            if coin is not None:
+                self._take("emergency")
+                _, serials, _, _ = ex.batch_deposit(
+                    ex.pick_merchant(), t, [(coin, EMERGENCY_AMOUNT)], wire_delay=wire_delay,
+                    pending=True)
+                self._note("emergency", "denominations", coin.denom.serial,
+                           denom_pub_hash=coin.denom.h, coin_pub=coin.pub,
+                           deposit_serial=serials[0], amount=EMERGENCY_AMOUNT)
+
+    def at_end(self, ex, conn, t):
+        """Plant what needs the whole history: ``emergency_by_count``, coins of a
+        denomination that was never withdrawn (as if its private key had leaked),
+        one more than the denomination's issued coins that were never spent, so that
+        more coins are known than were issued.  Each pays a small part of its value,
+        so the denomination's outstanding value covers them (no emergency by value).
+        Returns the coins to write."""
+        if "emergency_by_count" not in self.pending:
+            return []
+        # Not the denomination of a planted emergency by value: one finding per kind.
+        taken = {e["serial"] for e in self.record if e["kind"] == "emergency"}
+        candidates = {d.serial: d for d in ex.denoms if d.value >= UNIT and not d.age_mask
+                      and d.fee_deposit + CENT <= d.value // 4 and d.serial not in taken}
+        unknown = conn.execute(
+            """SELECT d.denominations_serial,
+                      (SELECT count(*) FROM exchange.reserves_out ro
+                        WHERE ro.denominations_serial = d.denominations_serial)
+                    + (SELECT count(*) FROM exchange.refresh_revealed_coins rrc
+                        WHERE rrc.denominations_serial = d.denominations_serial)
+                    - (SELECT count(*) FROM exchange.known_coins kc
+                        WHERE kc.denominations_serial = d.denominations_serial)
+                 FROM exchange.denominations d WHERE d.denominations_serial = ANY(%s)""",
+            (list(candidates),)).fetchall()
+        conn.commit()
+        usable = sorted((n, serial) for serial, n in unknown if n >= 1)
+        if not usable:
+            return []
+        n_unknown, serial = usable[0]
+        denom = candidates[serial]
+        self._take("emergency_by_count")
+        forged = [ex.new_coin(denom) for _ in range(n_unknown + 1)]
+        small = denom.fee_deposit + CENT
+        wire_delay = max(WEEK, ex.now + MARGIN + DAY - t)
+        deposits = []
+        for i in range(0, len(forged), 20):
+            _, serials, _, _ = ex.batch_deposit(
+                ex.pick_merchant(), t, [(c, small) for c in forged[i:i + 20]],
+                wire_delay=wire_delay, pending=True)
+            deposits += serials
+        self._note("emergency_by_count", "denominations", denom.serial,
+                   denom_pub_hash=denom.h, forged_coins=len(forged),
+                   unspent_issued=n_unknown, deposit_serials=deposits)
+        return forged
+
+    def hang_refresh(self, melt_serial, amount):
+        """True (once) if the melt ``melt_serial`` is to stay without its reveal."""
+        if not self._take("refresh_hanging"):
+            return False
+        self._note("refresh_hanging", "refresh_commitments", melt_serial, amount=amount)
+        return True
+
+    def skip_auditor_sig(self, denom):
+        """True (once) if the active auditor is not to sign ``denom`` (a withdrawable
+        denomination of one unit, which wallets use)."""
+        if denom.value != UNIT or denom.revoked or denom.age_mask \
+                or not self._take("denomination_without_sigs"):
+            return False
+        self._note("denomination_without_sigs", "denominations", denom.serial,
+                   denom_pub_hash=denom.h)
+        return True
 
     def _plant_close(self, ex, res, kind, t):
         """Close the reserve early, to the wrong account or for a wrong fee (R5)."""

@@ -359,7 +359,8 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
 
         lives.injector = None
         while (total < rows or lives.index < len(FORCED) or lives.carry
-               or (injector and set(injector.pending) - {"wire_out_mismatch"})):
+               or (injector and set(injector.pending) - {"wire_out_mismatch",
+                                                          "emergency_by_count"})):
             if lives.index > len(FORCED) + rows:
                 break               # nothing left to plant into
             frac = min(total / rows, 1.0)
@@ -372,6 +373,12 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
                 flush()
         flush()
         writer.wait()
+        if injector is not None and "emergency_by_count" in injector.pending:
+            # Needs the whole history's coins: planted last.
+            for coin in injector.at_end(ex, conn, t_last):
+                ex.write_coin(coin)
+            flush()
+            writer.wait()
         if injector is not None and injector.pending:
             raise TalerOpsError("could not plant " + ", ".join(injector.pending)
                                 + " in a history this small; ask for more --rows")
