@@ -492,7 +492,7 @@ def test_wire_out_mismatch_and_missing_fee(dbs, hist):
     report = run(dbs)
     assert ok not in [s for _, _, s in found(report)]
     assert found(report) == sorted([("wire_out_inconsistency", "wire_out", bad),
-                                    ("row_inconsistency", "wire_out", nofee)])
+                                    ("row_inconsistency", "wire-fee", T0 - DAY)])
     mismatch = next(f for f in report["findings"] if f["kind"] == "wire_out_inconsistency")
     assert (mismatch["expected"], mismatch["claimed"]) == ("KUDOS:1.36", "KUDOS:1.5")
     assert report["balances"]["aggregation_total_wire_out_delta_plus"] == "KUDOS:0.14"

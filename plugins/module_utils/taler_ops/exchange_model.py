@@ -175,6 +175,11 @@ def hashcode(data):
     return hashlib.sha512(data if isinstance(data, bytes) else data.encode()).digest()[:32]
 
 
+def payto_method(payto):
+    """The payment method of a payto URI ("iban" of payto://iban/...), whose wire fee applies."""
+    return payto.split("://", 1)[1].split("/", 1)[0]
+
+
 def iban_payto(rng, name, bic=False):
     """A payto://iban URI with a valid German IBAN (real check digits) and receiver-name."""
     bban = f"{rng.getrandbits(27) % 10**8:08d}{rng.getrandbits(34) % 10**10:010d}"
@@ -1013,18 +1018,25 @@ class Exchange:
         wired = []
         plant_at = len(plans) // 2      # a planted mismatch hides mid-batch
         for i, (t, _, items) in enumerate(plans):
-            expected = sum(i[3] for i in items) - self.fees.wire_fee(t)
+            target = items[0][0]
+            planted = None
+            if self.hooks is not None and len(items) == 1:
+                # inject.py may send it elsewhere or too early (one aggregation row).
+                planted, t, target = self.hooks.wire_out_plan(self, items[0], t)
+            expected = sum(i[3] for i in items) - self.fees.wire_fee(t, payto_method(target.payto))
             if expected <= 0:
                 raise AssertionError("aggregation below the wire fee; the model is inconsistent")
             wtid = rng.key32()
             serial = self.w.serial("wire_out")
             claimed = expected
-            if self.hooks is not None and i == plant_at:
+            if self.hooks is not None and i == plant_at and planted is None:
                 claimed = self.hooks.wire_out_amount(serial, expected)
-            self.put("wire_out", serial, t, wtid, items[0][0].h_payto, ACCOUNT_SECTION, claimed)
+            self.put("wire_out", serial, t, wtid, target.h_payto, ACCOUNT_SECTION, claimed)
             for _, _, batch, _ in sorted(items, key=lambda i: i[2]):
-                self.put("aggregation_tracking", self.w.serial("aggregation_tracking"), batch,
-                         wtid)
+                row = self.w.serial("aggregation_tracking")
+                self.put("aggregation_tracking", row, batch, wtid)
+            if planted is not None:
+                self.hooks.wire_out_planted(planted, row, serial, items[0], t, target)
             wired.append((serial, items))
         if due is self.due:
             self.due = []

@@ -24,6 +24,15 @@ KINDS = {
     "close_fee_mismatch": "a reserve close charging one cent more than the closing fee "
                           "(amount_arithmetic_inconsistency on reserves_close)",
 }
+# Planted by the aggregator (like wire_out_mismatch): the history's last chance is
+# its final aggregation, not a wallet's lifecycle.
+AT_AGGREGATION = {"wire_out_mismatch", "wire_out_wrong_account", "wire_out_before_deposit"}
+KINDS.update({
+    "wire_out_wrong_account": "a wire transfer paying a deposit to another merchant's account "
+                              "(row_inconsistency on aggregation)",
+    "wire_out_before_deposit": "a wire transfer executed before the deposit it pays was made "
+                               "(row_inconsistency on aggregation)",
+})
 
 # Forged signatures: kind -> the signature column (crypto.catalog) whose next
 # value is signed with a wrong key (EdDSA: the right block under another key;
@@ -113,6 +122,26 @@ class Injector:
         self._note("wire_out_mismatch", "wire_out", serial, expected=expected, claimed=claimed,
                    expected_amount=_amount(expected), claimed_amount=_amount(claimed))
         return claimed
+
+    def wire_out_plan(self, ex, item, t):
+        """(kind or None, execution time, target merchant) of a one-deposit wire transfer."""
+        merchant, deadline, _serial, _net = item
+        if "wire_out_wrong_account" in self.pending:
+            other = next((m for m in ex.merchants if m.h_payto != merchant.h_payto), None)
+            if other is not None:
+                self._take("wire_out_wrong_account")
+                return "wire_out_wrong_account", t, other
+        if "wire_out_before_deposit" in self.pending:
+            # A deposit's wire deadline is at most two weeks after it was made.
+            self._take("wire_out_before_deposit")
+            return "wire_out_before_deposit", deadline - 3 * WEEK, merchant
+        return None, t, merchant
+
+    def wire_out_planted(self, kind, aggregation_row, wire_out, item, t, target):
+        merchant, deadline, batch, _net = item
+        self._note(kind, "aggregation", aggregation_row, wire_out=wire_out,
+                   batch_deposit=batch, deadline=deadline, executed=t,
+                   owed_to=merchant.payto, paid_to=target.payto)
 
     def after_lifecycle(self, ex, res, coins, t_end):
         """Plant per-wallet kinds into a finished history, before the reserve is written."""

@@ -27,7 +27,7 @@ from .errors import TalerOpsError, UsageError
 from .exchange_model import (CENT, COLUMNS, DAY, HISTORY_SPAN, HOUR, IDLE_RESERVE_EXPIRATION,
                              LEGAL_RESERVE_EXPIRATION, MARGIN, MINUTE, SECOND, UNIT, WEEK, YEAR,
                              Denomination, Exchange, Rand)
-from .inject import Injector, parse_kinds, write_record
+from .inject import AT_AGGREGATION, Injector, parse_kinds, write_record
 
 WHAT = "exchange database"
 CHUNK_ROWS = 25_000
@@ -359,7 +359,7 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
 
         lives.injector = None
         while (total < rows or lives.index < len(FORCED) or lives.carry
-               or (injector and set(injector.pending) - {"wire_out_mismatch"})):
+               or (injector and set(injector.pending) - AT_AGGREGATION)):
             if lives.index > len(FORCED) + rows:
                 break               # nothing left to plant into
             frac = min(total / rows, 1.0)

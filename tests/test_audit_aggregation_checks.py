@@ -1,0 +1,128 @@
+"""The aggregation, transfer and purses checks of issue #17 part 2: a wire transfer's
+target account, date and the wire fee of its payto's method; pending deposits settled
+once paid; on hand-made histories and on generated ones with planted misbehaviour, on
+both flavours (exchange and auditor databases of the model, or built from Taler's SQL)."""
+
+import json
+import os
+
+import pytest
+
+from audit_history import DAY, T0, YEAR
+from taler_build import require_taler_sql
+from taler_ops import audit, auditor_schema, dbinit
+from test_audit import (GEN_NOW, NOW, all_findings, found, progress, q, run,  # noqa: F401
+                        xdbs, xhist)
+
+
+def wire_out(h, batches, amount, target, when=T0 + DAY):
+    wtid = os.urandom(32)
+    serial = h.insert("wire_out", execution_date=when, wtid_raw=wtid,
+                      wire_target_h_payto=target, exchange_account_section="x", amount=amount)
+    rows = [h.insert("aggregation_tracking", batch_deposit_serial_id=b, wtid_raw=wtid)
+            for b in batches]
+    return serial, rows
+
+
+def batch_to(h, target, wire_deadline=T0 + DAY):
+    batch = h.batch(wire_deadline=wire_deadline)
+    h.conn.execute("UPDATE exchange.batch_deposits SET wire_target_h_payto = %s "
+                   "WHERE batch_deposit_serial_id = %s", (target, batch))
+    return batch
+
+
+def test_wire_transfer_target_date_and_the_fee_of_its_method(xdbs, xhist):
+    h = xhist
+    d = h.denomination(coin="1", fee_deposit="0.02")
+    h.wire_fee("0.1")                                       # x-taler-bank
+    h.wire_fee("0.2", method="iban")
+    iban = h.account("payto://iban/DE89370400440532013000?receiver-name=Shop")
+    # Paid to its own iban account, with the iban fee: clean.
+    ok_batch = batch_to(h, iban, wire_deadline=T0)
+    h.deposit(h.coin(d), "1", batch=ok_batch)
+    ok, _ = wire_out(h, [ok_batch], "0.78", iban)           # 1 - 0.02 - 0.2
+    # The deposit is owed to the iban account, the money went to the x-taler-bank one.
+    stolen = batch_to(h, iban, wire_deadline=T0)
+    h.deposit(h.coin(d), "1", batch=stolen)
+    _, (wrong_row,) = wire_out(h, [stolen], "0.88", h.payto)
+    # Paid an hour before the deposit was made (exchange_timestamp T0).
+    early_batch = batch_to(h, h.payto, wire_deadline=T0 + 2 * DAY)
+    h.deposit(h.coin(d), "1", batch=early_batch)
+    _, (early_row,) = wire_out(h, [early_batch], "0.88", h.payto, when=T0 - DAY // 24)
+    # A method without a wire fee, and a target whose URI names no method.
+    void = h.account("payto://void/nowhere")
+    no_fee, _ = wire_out(h, [], "0", void, when=T0 + 3 * DAY)
+    broken = h.account("mailto:nobody@example.com")
+    no_method, _ = wire_out(h, [], "0", broken)
+    report = run(xdbs)
+    assert found(report) == sorted([
+        ("row_inconsistency", "aggregation", wrong_row),
+        ("row_inconsistency", "aggregation", early_row),
+        ("row_inconsistency", "wire-fee", T0 + 3 * DAY),
+        ("row_inconsistency", "wire_out", no_method)]), report["findings"]
+    assert ok not in [s for _, _, s in found(report)]
+    assert report["balances"]["aggregation_total_wire_fee_revenue"] == "KUDOS:0.4"
+    assert q(xdbs[1], "SELECT count(*) FROM auditor.auditor_wire_out_inconsistency") == [(0,)]
+    assert run(xdbs)["findings"] == [], "each wire_out is examined once"
+
+
+def test_pending_deposit_deleted_once_paid(xdbs, xhist):
+    h = xhist
+    d = h.denomination(coin="1", fee_deposit="0")
+    h.wire_fee("0")
+    late = h.deposit(h.coin(d), "1", batch=h.batch(wire_deadline=NOW - 1))[0]
+    first = run(xdbs)
+    assert found(first) == [("deposit_aggregation_lag", "batch_deposits", late)]
+    assert q(xdbs[1], "SELECT batch_deposit_serial_id FROM auditor.auditor_pending_deposits") == [
+        (late,)]
+    _, (row,) = wire_out(h, [late], "1", h.payto, when=NOW)
+    second = run(xdbs, now_us=NOW + DAY)
+    assert second["findings"] == []
+    assert q(xdbs[1], "SELECT count(*) FROM auditor.auditor_pending_deposits") == [(0,)]
+    assert second["open_findings_by_kind"] == {}
+    assert progress(xdbs[1])["wire_aggregation_id"] == row + 1
+    assert run(xdbs, now_us=NOW + DAY)["findings"] == []
+
+
+# -- generated histories with planted misbehaviour ------------------------------------------
+
+# --inject kind -> (finding kind, Taler table) it must give, exactly once
+PLANTED = {
+    "wire_out_wrong_account": ("row_inconsistency", "auditor_row_inconsistency"),
+    "wire_out_before_deposit": ("row_inconsistency", "auditor_row_inconsistency"),
+}
+
+
+def test_generated_clean_history_gives_none_of_these_findings(xdbs):
+    from taler_ops import workload
+    workload.bulk(xdbs[0], 3000, seed=21, now_us=GEN_NOW)
+    report = run(xdbs, now_us=GEN_NOW)
+    assert report["findings"] == [], report["findings"][:5]
+    for table in {t for _, t in PLANTED.values()}:
+        assert q(xdbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
+
+
+def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, tmp_path,
+                                                                          request):
+    from taler_ops import workload
+    record_path = tmp_path / "planted.json"
+    workload.bulk(xdbs[0], 3000, seed=22, now_us=GEN_NOW, inject=list(PLANTED),
+                  record_path=str(record_path))
+    record = json.loads(record_path.read_text())
+    assert sorted(e["kind"] for e in record) == sorted(PLANTED)
+    expected = sorted((PLANTED[e["kind"]][0], e["table"], e["serial"]) for e in record)
+    first = run(xdbs, now_us=GEN_NOW)
+    assert found(first) == expected, first["findings"]
+    for kind, table in PLANTED.values():
+        n = q(xdbs[1], f"SELECT count(*) FROM auditor.{table}")[0][0]
+        assert n == sum(1 for k, t in PLANTED.values() if t == table), table
+    stored = all_findings(xdbs[1])
+    # auditor-dbinit -r clears what Taler's restart.sql clears; the rerun finds the same.
+    flavour = request.node.callspec.params["xdbs"]
+    sql_dir = os.path.join(require_taler_sql(), "auditor") if flavour == "taler" else None
+    dbinit.auditor_dbinit(xdbs[1], restart=True, sql_dir=sql_dir)
+    for table in auditor_schema.RESTART_CLEARS:
+        assert q(xdbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
+    again = run(xdbs, now_us=GEN_NOW)
+    assert found(again) == expected
+    assert all_findings(xdbs[1]) == stored
