@@ -84,12 +84,69 @@ def test_pending_deposit_deleted_once_paid(xdbs, xhist):
     assert run(xdbs, now_us=NOW + DAY)["findings"] == []
 
 
+# -- purses ---------------------------------------------------------------------------------
+
+def purse_deposit(h, purse_pub, coin_pub, amount):
+    return h.insert("purse_deposits", purse_pub=purse_pub, coin_pub=coin_pub,
+                    amount_with_fee=amount, coin_sig=os.urandom(64))
+
+
+def test_purse_balances_and_purses_not_closed(xdbs, xhist):
+    h = xhist
+    d = h.denomination(coin="2", fee_deposit="0.02")
+    paid = h.purse("1")
+    purse_deposit(h, paid, h.coin(d), "1.02")                 # 1.02 - 0.02 = 1: exactly paid
+    h.merge(paid, h.reserve(None)[0])
+    short = h.purse("1")
+    purse_deposit(h, short, h.coin(d), "0.5")                 # 0.48 < 1
+    h.merge(short, h.reserve(None)[0])
+    refunded = h.purse("1")
+    h.insert("purse_decision", purse_pub=refunded, action_timestamp=T0 + DAY, refunded=True)
+    stuck = h.purse("3")                                      # expired at T0 + DAY, undecided
+    purse_deposit(h, stuck, h.coin(d), "2")
+    fresh = h.purse("1", when=NOW)                            # expires at NOW + DAY
+    decision = q(xdbs[0], "SELECT purse_decision_serial_id FROM exchange.purse_decision "
+                          "WHERE purse_pub = %s", (short,))[0][0]
+    stuck_serial = q(xdbs[0], "SELECT purse_requests_serial_id FROM exchange.purse_requests "
+                              "WHERE purse_pub = %s", (stuck,))[0][0]
+    report = run(xdbs)
+    purse_findings = [f for f in found(report) if f[1] in ("purse_decision", "purse_requests")]
+    assert purse_findings == sorted([
+        ("amount_arithmetic_inconsistency", "purse_decision", decision),
+        ("purse_not_closed", "purse_requests", stuck_serial)]), report["findings"]
+    merge = next(f for f in report["findings"] if f["table"] == "purse_decision")
+    assert (merge["operation"], merge["exchange_amount"], merge["auditor_amount"]) == (
+        "purse-decision: merge", "KUDOS:1", "KUDOS:0.48")
+    assert q(xdbs[1], "SELECT purse_pub, (amount).val, (amount).frac, expiration_date FROM "
+                      "auditor.auditor_purse_not_closed_inconsistencies") == [
+        (stuck, 1, 98_000_000, T0 + DAY)]
+    # Per purse state: the undecided ones only.
+    assert q(xdbs[1], "SELECT purse_pub, (balance).val, (balance).frac, (target).val, "
+                      "expiration_date FROM auditor.auditor_purses ORDER BY expiration_date") == [
+        (stuck, 1, 98_000_000, 3, T0 + DAY), (fresh, 0, 0, 1, NOW + DAY)]
+    b = report["balances"]
+    assert b["purse_total_balance_insufficient_loss"] == "KUDOS:1"
+    assert b["purse_total_delayed_decisions"] == "KUDOS:1.98"
+    assert {k for k in progress(xdbs[1]) if k.startswith("purse_")} == {
+        "purse_request_serial_id", "purse_deposits_serial_id", "purse_decision_serial_id"}
+    assert run(xdbs)["findings"] == [], "reported once per purse"
+    # The fresh one expires undecided; the stuck one is decided (deleted, not reported again).
+    h.insert("purse_decision", purse_pub=stuck, action_timestamp=NOW, refunded=True)
+    later = run(xdbs, now_us=NOW + 2 * DAY)
+    assert [f["kind"] for f in later["findings"]] == ["purse_not_closed"]
+    assert later["findings"][0]["purse_pub"] == fresh.hex()
+    assert q(xdbs[1], "SELECT count(*) FROM auditor.auditor_purses") == [(1,)]
+
+
 # -- generated histories with planted misbehaviour ------------------------------------------
 
 # --inject kind -> (finding kind, Taler table) it must give, exactly once
 PLANTED = {
     "wire_out_wrong_account": ("row_inconsistency", "auditor_row_inconsistency"),
     "wire_out_before_deposit": ("row_inconsistency", "auditor_row_inconsistency"),
+    "purse_not_closed": ("purse_not_closed", "auditor_purse_not_closed_inconsistencies"),
+    "purse_merge_unpaid": ("amount_arithmetic_inconsistency",
+                           "auditor_amount_arithmetic_inconsistency"),
 }
 
 

@@ -63,6 +63,9 @@ KINDS = {
     # column, e.g. "deposit") stands in for it in the run's report.
     "bad_sig_loss":
         Kind("auditor_bad_sig_losses", "operation", "problem_row_id"),
+    # Taler's table names the purse, not its row: the report shows the purse_requests serial.
+    "purse_not_closed":
+        Kind("auditor_purse_not_closed_inconsistencies", "=purse_requests", None),
 }
 
 _cursor_names = itertools.count(1)

@@ -879,13 +879,16 @@ class Exchange:
         old.spent -= amount
 
     # -- purses and wads -------------------------------------------------------
-    def purse(self, coins, t, partner=None):
-        """A p2p push payment: coins into a purse; returns (purse_pub, amount, h_contract)."""
+    def purse(self, coins, t, partner=None, unpaid=0):
+        """A p2p push payment: coins into a purse; returns (purse_pub, amount, h_contract).
+
+        ``unpaid`` (inject.py only): the purse asks for that much more than the coins pay.
+        """
         rng = self.rng
         seed, pub = self.keypair()
         merge_seed, merge_pub = self.keypair()
         h_contract = rng.key64()
-        amount = sum(c.denom.value - c.denom.fee_deposit for c in coins)
+        amount = sum(c.denom.value - c.denom.fee_deposit for c in coins) + unpaid
         partner_url = None
         if partner is not None:
             partner_url = next(p[1] for p in self.partners if p[0] == partner)
@@ -926,13 +929,16 @@ class Exchange:
                          merge_timestamp=t, purse_pub=purse_pub, reserve_pub=reserve_pub,
                          partner_serial_id=partner, partner_base_url=url)
 
-    def expired_purse(self, t):
-        """A purse nobody paid into; decided (refunded, nothing to refund) once expired."""
+    def expired_purse(self, t, decided=None):
+        """A purse nobody paid into; decided (refunded, nothing to refund) once expired
+        (``decided`` False: never, inject.py only).  Returns its purse_requests serial."""
         rng = self.rng
         seed, pub = self.keypair()
         merge_seed, merge_pub = self.keypair()
         expiration = t + DAY
-        decided = expiration + HOUR < self.now
+        if decided is None:
+            decided = expiration + HOUR < self.now
+        serial = self.w.peek_serial("purse_requests")
         h_contract = rng.key64()
         amount = rng.between(1, 20) * UNIT
         self.put("purse_requests", self.w.serial("purse_requests"), pub, merge_pub, t,
@@ -942,6 +948,7 @@ class Exchange:
         if decided:
             self.put("purse_decision", self.w.serial("purse_decision"), pub,
                      expiration + rng.between(SECOND, HOUR), True)
+        return serial
 
     def merge_local(self, purse_pub, amount, t):
         """The purse merged into a new reserve of this exchange."""

@@ -9,7 +9,7 @@ import json
 import os
 
 from .errors import UsageError
-from .exchange_model import CENT, DAY, HOUR, MARGIN, UNIT, WEEK
+from .exchange_model import CENT, DAY, HOUR, MARGIN, MINUTE, UNIT, WEEK
 
 KINDS = {
     "coin_overspend": "a deposit that takes a coin past its value (coin_overspent)",
@@ -32,6 +32,13 @@ KINDS.update({
                               "(row_inconsistency on aggregation)",
     "wire_out_before_deposit": "a wire transfer executed before the deposit it pays was made "
                                "(row_inconsistency on aggregation)",
+})
+
+KINDS.update({
+    "purse_not_closed": "an expired purse the exchange never decided "
+                        "(purse_not_closed)",
+    "purse_merge_unpaid": "a purse merged although nothing was paid into it "
+                          "(amount_arithmetic_inconsistency on purse_decision)",
 })
 
 # Forged signatures: kind -> the signature column (crypto.catalog) whose next
@@ -171,6 +178,19 @@ class Injector:
         for kind in ("close_wrong_account", "close_fee_mismatch"):
             if kind in self.pending and not res.closed and res.origin is not None:
                 self._plant_close(ex, res, kind, max(res.last_activity, t_end) + HOUR)
+        t = t_end + HOUR
+        if "purse_not_closed" in self.pending and t + DAY < ex.now - MARGIN:
+            self._take("purse_not_closed")
+            serial = ex.expired_purse(t, decided=False)
+            self._note("purse_not_closed", "purse_requests", serial, expiration=t + DAY)
+        if "purse_merge_unpaid" in self.pending and t + DAY < ex.now - MARGIN:
+            self._take("purse_merge_unpaid")
+            pub, amount, _ = ex.purse([], t, unpaid=UNIT)
+            decision = ex.w.peek_serial("purse_decision")
+            other = ex.merge_local(pub, amount, t + MINUTE)
+            ex.finish_reserve(other)
+            self._note("purse_merge_unpaid", "purse_decision", decision, purse_pub=pub,
+                       target=amount, paid=0)
         if "reserve_balance_mismatch" in self.pending and res.balance >= 0:
             self._take("reserve_balance_mismatch")
             res.balance_offset = UNIT     # finish_reserve stores it; reserve_written records it
