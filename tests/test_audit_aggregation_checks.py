@@ -138,6 +138,66 @@ def test_purse_balances_and_purses_not_closed(xdbs, xhist):
     assert q(xdbs[1], "SELECT count(*) FROM auditor.auditor_purses") == [(1,)]
 
 
+# -- merchants' deposit confirmations -----------------------------------------------------
+
+def confirm(uri, h, batch, coins, total="1", **changes):
+    """A merchant's confirmation of ``batch`` (its coins ``coins``) in the auditor database."""
+    from taler_ops import workload
+    from taler_ops.crypto.hashes import merchant_wire_hash
+    from taler_ops.exchange_model import deposit_confirmation
+    contract, merchant, salt, refund_deadline, deadline, payto = q(
+        h_uri(h), "SELECT bd.h_contract_terms, bd.merchant_pub, bd.wire_salt, "
+                  "bd.refund_deadline, bd.wire_deadline, wt.payto_uri "
+                  "FROM exchange.batch_deposits bd JOIN exchange.wire_targets wt "
+                  "USING (wire_target_h_payto) WHERE batch_deposit_serial_id = %s", (batch,))[0]
+    dc = deposit_confirmation(batch, contract, merchant_wire_hash(payto, salt), T0,
+                              refund_deadline, deadline, int(float(total) * 10**8), coins,
+                              [bytes(64)] * len(coins), merchant)
+    dc["exchange_sig"] = os.urandom(64)        # several confirmations of one deposit
+    dc.update(changes)
+    return workload.write_confirmations(uri, [dc])[0]
+
+
+def h_uri(h):
+    return h.conn.info.dsn
+
+
+def test_deposit_confirmations_matched_deleted_missing_reported_once(xdbs, xhist):
+    h = xhist
+    d = h.denomination(coin="1")
+    c1, c2 = h.coin(d), h.coin(d)
+    batch, _ = h.deposit(c1, "0.5")
+    h.deposit(c2, "0.5", batch=batch)
+    matched = confirm(xdbs[1], h, batch, [c1, c2])
+    unknown_coin = confirm(xdbs[1], h, batch, [c1, os.urandom(32)])
+    other_account = confirm(xdbs[1], h, batch, [c1], h_wire=os.urandom(64))
+    report = run(xdbs)
+    assert found(report, "deposit_confirmation_missing") == [
+        ("deposit_confirmation_missing", "auditor_deposit_confirmations", unknown_coin),
+        ("deposit_confirmation_missing", "auditor_deposit_confirmations", other_account)]
+    assert q(xdbs[1], "SELECT row_id FROM auditor.auditor_deposit_confirmations "
+                      "ORDER BY row_id") == [(unknown_coin,), (other_account,)]
+    assert matched not in [s for _, _, s in found(report)]
+    assert report["balances"]["total_missed_deposit_confirmations"] == "KUDOS:2"
+    assert report["open_findings_by_kind"]["deposit_confirmation_missing"] == 2
+    assert progress(xdbs[1])["deposit_confirmation_serial_id"] == other_account + 1
+    again = run(xdbs)
+    assert again["findings"] == [] and again["balances"]["total_missed_deposit_confirmations"] \
+        == "KUDOS:2"
+    # The deposit the confirmation names turns up later (a safe copy behind): settled.
+    late_coin = h.coin(d)
+    late_batch, _ = h.deposit(late_coin, "1")
+    late = confirm(xdbs[1], h, late_batch, [late_coin, os.urandom(32)])
+    run(xdbs)
+    q(xdbs[1], "UPDATE auditor.auditor_deposit_confirmations SET coin_pubs = %s, "
+               "coin_sigs = %s WHERE row_id = %s", ([late_coin], [bytes(64)], late))
+    settled = run(xdbs)
+    assert settled["findings"] == []
+    assert settled["balances"]["total_missed_deposit_confirmations"] == "KUDOS:2"
+    assert q(xdbs[1], "SELECT count(*) FROM auditor.auditor_deposit_confirmations "
+                      "WHERE row_id = %s", (late,)) == [(0,)]
+
+
 # -- generated histories with planted misbehaviour ------------------------------------------
 
 # --inject kind -> (finding kind, Taler table) it must give, exactly once
@@ -147,14 +207,20 @@ PLANTED = {
     "purse_not_closed": ("purse_not_closed", "auditor_purse_not_closed_inconsistencies"),
     "purse_merge_unpaid": ("amount_arithmetic_inconsistency",
                            "auditor_amount_arithmetic_inconsistency"),
+    "deposit_confirmation_unknown": ("deposit_confirmation_missing",
+                                     "auditor_deposit_confirmations"),
 }
 
 
 def test_generated_clean_history_gives_none_of_these_findings(xdbs):
     from taler_ops import workload
-    workload.bulk(xdbs[0], 3000, seed=21, now_us=GEN_NOW)
+    workload.bulk(xdbs[0], 3000, seed=21, now_us=GEN_NOW, auditor_uri=xdbs[1])
+    confirmations = q(xdbs[1], "SELECT count(*) FROM auditor.auditor_deposit_confirmations")
+    assert confirmations[0][0] > 10
     report = run(xdbs, now_us=GEN_NOW)
     assert report["findings"] == [], report["findings"][:5]
+    assert report["checks"]["deposits"]["rows_examined"] == {
+        "auditor_deposit_confirmations": confirmations[0][0]}
     for table in {t for _, t in PLANTED.values()}:
         assert q(xdbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
 
@@ -164,7 +230,7 @@ def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, t
     from taler_ops import workload
     record_path = tmp_path / "planted.json"
     workload.bulk(xdbs[0], 3000, seed=22, now_us=GEN_NOW, inject=list(PLANTED),
-                  record_path=str(record_path))
+                  record_path=str(record_path), auditor_uri=xdbs[1])
     record = json.loads(record_path.read_text())
     assert sorted(e["kind"] for e in record) == sorted(PLANTED)
     expected = sorted((PLANTED[e["kind"]][0], e["table"], e["serial"]) for e in record)

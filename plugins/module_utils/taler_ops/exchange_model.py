@@ -18,7 +18,7 @@ import json
 import random
 
 from . import hashing
-from .crypto import catalog, eddsa
+from .crypto import catalog, eddsa, hashes
 from .crypto import keyring as _keyring
 from .registry import BY_NAME
 
@@ -173,6 +173,20 @@ def h_normalized_payto(payto):
 def hashcode(data):
     """A gnunet_hashcode value (Taler's domain is 32 bytes)."""
     return hashlib.sha512(data if isinstance(data, bytes) else data.encode()).digest()[:32]
+
+
+def deposit_confirmation(tag, h_contract, h_wire, t, refund_deadline, wire_deadline, total,
+                         coin_pubs, coin_sigs, merchant_pub):
+    """A merchant's deposit confirmation as Taler's auditor-httpd stores it (a row of
+    auditor_deposit_confirmations).  The exchange's signature and signing key are
+    stand-ins derived from ``tag``: the audit does not verify them (auditor-httpd does)."""
+    stand_in = hashlib.sha512(b"deposit-confirmation" + tag.to_bytes(8, "big")).digest()
+    return {"h_contract_terms": h_contract, "h_policy": bytes(64), "h_wire": h_wire,
+            "exchange_timestamp": t, "refund_deadline": refund_deadline,
+            "wire_deadline": wire_deadline, "total_without_fee": total,
+            "coin_pubs": list(coin_pubs), "coin_sigs": list(coin_sigs),
+            "merchant_pub": merchant_pub, "exchange_sig": stand_in,
+            "exchange_pub": stand_in[:32], "master_sig": stand_in[::-1]}
 
 
 def payto_method(payto):
@@ -358,6 +372,9 @@ class Exchange:
         self.hooks = None           # inject.Injector, when misbehaviour is to be planted
         self.forger = None          # inject.Injector, when signatures are to be forged
         self.forged = {}            # column -> forged value not yet written
+        # Merchants' deposit confirmations (for the auditor database), kept only when
+        # asked for: every eighth batch deposit's (workload.bulk's auditor_uri).
+        self.confirmations = None
 
     # -- helpers -------------------------------------------------------------
     def put(self, table, *row):
@@ -769,6 +786,11 @@ class Exchange:
             rows.append((self.w.serial("coin_deposits"), serial, coin.pub, coin_sig, amount))
         for row in rows:
             self.put("coin_deposits", *row)
+        if self.confirmations is not None and serial % 8 == 0:
+            self.confirmations.append(deposit_confirmation(
+                serial, h_contract, hashes.merchant_wire_hash(merchant.payto, wire_salt), t,
+                refund_deadline, wire_deadline, net, [r[2] for r in rows], [r[3] for r in rows],
+                merchant.pub))
         policy_serial, blocked = None, False
         if policy is not None:
             policy_serial, blocked = self.policy(t, net, fulfilled=(policy == "fulfilled"))

@@ -5,11 +5,12 @@ audit's tests can compare its findings with the record: a JSON list of
 ``{"kind", "table", "serial", ...}`` (amounts in 1e-8 units).
 """
 
+import hashlib
 import json
 import os
 
 from .errors import UsageError
-from .exchange_model import CENT, DAY, HOUR, MARGIN, MINUTE, UNIT, WEEK
+from .exchange_model import CENT, DAY, HOUR, MARGIN, MINUTE, UNIT, WEEK, deposit_confirmation
 
 KINDS = {
     "coin_overspend": "a deposit that takes a coin past its value (coin_overspent)",
@@ -40,6 +41,12 @@ KINDS.update({
     "purse_merge_unpaid": "a purse merged although nothing was paid into it "
                           "(amount_arithmetic_inconsistency on purse_decision)",
 })
+
+KINDS["deposit_confirmation_unknown"] = (
+    "a merchant's deposit confirmation of a deposit the exchange's database lacks "
+    "(deposit_confirmation_missing; needs the auditor database: gen --auditor)")
+# Planted after the history is written, into the auditor database.
+AT_END = {"deposit_confirmation_unknown"}
 
 # Forged signatures: kind -> the signature column (crypto.catalog) whose next
 # value is signed with a wrong key (EdDSA: the right block under another key;
@@ -149,6 +156,22 @@ class Injector:
         self._note(kind, "aggregation", aggregation_row, wire_out=wire_out,
                    batch_deposit=batch, deadline=deadline, executed=t,
                    owed_to=merchant.payto, paid_to=target.payto)
+
+    def unknown_confirmation(self, ex):
+        """A confirmation, as a merchant would submit it, of a deposit never recorded."""
+        if not self._take("deposit_confirmation_unknown"):
+            return None
+        merchant = ex.merchants[0]
+        t = ex.now - 2 * DAY
+        contract = hashlib.sha512(b"unrecorded contract").digest()
+        coin = hashlib.sha256(b"unrecorded coin").digest()
+        return deposit_confirmation(0, contract, bytes(64), t, t, t + DAY, UNIT - CENT, [coin],
+                                    [bytes(64)], merchant.pub)
+
+    def confirmation_written(self, row_id, confirmation):
+        self._note("deposit_confirmation_unknown", "auditor_deposit_confirmations", row_id,
+                   h_contract_terms=confirmation["h_contract_terms"],
+                   merchant_pub=confirmation["merchant_pub"])
 
     def after_lifecycle(self, ex, res, coins, t_end):
         """Plant per-wallet kinds into a finished history, before the reserve is written."""
