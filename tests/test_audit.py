@@ -297,6 +297,10 @@ def test_reserve_close_target_account_and_closing_fee(xdbs, xhist):
     assert all_findings(xdbs[1]) == stored(found(report))
 
 
+# Where the purses check's findings point (purse decisions and requests).
+PURSES_CHECK_TABLES = ("purse_decision", "purse_requests")
+
+
 def test_merged_purse_credits_only_once_decided_and_purse_fee_is_charged(xdbs, xhist):
     """Taler's reserves helper: a merge credits the reserve only through the purse
     decision (merged, not refunded); an account merge in purse-fee mode charges the
@@ -315,8 +319,9 @@ def test_merged_purse_credits_only_once_decided_and_purse_fee_is_charged(xdbs, x
     refunded, _, _ = h.reserve(None)
     h.merge(h.purse("5"), refunded, refunded=True)
     report = run(xdbs)
+    # (the purses nobody paid into are the purses check's: test_audit_aggregation_checks)
     assert [(f["kind"], f["table"], f["serial"], f["inconsistency_amount"])
-            for f in report["findings"]] == [
+            for f in report["findings"] if f["table"] not in PURSES_CHECK_TABLES] == [
         ("reserve_balance_insufficient", "reserves_out", over, "KUDOS:1.01")]
     assert report["balances"]["reserves_purse_fee_revenue"] == "KUDOS:0.1"
     balances = dict(q(xdbs[1], "SELECT reserve_pub, (reserve_balance).val * 100000000 + "
@@ -383,7 +388,8 @@ def test_purse_refund_gives_the_deposit_back_to_the_coin(xdbs, xhist):
     h.deposit(refunded_coin, "1")                     # the refunded value spent again: fine
     _, over = h.deposit(merged_coin, "0.5")           # the merged coin has nothing left
     report = run(xdbs)
-    assert found(report) == [("coin_overspent", "coin_deposits", over)]
+    assert [f for f in found(report) if f[1] not in PURSES_CHECK_TABLES] == [
+        ("coin_overspent", "coin_deposits", over)]
     assert progress(xdbs[1])["coins_purse_refunds_serial_id"] > 0
 
 
