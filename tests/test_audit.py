@@ -891,7 +891,7 @@ def test_safe_copy_audit_stops_at_the_last_complete_sync_pass(cluster):
                VALUES ('wire_out', 1, 1)""")
     second = audit.run(safe, aud, now_us=NOW)
     assert found(second) == sorted([("reserve_balance_insufficient", "reserves_out", over),
-                                    ("row_inconsistency", "wire_out", wo),
+                                    ("row_inconsistency", "wire-fee", T0 + DAY),  # no fee
                                     ("wire_out_inconsistency", "wire_out", wo)])
 
 
