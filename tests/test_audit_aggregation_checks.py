@@ -11,8 +11,8 @@ import pytest
 from audit_history import DAY, T0, YEAR
 from taler_build import require_taler_sql
 from taler_ops import audit, auditor_schema, dbinit
-from test_audit import (GEN_NOW, NOW, all_findings, found, progress, q, run,  # noqa: F401
-                        xdbs, xhist)
+from test_audit import (GEN_NOW, NOW, _conf, all_findings, found, progress, q,  # noqa: F401
+                        run, xdbs, xhist)
 
 
 def wire_out(h, batches, amount, target, when=T0 + DAY):
@@ -249,3 +249,22 @@ def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, t
     again = run(xdbs, now_us=GEN_NOW)
     assert found(again) == expected
     assert all_findings(xdbs[1]) == stored
+
+
+def test_cli_gen_auditor_writes_confirmations_and_the_audit_reports_the_unknown_one(
+        xdbs, conf, cli, tmp_path):
+    path = _conf(conf, xdbs)
+    refused = cli("gen", "-c", path, "--rows", "1500", "--inject",
+                  "deposit_confirmation_unknown")
+    assert refused.returncode == 2 and "--auditor" in refused.stderr
+    record = tmp_path / "planted.json"
+    res = cli("gen", "-c", path, "--rows", "1500", "--seed", "5", "--now", GEN_NOW,
+              "--rsa-bits", "1024", "--auditor", "--inject", "deposit_confirmation_unknown",
+              "--record", record, "--json")
+    assert res.returncode == 0, res.stderr
+    (planted,) = json.loads(record.read_text())
+    res = cli("audit", "-c", path, "-t", "--now", GEN_NOW)
+    assert res.returncode == 0, res.stderr
+    assert "new findings: deposit_confirmation_missing 1" in res.stdout
+    assert q(xdbs[1], "SELECT row_id FROM auditor.auditor_deposit_confirmations") == [
+        (planted["serial"],)]
