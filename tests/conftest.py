@@ -44,6 +44,35 @@ def own_cluster():
         c.destroy()
 
 
+# -- test tiers ------------------------------------------------------------------------
+# `make unit` runs what is neither `slow` nor `molecule`, in a few minutes; `make test` runs
+# everything but the long soak.  Marked here rather than in each file so that a new test
+# lands in the right tier by what it uses.
+SLOW_FILES = {
+    "test_crashloop.py", "test_day2_playbooks.py", "test_ingres_link_role.py",
+    "test_link_keeper.py", "test_modules_dbinit.py", "test_modules_drain.py",
+    "test_modules_pg.py", "test_outages.py", "test_pg_bin.py", "test_pg_instance_tls.py",
+    "test_replication.py", "test_soak.py", "test_streaming.py", "test_streaming_roles.py",
+    "test_sync_wakeup.py", "test_taler_replication.py", "test_taler_schema_identity.py",
+    "test_auditor_schema_identity.py", "test_crypto_db.py", "test_crypto_batch.py",
+}
+# A cluster of the test's own, a replication pair, an ansible-playbook run per call.
+SLOW_FIXTURES = {"own_cluster", "replication_pair", "module_runner"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        if name.startswith("test_molecule_"):
+            item.add_marker(pytest.mark.molecule)
+            item.add_marker(pytest.mark.slow)
+            continue
+        params = getattr(item, "callspec", None)
+        built_by_taler = params is not None and "taler" in params.params.values()
+        if name in SLOW_FILES or SLOW_FIXTURES & set(item.fixturenames) or built_by_taler:
+            item.add_marker(pytest.mark.slow)
+
+
 # The two flavours of the exchange schema the sync, verify, tamper and GC tests run on:
 # taler-ops' built-in model, and a database built from Taler's own SQL files (skipped,
 # saying why, when those files are not available).

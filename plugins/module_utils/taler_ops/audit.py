@@ -36,15 +36,16 @@ import time
 import psycopg
 from psycopg import IsolationLevel, sql
 
-from . import (audit_aggregation, audit_coins, audit_internal, audit_reserves, audit_signatures,
-               registry)
+from . import (audit_aggregation, audit_coins, audit_deposits, audit_internal, audit_purses,
+               audit_reserves, audit_signatures, registry)
 from .audit_common import KINDS, Check, fmt, num, units
 from .db import connect, describe
 from .dbinit import (AUDITOR_WHAT, EXCHANGE_WHAT, assert_auditor_current,
                      assert_exchange_current, auditor_flavour, read_setup)
 from .errors import DatabaseNotReady, TalerOpsError, UsageError
 
-CHECKS = (audit_reserves, audit_coins, audit_aggregation, audit_signatures)
+CHECKS = (audit_reserves, audit_coins, audit_aggregation, audit_purses, audit_deposits,
+          audit_signatures)
 AUDIT_LOCK_KEY = 0x7A1E_A0D1
 
 

@@ -5,13 +5,24 @@ amounts minus each coin's deposit fee, minus the batch's refunds) minus the
 wire fee of its execution date.  The sum is computed on the exchange side in
 one statement, so a different auditor database costs no round trip per row.
 
+A1 also (Taler's aggregation helper, wire_transfer_information_cb and
+get_wire_fee): every batch deposit a wire_out pays must belong to the account
+the transfer went to, and the wire fee is the one of the payment method named
+by the target's payto URI, for the window holding the execution date.  A
+transfer executed before a deposit it pays was made is reported too (Taler's own
+date comparison reads the transfer's date on both sides and never fires; a
+transfer before the wire deadline is not reported, as by Taler's helper).
+Both are row inconsistencies of Taler's "aggregation" rows (problem_row_id =
+aggregation_tracking serial), once per aggregation row.
+
 A2 (Taler's transfer helper): batch deposits past their wire deadline without
 aggregation_tracking row go to Taler's auditor_pending_deposits.  The progress
 point (Taler's key wire_batch_deposit_id) is the lowest batch deposit not yet
 settled (aggregated or reported), so each run re-reads only the still-open
 tail; a deposit is reported once even when rows below it keep the progress
-point back.  Unlike Taler's helper, a row is not deleted when the deposit is
-paid later: it stays as the record that the payment was late.
+point back.  As Taler's helper does, the row is deleted once the deposit is
+paid: new aggregation_tracking rows (Taler's key wire_aggregation_id) settle
+the pending deposits they name.
 """
 
 from .audit_common import Units, num, units
@@ -20,7 +31,8 @@ NAME = "aggregation"
 
 P_WIRE_OUT = "aggregation_last_wire_out_serial_id"
 P_LAG = "wire_batch_deposit_id"
-PROGRESS_KEYS = (P_WIRE_OUT, P_LAG)
+P_PAID = "wire_aggregation_id"
+PROGRESS_KEYS = (P_WIRE_OUT, P_LAG, P_PAID)
 
 # Taler's aggregation helper's keys, except the first (taler-ops' own, docs/audit.md).
 B_WIRE_OUT = "aggregation_total_wire_out"
@@ -32,7 +44,9 @@ B_DELTA_MINUS = "aggregation_total_wire_out_delta_minus"
 NO_PAYTO = bytes(32)
 BALANCE_KEYS = (B_WIRE_OUT, B_WIRE_FEE, B_DELTA_PLUS, B_DELTA_MINUS)
 
-WIRE_METHOD = "x-taler-bank"
+# The payment method of a payto URI, as Taler's TALER_payto_get_method reads it:
+# what lies between "payto://" (any case) and the next "/"; NULL without one.
+PAYTO_METHOD = "substring({} from '(?i)^payto://([^/]+)/')"
 
 _WIRE_OUTS = f"""
 WITH wo AS (
@@ -53,20 +67,45 @@ WITH wo AS (
     SELECT t.wtid_raw, sum({num('rf.amount_with_fee')}) AS total
       FROM tracked t JOIN exchange.refunds rf USING (batch_deposit_serial_id)
      GROUP BY t.wtid_raw
+), target AS (
+    SELECT wo.wireout_uuid, wt.payto_uri, {PAYTO_METHOD.format('wt.payto_uri')} AS method
+      FROM wo LEFT JOIN exchange.wire_targets wt USING (wire_target_h_payto)
 )
 SELECT wo.wireout_uuid, wo.execution_date, wo.wire_target_h_payto,
-       (SELECT wt.payto_uri FROM exchange.wire_targets wt
-         WHERE wt.wire_target_h_payto = wo.wire_target_h_payto), {num('wo.amount')},
+       tg.payto_uri, {num('wo.amount')},
        COALESCE(dp.total, 0), COALESCE(rf.total, 0), COALESCE(dp.batches, 0),
-       COALESCE(dp.unknown_coins, 0),
+       COALESCE(dp.unknown_coins, 0), tg.method,
        (SELECT {num('wf.wire_fee')} FROM exchange.wire_fee wf
-         WHERE wf.wire_method = %(method)s AND wf.start_date <= wo.execution_date
+         WHERE wf.wire_method = tg.method AND wf.start_date <= wo.execution_date
            AND wo.execution_date < wf.end_date
          ORDER BY wf.start_date DESC LIMIT 1)
   FROM wo
+  JOIN target tg USING (wireout_uuid)
   LEFT JOIN deposits dp USING (wtid_raw)
   LEFT JOIN refunded rf USING (wtid_raw)
  ORDER BY wo.wireout_uuid
+"""
+
+# Aggregation rows of the new wire_outs that pay a deposit of another account, or
+# a deposit made after the transfer was executed.
+_AGGREGATION_ROWS = """
+SELECT t.aggregation_serial_id, wo.wireout_uuid,
+       bd.wire_target_h_payto IS DISTINCT FROM wo.wire_target_h_payto,
+       wo.execution_date < bd.exchange_timestamp, bd.exchange_timestamp, wo.execution_date
+  FROM exchange.wire_out wo
+  JOIN exchange.aggregation_tracking t USING (wtid_raw)
+  JOIN exchange.batch_deposits bd USING (batch_deposit_serial_id)
+ WHERE wo.wireout_uuid BETWEEN %(p)s AND %(hi)s
+   AND (bd.wire_target_h_payto IS DISTINCT FROM wo.wire_target_h_payto
+        OR wo.execution_date < bd.exchange_timestamp)
+ ORDER BY t.aggregation_serial_id
+"""
+
+# Batch deposits paid by aggregation rows not seen yet (Taler's transfer helper
+# deletes their pending-deposit findings).
+_PAID = """
+SELECT aggregation_serial_id, batch_deposit_serial_id FROM exchange.aggregation_tracking
+ WHERE aggregation_serial_id BETWEEN %(p)s AND %(hi)s ORDER BY 1
 """
 
 _OPEN_DEPOSITS = f"""
@@ -88,24 +127,32 @@ def run(check):
     for key in BALANCE_KEYS:
         check.add(key, 0)
     _wire_outs(check)
+    _aggregation_rows(check)
+    _paid(check)
     _lags(check)
 
 
 def _wire_outs(check):
-    params = {"p": check.next_serial(P_WIRE_OUT), "hi": check.hi("wire_out"),
-              "method": WIRE_METHOD}
+    params = {"p": check.next_serial(P_WIRE_OUT), "hi": check.hi("wire_out")}
     for rows in check.stream(_WIRE_OUTS, params):
         for (serial, executed, h_payto, payto, claimed, deposits, refunds, batches, unknown,
-             fee) in rows:
+             method, fee) in rows:
             claimed = units(claimed)
             check.add(B_WIRE_OUT, claimed)
             # The payto URI as Taler's helper reports it; its hash where the target is
             # unknown, "" where wire_out has none (nullable in Taler's schema).
             account = payto or (bytes(h_payto).hex() if h_payto is not None else "")
-            if fee is None:
+            if method is None:
+                # Taler's helper stops here: without a method there is no fee to check.
                 check.finding("row_inconsistency", row_table="wire_out", problem_row_id=serial,
-                              diagnostic=f"no {WIRE_METHOD} wire fee covers execution date "
-                                         f"{executed}")
+                              diagnostic="wire target without a payment method in its payto "
+                                         f"URI ({account or 'no target'})")
+                continue
+            if fee is None:
+                # As Taler's helper: the row is the "wire-fee" table, the serial the date.
+                check.finding("row_inconsistency", row_table="wire-fee", problem_row_id=executed,
+                              diagnostic=f"no {method} wire fee covers this execution date "
+                                         f"(wire_out {serial})")
                 fee = 0
             fee = units(fee)
             check.add(B_WIRE_FEE, fee)
@@ -131,6 +178,33 @@ def _wire_outs(check):
                 check.add(B_DELTA_MINUS, expected - claimed)
         check.count("wire_out", len(rows))
         check.processed(P_WIRE_OUT, rows[-1][0])
+
+
+def _aggregation_rows(check):
+    params = {"p": check.progress_before[P_WIRE_OUT], "hi": check.hi("wire_out")}
+    for rows in check.stream(_AGGREGATION_ROWS, params):
+        for row_id, wire_out, wrong_target, early, deposited, executed in rows:
+            if wrong_target:
+                check.finding("row_inconsistency", row_table="aggregation", problem_row_id=row_id,
+                              diagnostic=f"wire transfer {wire_out} went to another account than "
+                                         "the one of the deposit it pays")
+            if early:
+                check.finding("row_inconsistency", row_table="aggregation", problem_row_id=row_id,
+                              diagnostic=f"wire transfer {wire_out} executed at {executed}, "
+                                         f"before the deposit it pays was made ({deposited})")
+
+
+def _paid(check):
+    """Pending-deposit findings of deposits paid since, deleted (Taler's transfer helper)."""
+    params = {"p": check.next_serial(P_PAID), "hi": check.hi("aggregation_tracking")}
+    for rows in check.stream(_PAID, params):
+        batches = [r[1] for r in rows]
+        cur = check.aud.execute(
+            "DELETE FROM auditor.auditor_pending_deposits "
+            "WHERE batch_deposit_serial_id = ANY(%s)", (batches,))
+        check.settled = getattr(check, "settled", 0) + cur.rowcount
+        check.count("aggregation_tracking", len(rows))
+        check.processed(P_PAID, rows[-1][0])
 
 
 def _lags(check):

@@ -53,15 +53,18 @@ def _handler(args):
         workload.validate_live_args(args.rate, args.duration, args.gc_every)
     if args.rsa_bits < 1024 or args.rsa_bits % 16:
         raise UsageError(f"--rsa-bits must be a multiple of 16 of at least 1024, not {args.rsa_bits}")
+    if args.auditor and not bulk_mode:
+        raise UsageError("--auditor belongs to bulk mode (--rows)")
     cfg = config.load(args.config, project="taler-exchange")
     uri = config.exchangedb_uri(cfg)
+    auditor_uri = config.auditordb_uri(cfg) if args.auditor else None
     keys = keyring_for(cfg, args.seed, args.rsa_bits, args.master_seed)
     progress = None if args.json else workload.tty_progress()
     try:
         if bulk_mode:
             result = workload.bulk(uri, args.rows, seed=args.seed, inject=kinds,
                                    record_path=args.record, now_us=args.now, progress=progress,
-                                   keys=keys)
+                                   keys=keys, auditor_uri=auditor_uri)
         else:
             result = workload.live(uri, args.rate, args.duration, seed=args.seed,
                                    gc_every=args.gc_every, inject=kinds,
@@ -111,6 +114,10 @@ def add_parser(sub):
                    help=f"plant exchange misbehaviour an audit must find: {kinds}")
     p.add_argument("--record", metavar="FILE",
                    help="write what was planted as a JSON list of {kind, table, serial, ...}")
+    p.add_argument("--auditor", action="store_true",
+                   help="bulk: also write merchants' deposit confirmations (every eighth batch "
+                        "deposit; --inject deposit_confirmation_unknown) into the auditor "
+                        "database ([auditordb-postgres] CONFIG)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--rsa-bits", type=int, default=keyring.RSA_BITS, metavar="BITS",
                    help=f"size of new RSA denomination keys (default {keyring.RSA_BITS}, as "

@@ -18,7 +18,7 @@ import json
 import random
 
 from . import hashing
-from .crypto import catalog, eddsa
+from .crypto import catalog, eddsa, hashes
 from .crypto import keyring as _keyring
 from .registry import BY_NAME
 
@@ -173,6 +173,25 @@ def h_normalized_payto(payto):
 def hashcode(data):
     """A gnunet_hashcode value (Taler's domain is 32 bytes)."""
     return hashlib.sha512(data if isinstance(data, bytes) else data.encode()).digest()[:32]
+
+
+def deposit_confirmation(tag, h_contract, h_wire, t, refund_deadline, wire_deadline, total,
+                         coin_pubs, coin_sigs, merchant_pub):
+    """A merchant's deposit confirmation as Taler's auditor-httpd stores it (a row of
+    auditor_deposit_confirmations).  The exchange's signature and signing key are
+    stand-ins derived from ``tag``: the audit does not verify them (auditor-httpd does)."""
+    stand_in = hashlib.sha512(b"deposit-confirmation" + tag.to_bytes(8, "big")).digest()
+    return {"h_contract_terms": h_contract, "h_policy": bytes(64), "h_wire": h_wire,
+            "exchange_timestamp": t, "refund_deadline": refund_deadline,
+            "wire_deadline": wire_deadline, "total_without_fee": total,
+            "coin_pubs": list(coin_pubs), "coin_sigs": list(coin_sigs),
+            "merchant_pub": merchant_pub, "exchange_sig": stand_in,
+            "exchange_pub": stand_in[:32], "master_sig": stand_in[::-1]}
+
+
+def payto_method(payto):
+    """The payment method of a payto URI ("iban" of payto://iban/...), whose wire fee applies."""
+    return payto.split("://", 1)[1].split("/", 1)[0]
 
 
 def iban_payto(rng, name, bic=False):
@@ -353,6 +372,9 @@ class Exchange:
         self.hooks = None           # inject.Injector, when misbehaviour is to be planted
         self.forger = None          # inject.Injector, when signatures are to be forged
         self.forged = {}            # column -> forged value not yet written
+        # Merchants' deposit confirmations (for the auditor database), kept only when
+        # asked for: every eighth batch deposit's (workload.bulk's auditor_uri).
+        self.confirmations = None
 
     # -- helpers -------------------------------------------------------------
     def put(self, table, *row):
@@ -766,6 +788,11 @@ class Exchange:
             rows.append((self.w.serial("coin_deposits"), serial, coin.pub, coin_sig, amount))
         for row in rows:
             self.put("coin_deposits", *row)
+        if self.confirmations is not None and serial % 8 == 0:
+            self.confirmations.append(deposit_confirmation(
+                serial, h_contract, hashes.merchant_wire_hash(merchant.payto, wire_salt), t,
+                refund_deadline, wire_deadline, net, [r[2] for r in rows], [r[3] for r in rows],
+                merchant.pub))
         policy_serial, blocked = None, False
         if policy is not None:
             policy_serial, blocked = self.policy(t, net, fulfilled=(policy == "fulfilled"))
@@ -878,13 +905,16 @@ class Exchange:
         old.spent -= amount
 
     # -- purses and wads -------------------------------------------------------
-    def purse(self, coins, t, partner=None):
-        """A p2p push payment: coins into a purse; returns (purse_pub, amount, h_contract)."""
+    def purse(self, coins, t, partner=None, unpaid=0):
+        """A p2p push payment: coins into a purse; returns (purse_pub, amount, h_contract).
+
+        ``unpaid`` (inject.py only): the purse asks for that much more than the coins pay.
+        """
         rng = self.rng
         seed, pub = self.keypair()
         merge_seed, merge_pub = self.keypair()
         h_contract = rng.key64()
-        amount = sum(c.denom.value - c.denom.fee_deposit for c in coins)
+        amount = sum(c.denom.value - c.denom.fee_deposit for c in coins) + unpaid
         partner_url = None
         if partner is not None:
             partner_url = next(p[1] for p in self.partners if p[0] == partner)
@@ -925,13 +955,16 @@ class Exchange:
                          merge_timestamp=t, purse_pub=purse_pub, reserve_pub=reserve_pub,
                          partner_serial_id=partner, partner_base_url=url)
 
-    def expired_purse(self, t):
-        """A purse nobody paid into; decided (refunded, nothing to refund) once expired."""
+    def expired_purse(self, t, decided=None):
+        """A purse nobody paid into; decided (refunded, nothing to refund) once expired
+        (``decided`` False: never, inject.py only).  Returns its purse_requests serial."""
         rng = self.rng
         seed, pub = self.keypair()
         merge_seed, merge_pub = self.keypair()
         expiration = t + DAY
-        decided = expiration + HOUR < self.now
+        if decided is None:
+            decided = expiration + HOUR < self.now
+        serial = self.w.peek_serial("purse_requests")
         h_contract = rng.key64()
         amount = rng.between(1, 20) * UNIT
         self.put("purse_requests", self.w.serial("purse_requests"), pub, merge_pub, t,
@@ -941,6 +974,7 @@ class Exchange:
         if decided:
             self.put("purse_decision", self.w.serial("purse_decision"), pub,
                      expiration + rng.between(SECOND, HOUR), True)
+        return serial
 
     def merge_local(self, purse_pub, amount, t):
         """The purse merged into a new reserve of this exchange."""
@@ -1017,18 +1051,25 @@ class Exchange:
         wired = []
         plant_at = len(plans) // 2      # a planted mismatch hides mid-batch
         for i, (t, _, items) in enumerate(plans):
-            expected = sum(i[3] for i in items) - self.fees.wire_fee(t)
+            target = items[0][0]
+            planted = None
+            if self.hooks is not None and len(items) == 1:
+                # inject.py may send it elsewhere or too early (one aggregation row).
+                planted, t, target = self.hooks.wire_out_plan(self, items[0], t)
+            expected = sum(i[3] for i in items) - self.fees.wire_fee(t, payto_method(target.payto))
             if expected <= 0:
                 raise AssertionError("aggregation below the wire fee; the model is inconsistent")
             wtid = rng.key32()
             serial = self.w.serial("wire_out")
             claimed = expected
-            if self.hooks is not None and i == plant_at:
+            if self.hooks is not None and i == plant_at and planted is None:
                 claimed = self.hooks.wire_out_amount(serial, expected)
-            self.put("wire_out", serial, t, wtid, items[0][0].h_payto, ACCOUNT_SECTION, claimed)
+            self.put("wire_out", serial, t, wtid, target.h_payto, ACCOUNT_SECTION, claimed)
             for _, _, batch, _ in sorted(items, key=lambda i: i[2]):
-                self.put("aggregation_tracking", self.w.serial("aggregation_tracking"), batch,
-                         wtid)
+                row = self.w.serial("aggregation_tracking")
+                self.put("aggregation_tracking", row, batch, wtid)
+            if planted is not None:
+                self.hooks.wire_out_planted(planted, row, serial, items[0], t, target)
             wired.append((serial, items))
         if due is self.due:
             self.due = []

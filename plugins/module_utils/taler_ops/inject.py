@@ -5,11 +5,12 @@ audit's tests can compare its findings with the record: a JSON list of
 ``{"kind", "table", "serial", ...}`` (amounts in 1e-8 units).
 """
 
+import hashlib
 import json
 import os
 
 from .errors import UsageError
-from .exchange_model import CENT, DAY, HOUR, MARGIN, UNIT, WEEK
+from .exchange_model import CENT, DAY, HOUR, MARGIN, MINUTE, UNIT, WEEK, deposit_confirmation
 
 KINDS = {
     "coin_overspend": "a deposit that takes a coin past its value (coin_overspent)",
@@ -24,6 +25,28 @@ KINDS = {
     "close_fee_mismatch": "a reserve close charging one cent more than the closing fee "
                           "(amount_arithmetic_inconsistency on reserves_close)",
 }
+# Planted by the aggregator (like wire_out_mismatch): the history's last chance is
+# its final aggregation, not a wallet's lifecycle.
+AT_AGGREGATION = {"wire_out_mismatch", "wire_out_wrong_account", "wire_out_before_deposit"}
+KINDS.update({
+    "wire_out_wrong_account": "a wire transfer paying a deposit to another merchant's account "
+                              "(row_inconsistency on aggregation)",
+    "wire_out_before_deposit": "a wire transfer executed before the deposit it pays was made "
+                               "(row_inconsistency on aggregation)",
+})
+
+KINDS.update({
+    "purse_not_closed": "an expired purse the exchange never decided "
+                        "(purse_not_closed)",
+    "purse_merge_unpaid": "a purse merged although nothing was paid into it "
+                          "(amount_arithmetic_inconsistency on purse_decision)",
+})
+
+KINDS["deposit_confirmation_unknown"] = (
+    "a merchant's deposit confirmation of a deposit the exchange's database lacks "
+    "(deposit_confirmation_missing; needs the auditor database: gen --auditor)")
+# Planted after the history is written, into the auditor database.
+AT_END = {"deposit_confirmation_unknown"}
 
 # Forged signatures: kind -> the signature column (crypto.catalog) whose next
 # value is signed with a wrong key (EdDSA: the right block under another key;
@@ -128,6 +151,42 @@ class Injector:
                    expected_amount=_amount(expected), claimed_amount=_amount(claimed))
         return claimed
 
+    def wire_out_plan(self, ex, item, t):
+        """(kind or None, execution time, target merchant) of a one-deposit wire transfer."""
+        merchant, deadline, _serial, _net = item
+        if "wire_out_wrong_account" in self.pending:
+            other = next((m for m in ex.merchants if m.h_payto != merchant.h_payto), None)
+            if other is not None:
+                self._take("wire_out_wrong_account")
+                return "wire_out_wrong_account", t, other
+        if "wire_out_before_deposit" in self.pending:
+            # A deposit's wire deadline is at most two weeks after it was made.
+            self._take("wire_out_before_deposit")
+            return "wire_out_before_deposit", deadline - 3 * WEEK, merchant
+        return None, t, merchant
+
+    def wire_out_planted(self, kind, aggregation_row, wire_out, item, t, target):
+        merchant, deadline, batch, _net = item
+        self._note(kind, "aggregation", aggregation_row, wire_out=wire_out,
+                   batch_deposit=batch, deadline=deadline, executed=t,
+                   owed_to=merchant.payto, paid_to=target.payto)
+
+    def unknown_confirmation(self, ex):
+        """A confirmation, as a merchant would submit it, of a deposit never recorded."""
+        if not self._take("deposit_confirmation_unknown"):
+            return None
+        merchant = ex.merchants[0]
+        t = ex.now - 2 * DAY
+        contract = hashlib.sha512(b"unrecorded contract").digest()
+        coin = hashlib.sha256(b"unrecorded coin").digest()
+        return deposit_confirmation(0, contract, bytes(64), t, t, t + DAY, UNIT - CENT, [coin],
+                                    [bytes(64)], merchant.pub)
+
+    def confirmation_written(self, row_id, confirmation):
+        self._note("deposit_confirmation_unknown", "auditor_deposit_confirmations", row_id,
+                   h_contract_terms=confirmation["h_contract_terms"],
+                   merchant_pub=confirmation["merchant_pub"])
+
     def after_lifecycle(self, ex, res, coins, t_end):
         """Plant per-wallet kinds into a finished history, before the reserve is written."""
         if "coin_overspend" in self.pending:
@@ -158,6 +217,19 @@ class Injector:
                 self._plant_close(ex, res, kind, max(res.last_activity, t_end) + HOUR)
         if t_end + HOUR < ex.now - MARGIN:
             self._plant_emergencies(ex, coins, t_end + HOUR)
+        t = t_end + HOUR
+        if "purse_not_closed" in self.pending and t + DAY < ex.now - MARGIN:
+            self._take("purse_not_closed")
+            serial = ex.expired_purse(t, decided=False)
+            self._note("purse_not_closed", "purse_requests", serial, expiration=t + DAY)
+        if "purse_merge_unpaid" in self.pending and t + DAY < ex.now - MARGIN:
+            self._take("purse_merge_unpaid")
+            pub, amount, _ = ex.purse([], t, unpaid=UNIT)
+            decision = ex.w.peek_serial("purse_decision")
+            other = ex.merge_local(pub, amount, t + MINUTE)
+            ex.finish_reserve(other)
+            self._note("purse_merge_unpaid", "purse_decision", decision, purse_pub=pub,
+                       target=amount, paid=0)
         if "reserve_balance_mismatch" in self.pending and res.balance >= 0:
             self._take("reserve_balance_mismatch")
             res.balance_offset = UNIT     # finish_reserve stores it; reserve_written records it

@@ -27,7 +27,7 @@ from .errors import TalerOpsError, UsageError
 from .exchange_model import (CENT, COLUMNS, DAY, HISTORY_SPAN, HOUR, IDLE_RESERVE_EXPIRATION,
                              LEGAL_RESERVE_EXPIRATION, MARGIN, MINUTE, SECOND, UNIT, WEEK, YEAR,
                              Denomination, Exchange, Rand)
-from .inject import Injector, parse_kinds, write_record
+from .inject import AT_AGGREGATION, AT_END, Injector, parse_kinds, write_record
 
 WHAT = "exchange database"
 CHUNK_ROWS = 25_000
@@ -286,7 +286,7 @@ def validate_bulk_args(rows, seed):
 
 
 def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=None,
-         fk_check="auto", keys=None):
+         fk_check="auto", keys=None, auditor_uri=None):
     """Fill the exchange database with about ``rows`` rows of consistent history.
 
     Returns {table: rows inserted}; planted misbehaviour goes to ``record_path``.
@@ -295,21 +295,47 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     CopyWriter; needs superuser); "auto" takes "set" where allowed.
     ``keys``: the crypto.keyring.Keyring that signs (default: the one of ``seed``,
     currency KUDOS); its master public key is what the audit must be configured with.
+    ``auditor_uri``: an auditor database to receive the merchants' deposit
+    confirmations of every eighth batch deposit (and deposit_confirmation_unknown).
     """
     validate_bulk_args(rows, seed)
     if fk_check not in ("auto", "triggers", "set"):
         raise UsageError(f"fk_check must be auto, triggers or set, not {fk_check!r}")
-    parse_kinds(inject)                 # a usage error before touching the database
+    kinds = parse_kinds(inject)         # a usage error before touching the database
+    if auditor_uri is None and AT_END & set(kinds):
+        raise UsageError("--inject " + ", ".join(sorted(AT_END & set(kinds)))
+                         + " writes into the auditor database: give one (gen --auditor)")
     conn, setup = _open(uri)
     try:
         return bulk_into(conn, bool(setup[2]), rows, seed, inject, record_path, now_us,
-                         progress, fk_check, keys)
+                         progress, fk_check, keys, auditor_uri)
     finally:
         conn.close()
 
 
+def write_confirmations(auditor_uri, confirmations):
+    """Merchants' deposit confirmations into Taler's auditor_deposit_confirmations
+    (as auditor-httpd stores them); returns their row_ids."""
+    cols = ("h_contract_terms", "h_policy", "h_wire", "exchange_timestamp", "refund_deadline",
+            "wire_deadline", "total_without_fee", "coin_pubs", "coin_sigs", "merchant_pub",
+            "exchange_sig", "exchange_pub", "master_sig")
+    holders = ", ".join("ROW(%s, %s)::auditor.taler_amount" if c == "total_without_fee"
+                        else "%s" for c in cols)
+    query = (f"INSERT INTO auditor.auditor_deposit_confirmations ({', '.join(cols)}) "
+             f"VALUES ({holders}) RETURNING row_id")
+    out = []
+    with connect(auditor_uri, "auditor database", autocommit=False) as aud:
+        for dc in confirmations:
+            params = []
+            for c in cols:
+                params.extend(divmod(dc[c], UNIT) if c == "total_without_fee" else (dc[c],))
+            out.append(aud.execute(query, params).fetchone()[0])
+        aud.commit()
+    return out
+
+
 def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=None,
-              progress=None, fk_check="auto", keys=None):
+              progress=None, fk_check="auto", keys=None, auditor_uri=None):
     """bulk() on an open connection to any exchange schema with the model's tables.
 
     Only the tables and columns the model writes are touched (explicit column
@@ -343,6 +369,8 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
                       keys if keys is not None else Keyring(seed))
         injector = Injector(kinds) if kinds else None
         ex.forger = injector        # forged signatures: at the first chance, key material included
+        if auditor_uri is not None:
+            ex.confirmations = []
         t_start = now - HISTORY_SPAN
         _setup(ex, conn, t_start, merchants=8 + rows // 4000)
         lives = _Lifecycles(ex, injector)
@@ -359,8 +387,8 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
 
         lives.injector = None
         while (total < rows or lives.index < len(FORCED) or lives.carry
-               or (injector and set(injector.pending) - {"wire_out_mismatch",
-                                                          "emergency_by_count"})):
+               or (injector and set(injector.pending) - AT_AGGREGATION - AT_END
+                                 - {"emergency_by_count"})):
             if lives.index > len(FORCED) + rows:
                 break               # nothing left to plant into
             frac = min(total / rows, 1.0)
@@ -379,6 +407,13 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
                 ex.write_coin(coin)
             flush()
             writer.wait()
+        if auditor_uri is not None:
+            conn.commit()
+            planted = injector.unknown_confirmation(ex) if injector is not None else None
+            ids = write_confirmations(auditor_uri, ex.confirmations
+                                      + ([planted] if planted else []))
+            if planted:
+                injector.confirmation_written(ids[-1], planted)
         if injector is not None and injector.pending:
             raise TalerOpsError("could not plant " + ", ".join(injector.pending)
                                 + " in a history this small; ask for more --rows")
