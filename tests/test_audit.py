@@ -416,12 +416,15 @@ def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, audito
     first = run(dbs)
     assert len(first["findings"]) == 2
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(1,)]
+    assert q(dbs[1], "SELECT findings_open FROM taler_ops.audit_runs") == [(2,)]
     sql_dir = (os.path.join(require_taler_sql(), "auditor") if auditor_flavour == "taler"
                else None)
     assert dbinit.auditor_dbinit(dbs[1], restart=True, sql_dir=sql_dir)["restarted"]
     for table in auditor_schema.RESTART_CLEARS:
         assert q(dbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(0,)]
+    # the run history counted findings the restart deleted: it starts again too
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_runs") == [(0,)]
     again = run(dbs)
     assert again["findings"] == first["findings"]
     assert again["balances"] == first["balances"]
@@ -906,7 +909,8 @@ def test_audit_runs_with_the_auditor_roles_privileges_only(cluster, exchange_db)
                  "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA auditor "
                  "TO {r}",
                  # the audit's own per-coin state beside Taler's schema (not the sync's tables)
-                 "GRANT INSERT, UPDATE, DELETE ON taler_ops.audit_coins TO {r}"):
+                 "GRANT INSERT, UPDATE, DELETE ON taler_ops.audit_coins, taler_ops.audit_runs "
+                 "TO {r}"):
         q(exchange_db, stmt.format(r=role))
     uri = exchange_db.replace("postgresql://postgres@", f"postgresql://{role}@")
     report = audit.run(uri, uri, now_us=NOW)
