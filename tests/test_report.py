@@ -6,6 +6,7 @@ must show exactly those findings and figures, and its HTML, JSON and text forms 
 carry the same numbers.  A real headless browser (Debian's chromium) loads the HTML.
 """
 
+import datetime
 import json
 import os
 import re
@@ -166,7 +167,7 @@ PROGRESS = {"coins_withdraw_serial_id": 101, "reserves_reserve_in_serial_id": 51
             "aggregation_last_wire_out_serial_id": 0, "purse_open_counter": 3}
 
 
-def fill(uri):
+def fill(uri, after_table=None):
     """Rows in every report table (some suppressed), balances, progress, revenue."""
     ids = {}
     with psycopg.connect(uri, autocommit=True) as conn:
@@ -177,6 +178,8 @@ def fill(uri):
                     f"INSERT INTO auditor.{table} ({columns}, suppressed) VALUES "
                     f"({values}, %s) RETURNING row_id", (*params, suppressed)).fetchone()[0]
                 ids[table][suppressed].append(row_id)
+            if after_table:
+                after_table()
         for key, value in BALANCES.items():
             conn.execute(f"INSERT INTO auditor.auditor_balances (balance_key, balance_value) "
                          f"VALUES (%s, {amt(value)})", (key,))
@@ -199,6 +202,38 @@ def fill(uri):
                          "purse_fee_balance, open_fee_balance, history_fee_balance, "
                          f"expiration_date) VALUES (%s, {amt('4.5')}, {amt('0')}, {amt('0.1')}, "
                          f"{amt('0')}, {amt('0')}, {amt('0')}, {amt('0')}, {TS})", (k(n),))
+    return ids
+
+
+def fill_with_history(uri):
+    """fill(), with a run history as taler-ops' audit keeps it: taler_ops.audit_runs
+    (created as auditor-dbinit adds it beside Taler's schema) gets a point before any
+    finding, one after each report table's rows and one after the balances, each
+    recorded by the audit's own code (run_history.record).  The points are then dated
+    six hours apart from 2026-01-01 and given a sync staleness, since no audit or sync
+    ran: the counts and totals are the recorded ones."""
+    from taler_ops import auditor_schema, run_history
+    with psycopg.connect(uri) as conn:
+        for stmt in auditor_schema.TALER_OPS_DDL:
+            conn.execute(stmt)
+        conn.commit()
+
+        def record():
+            run_history.record(conn, datetime.datetime.now(datetime.timezone.utc), 0)
+            conn.commit()
+        record()
+        ids = fill(uri, after_table=record)
+        record()
+        conn.execute(
+            "UPDATE taler_ops.audit_runs r SET started_tsz = t.started, "
+            "ended_tsz = t.started + interval '90 seconds', "
+            "sync_last_copy_tsz = t.started + interval '90 seconds' "
+            "- make_interval(secs => 20 + (t.n * 37) % 240) "
+            "FROM (SELECT run_id, row_number() OVER (ORDER BY run_id) AS n, "
+            "'2026-01-01 00:00:00Z'::timestamptz + (row_number() OVER (ORDER BY run_id) - 1) "
+            "* interval '6 hours' AS started FROM taler_ops.audit_runs) t "
+            "WHERE r.run_id = t.run_id")
+        conn.commit()
     return ids
 
 
@@ -573,12 +608,14 @@ def test_a_headless_browser_loads_the_report_without_console_errors(cluster, con
     assert any("boom" in ln for ln in console) and any("undefinedFunction" in ln for ln in console)
 
     uri = auditor_db(cluster, "report_browser", sql_root)
-    fill(uri)
+    fill_with_history(uri)
     safe = safe_copy_with_sync_state(cluster, "report_browser_safe")
     page = tmp_path / "report.html"
     assert cli("report", "-c", config(conf, uri, safe), "-o", page).returncode == 0
     dom, console = browse(chromium, page, tmp_path, "--dump-dom")
     assert console == [], console
+    # the charts over time are drawn (inline SVG, no script needed)
+    assert dom.count('class="chart timechart"') == 3
     assert 'data-report-ready="1"' in dom           # the inline script ran to its end
     # 30 open row inconsistencies: paged, 25 shown, 5 paged out, and a pager.
     assert 'class="pager"' in dom and "page 1 of 2 (30 rows)" in dom
