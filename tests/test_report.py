@@ -409,6 +409,15 @@ def test_a_clean_auditor_database_reports_no_findings(cluster, conf, cli, sql_ro
     assert "exchangedb-postgres" in model["sync"]["reason"]
     assert "No open findings." in html_text
     assert "open findings                      0" in text
+    # Filled as Taler's helpers fill it: no run history, and every form says so
+    h = model["history"]
+    assert (h["available"], h["recorded"], h["points"]) == (False, 0, [])
+    assert "no taler_ops.audit_runs" in h["reason"]
+    assert html_facts(html_text).attrs["data-fact"]["history.none"] == " ".join(
+        h["reason"].split())
+    assert "No history to draw" in html_text
+    assert 'class="chart timechart"' not in html_text
+    assert f"  no history: {h['reason']}" in text
     assert_forms_agree(model, text, html_text)
 
 
