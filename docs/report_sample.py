@@ -4,8 +4,9 @@
 Builds Taler's auditor schema from Taler's own SQL files (as taler-auditor-dbinit
 does) in a throwaway PostgreSQL cluster, fills it with the findings of
 tests/test_report.py (one or more rows in every report table, some suppressed,
-balances, progress points, denomination revenue) and a safe copy's sync state (an
-open hole and a halt), and renders the report in its three forms:
+balances, progress points, denomination revenue), a run history recorded after each
+table's rows (dated six hours apart: ``test_report.fill_with_history``) and a safe
+copy's sync state (an open hole and a halt), and renders the report in its three forms:
 ``OUTDIR/report-sample.html``, ``.json`` and ``.txt``.
 
 Usage: docs/report_sample.py [OUTDIR]   (default: docs/)
@@ -35,7 +36,7 @@ def main(outdir):
     cluster = Cluster("report-sample").start()
     try:
         auditor = build_taler_auditor(cluster.createdb("taler_auditor"), sql_root=sql_root)
-        sample.fill(auditor)
+        sample.fill_with_history(auditor)
         safe = sample.safe_copy_with_sync_state(cluster, "taler_safe_copy")
         with tempfile.TemporaryDirectory() as tmp:
             conf = os.path.join(tmp, "auditor.conf")

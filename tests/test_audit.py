@@ -1,6 +1,7 @@
 """The audit (taler-ops audit): rules of docs/economics.md on hand-made histories,
 incremental progress, crash consistency, -i, the CLI, the Ansible module and playbook."""
 
+import datetime
 import json
 import os
 import signal
@@ -424,12 +425,15 @@ def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, audito
     # overspent coin, and its denomination's only coin: an emergency by value too
     assert len(first["findings"]) == 3
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(1,)]
+    assert q(dbs[1], "SELECT findings_open FROM taler_ops.audit_runs") == [(2,)]
     sql_dir = (os.path.join(require_taler_sql(), "auditor") if auditor_flavour == "taler"
                else None)
     assert dbinit.auditor_dbinit(dbs[1], restart=True, sql_dir=sql_dir)["restarted"]
     for table in auditor_schema.RESTART_CLEARS:
         assert q(dbs[1], f"SELECT count(*) FROM auditor.{table}") == [(0,)], table
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(0,)]
+    # the run history counted findings the restart deleted: it starts again too
+    assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_runs") == [(0,)]
     again = run(dbs)
     assert again["findings"] == first["findings"]
     assert again["balances"] == first["balances"]
@@ -904,6 +908,60 @@ def test_safe_copy_audit_stops_at_the_last_complete_sync_pass(cluster):
                                     ("wire_out_inconsistency", "wire_out", wo)])
 
 
+def test_a_run_on_a_safe_copy_records_what_it_saw_of_the_sync(cluster):
+    """taler_ops.audit_runs keeps, per run, when the sync last copied a row and how many
+    copied rows wait beyond the audit's cut; the report turns it into the sync chart."""
+    from taler_ops import report as report_mod
+    tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    safe, aud = cluster.createdb(f"ss_{tag}"), cluster.createdb(f"sa_{tag}")
+    dbinit.exchange_dbinit(safe, role="safe-copy")
+    dbinit.auditor_dbinit(aud)
+    q(safe, """INSERT INTO taler_ops.sync_watermarks
+                 (table_name, last_serial, complete_serial, updated_tsz)
+               VALUES ('reserves', 0, 0, '2026-01-01 00:00:00Z'),
+                      ('wire_out', 5, 3, '2026-01-01 00:10:00Z')""")
+    audit.run(safe, aud, now_us=NOW)
+    rows = q(aud, "SELECT to_char(sync_last_copy_tsz AT TIME ZONE 'UTC', "
+                  "'YYYY-MM-DD HH24:MI:SS'), sync_rows_beyond_cut, runs "
+                  "FROM taler_ops.audit_runs")
+    assert rows == [("2026-01-01 00:10:00", 2, 1)]
+    model = report_mod.collect(aud)
+    point, = model["history"]["points"]
+    ended = datetime.datetime.strptime(point["ended"], "%Y-%m-%d %H:%M:%SZ")
+    # the run ended a fraction of a second after the second its time shows
+    assert 0 <= point["sync_age_seconds"] - (
+        ended - datetime.datetime(2026, 1, 1, 0, 10)).total_seconds() <= 1
+    assert point["sync_rows_beyond_cut"] == 2
+    assert "Sync staleness" in report_mod.charts(model)["sync_time"]
+
+
+def test_the_run_history_stays_bounded(cluster, monkeypatch):
+    """An unchanged run merges only into a row that started less than a minute before;
+    adding a row prunes rows older than KEEP_DAYS and beyond KEEP_ROWS."""
+    from taler_ops import run_history
+    aud = cluster.createdb(f"rh_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    dbinit.auditor_dbinit(aud)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with psycopg.connect(aud) as conn:
+        assert run_history.record(conn, now - datetime.timedelta(days=40), 5) == "added"
+        conn.execute("UPDATE taler_ops.audit_runs SET ended_tsz = now() - interval '40 days'")
+        assert run_history.record(conn, now - datetime.timedelta(minutes=2), 1) == "added"
+        # the 40-day-old row went when the second was added
+        assert conn.execute("SELECT count(*) FROM taler_ops.audit_runs").fetchone()[0] == 1
+        # unchanged, but the newest row started 2 minutes before: a new row
+        assert run_history.record(conn, now, 1) == "added"
+        assert run_history.record(conn, now, 1) == "merged"
+        conn.execute("INSERT INTO auditor.auditor_row_inconsistency (row_table, diagnostic, "
+                     "problem_row_id) VALUES ('reserves', 'x', 1)")
+        assert run_history.record(conn, now, 1) == "added"      # a count changed
+        monkeypatch.setattr(run_history, "KEEP_ROWS", 2)
+        conn.execute("UPDATE auditor.auditor_row_inconsistency SET suppressed = TRUE")
+        assert run_history.record(conn, now, 1) == "added"
+        assert conn.execute("SELECT runs, findings_open, findings_suppressed FROM "
+                            "taler_ops.audit_runs ORDER BY run_id").fetchall() == [(1, 1, 0),
+                                                                                   (1, 0, 1)]
+
+
 def test_audit_runs_with_the_auditor_roles_privileges_only(cluster, exchange_db):
     """As the safe_copy role grants: SELECT on exchange and _v, DML on auditor."""
     dbinit.auditor_dbinit(exchange_db)
@@ -921,7 +979,8 @@ def test_audit_runs_with_the_auditor_roles_privileges_only(cluster, exchange_db)
                  "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA auditor "
                  "TO {r}",
                  # the audit's own per-coin state beside Taler's schema (not the sync's tables)
-                 "GRANT INSERT, UPDATE, DELETE ON taler_ops.audit_coins TO {r}"):
+                 "GRANT INSERT, UPDATE, DELETE ON taler_ops.audit_coins, taler_ops.audit_runs "
+                 "TO {r}"):
         q(exchange_db, stmt.format(r=role))
     uri = exchange_db.replace("postgresql://postgres@", f"postgresql://{role}@")
     report = audit.run(uri, uri, now_us=NOW)

@@ -6,6 +6,7 @@ must show exactly those findings and figures, and its HTML, JSON and text forms 
 carry the same numbers.  A real headless browser (Debian's chromium) loads the HTML.
 """
 
+import datetime
 import json
 import os
 import re
@@ -166,7 +167,7 @@ PROGRESS = {"coins_withdraw_serial_id": 101, "reserves_reserve_in_serial_id": 51
             "aggregation_last_wire_out_serial_id": 0, "purse_open_counter": 3}
 
 
-def fill(uri):
+def fill(uri, after_table=None):
     """Rows in every report table (some suppressed), balances, progress, revenue."""
     ids = {}
     with psycopg.connect(uri, autocommit=True) as conn:
@@ -177,6 +178,8 @@ def fill(uri):
                     f"INSERT INTO auditor.{table} ({columns}, suppressed) VALUES "
                     f"({values}, %s) RETURNING row_id", (*params, suppressed)).fetchone()[0]
                 ids[table][suppressed].append(row_id)
+            if after_table:
+                after_table()
         for key, value in BALANCES.items():
             conn.execute(f"INSERT INTO auditor.auditor_balances (balance_key, balance_value) "
                          f"VALUES (%s, {amt(value)})", (key,))
@@ -199,6 +202,38 @@ def fill(uri):
                          "purse_fee_balance, open_fee_balance, history_fee_balance, "
                          f"expiration_date) VALUES (%s, {amt('4.5')}, {amt('0')}, {amt('0.1')}, "
                          f"{amt('0')}, {amt('0')}, {amt('0')}, {amt('0')}, {TS})", (k(n),))
+    return ids
+
+
+def fill_with_history(uri):
+    """fill(), with a run history as taler-ops' audit keeps it: taler_ops.audit_runs
+    (created as auditor-dbinit adds it beside Taler's schema) gets a point before any
+    finding, one after each report table's rows and one after the balances, each
+    recorded by the audit's own code (run_history.record).  The points are then dated
+    six hours apart from 2026-01-01 and given a sync staleness, since no audit or sync
+    ran: the counts and totals are the recorded ones."""
+    from taler_ops import auditor_schema, run_history
+    with psycopg.connect(uri) as conn:
+        for stmt in auditor_schema.TALER_OPS_DDL:
+            conn.execute(stmt)
+        conn.commit()
+
+        def record():
+            run_history.record(conn, datetime.datetime.now(datetime.timezone.utc), 0)
+            conn.commit()
+        record()
+        ids = fill(uri, after_table=record)
+        record()
+        conn.execute(
+            "UPDATE taler_ops.audit_runs r SET started_tsz = t.started, "
+            "ended_tsz = t.started + interval '90 seconds', "
+            "sync_last_copy_tsz = t.started + interval '90 seconds' "
+            "- make_interval(secs => 20 + (t.n * 37) % 240) "
+            "FROM (SELECT run_id, row_number() OVER (ORDER BY run_id) AS n, "
+            "'2026-01-01 00:00:00Z'::timestamptz + (row_number() OVER (ORDER BY run_id) - 1) "
+            "* interval '6 hours' AS started FROM taler_ops.audit_runs) t "
+            "WHERE r.run_id = t.run_id")
+        conn.commit()
     return ids
 
 
@@ -374,6 +409,15 @@ def test_a_clean_auditor_database_reports_no_findings(cluster, conf, cli, sql_ro
     assert "exchangedb-postgres" in model["sync"]["reason"]
     assert "No open findings." in html_text
     assert "open findings                      0" in text
+    # Filled as Taler's helpers fill it: no run history, and every form says so
+    h = model["history"]
+    assert (h["available"], h["recorded"], h["points"]) == (False, 0, [])
+    assert "no taler_ops.audit_runs" in h["reason"]
+    assert html_facts(html_text).attrs["data-fact"]["history.none"] == " ".join(
+        h["reason"].split())
+    assert "No history to draw" in html_text
+    assert 'class="chart timechart"' not in html_text
+    assert f"  no history: {h['reason']}" in text
     assert_forms_agree(model, text, html_text)
 
 
@@ -573,12 +617,14 @@ def test_a_headless_browser_loads_the_report_without_console_errors(cluster, con
     assert any("boom" in ln for ln in console) and any("undefinedFunction" in ln for ln in console)
 
     uri = auditor_db(cluster, "report_browser", sql_root)
-    fill(uri)
+    fill_with_history(uri)
     safe = safe_copy_with_sync_state(cluster, "report_browser_safe")
     page = tmp_path / "report.html"
     assert cli("report", "-c", config(conf, uri, safe), "-o", page).returncode == 0
     dom, console = browse(chromium, page, tmp_path, "--dump-dom")
     assert console == [], console
+    # the charts over time are drawn (inline SVG, no script needed)
+    assert dom.count('class="chart timechart"') == 3
     assert 'data-report-ready="1"' in dom           # the inline script ran to its end
     # 30 open row inconsistencies: paged, 25 shown, 5 paged out, and a pager.
     assert 'class="pager"' in dom and "page 1 of 2 (30 rows)" in dom
@@ -716,3 +762,105 @@ def test_the_last_audit_is_the_commit_time_of_the_progress_points(conf, cli, sql
         assert model["audited"]["last_audit_source"] == "commit time of the last progress update"
     finally:
         c.destroy()
+
+
+def _db_counts(uri):
+    """Straight from the auditor database: unsuppressed and suppressed rows per report table."""
+    with psycopg.connect(uri) as conn:
+        by_table, suppressed = {}, 0
+        for t in FINDINGS:
+            n_open, n_supp = conn.execute(
+                f"SELECT count(*) FILTER (WHERE NOT suppressed), count(*) FILTER (WHERE "
+                f"suppressed) FROM auditor.{t}").fetchone()
+            if n_open:
+                by_table[t] = n_open
+            suppressed += n_supp
+        return by_table, suppressed
+
+
+@pytest.mark.parametrize("flavour", ["model", "taler"])
+def test_audit_runs_are_the_history_the_report_charts(cluster, conf, cli, tmp_path, flavour):
+    """Audits with findings injected between them: each run is a point of the report's
+    history, equal to the auditor database's counts right after it; a run that changes
+    nothing is merged into the point before it; the three forms carry the same numbers."""
+    if flavour == "taler":
+        sql_dir = os.path.join(require_taler_sql(), "auditor") + "/"
+    ex = cluster.createdb(f"hist_ex_{flavour}")
+    aud = cluster.createdb(f"hist_aud_{flavour}")
+    master = cli("gen", "--show-master-key", "--seed", 11).stdout.strip()
+    auditordb = {"CONFIG": aud}
+    if flavour == "taler":
+        auditordb["SQL_DIR"] = sql_dir
+    cfg = conf(f"hist-{flavour}.conf",
+               {"exchange": {"CURRENCY": CUR, "MASTER_PUBLIC_KEY": master,
+                             "BASE_URL": "https://exchange.demo.taler.net/"},
+                "exchangedb-postgres": {"CONFIG": ex}, "auditordb-postgres": auditordb})
+    for step in (("exchange-dbinit",), ("auditor-dbinit",)):
+        done = cli(*step, "-c", cfg)
+        assert done.returncode == 0, done.stderr
+    model = json.loads(report(cli, cfg, "--format", "json"))
+    assert model["history"]["available"] is False and model["history"]["points"] == []
+    assert "no audit run recorded yet" in model["history"]["reason"]
+
+    expected = []                 # (open per table, suppressed) after each recorded run
+    for seed, kinds in ((11, None), (12, "reserve_overdraft"),
+                        (13, "bad_sig_deposit,coin_overspend")):
+        args = ["gen", "-c", cfg, "--rows", 1200, "--seed", seed, "--master-seed", 11,
+                "--now", GEN_NOW]
+        if kinds:
+            args += ["--inject", kinds]
+        done = cli(*args)
+        assert done.returncode == 0, done.stderr
+        done = cli("audit", "-c", cfg, "-t", "--now", GEN_NOW)
+        assert done.returncode == 0, done.stderr
+        expected.append(_db_counts(aud))
+    assert expected[0] == ({}, 0)
+    assert sum(expected[1][0].values()) > 0
+    assert sum(expected[2][0].values()) > sum(expected[1][0].values())
+    # An operator suppresses a finding: the next run's point shows it; one more run
+    # that changes nothing is merged into that point.
+    with psycopg.connect(aud, autocommit=True) as conn:
+        conn.execute("UPDATE auditor.auditor_bad_sig_losses SET suppressed = TRUE "
+                     "WHERE row_id = (SELECT min(row_id) FROM auditor.auditor_bad_sig_losses)")
+    for _ in range(2):
+        done = cli("audit", "-c", cfg, "-t", "--now", GEN_NOW)
+        assert done.returncode == 0, done.stderr
+    expected.append(_db_counts(aud))
+    assert expected[3][1] == 1
+
+    model, text, html_text = three_forms(cli, cfg, tmp_path)
+    h = model["history"]
+    assert h["available"] and h["recorded"] == 4
+    points = h["points"]
+    assert [(p["open_by_table"], p["findings_suppressed"]) for p in points] == expected
+    assert [p["findings_open"] for p in points] == [sum(e[0].values()) for e in expected]
+    assert [p["runs"] for p in points] == [1, 1, 1, 2]
+    assert points[0]["rows_examined"] > 0
+    assert all(p["sync_age_seconds"] is None for p in points)     # not a safe copy
+    # the newest point is the report's own summary
+    s = model["summary"]
+    last = points[-1]
+    assert (last["findings_open"], last["findings_suppressed"], last["loss_total"],
+            last["risk_total"], last["at_issue_total"], last["fee_revenue"]) == (
+        s["findings_open"], s["findings_suppressed"], s["loss_total"], s["risk_total"],
+        s["at_issue_total"], s["fee_revenue"])
+    assert parse(last["loss_total"]) > parse(points[1]["loss_total"]) >= 0
+    assert points[0]["loss_total"] == f"{CUR}:0"
+    # HTML: the charts and every point; text: the same numbers in its short table
+    assert "Findings over time" in html_text and "Losses and risk over time" in html_text
+    assert html_text.count('class="chart timechart"') == 2
+    assert re.findall(r'<tr data-history="(\d+)">', html_text) == [str(p["run_id"])
+                                                                    for p in points]
+    facts = html_facts(html_text)
+    assert facts.attrs["data-fact"]["history.recorded"] == "4"
+    rows = [ln.split() for ln in text.splitlines()
+            if re.match(r"^  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ  ", ln)]
+    assert [(int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7]) for r in rows] == [
+        (p["runs"], p["findings_open"], p["findings_suppressed"], p["loss_total"],
+         p["risk_total"], p["at_issue_total"]) for p in points]
+    assert_forms_agree(model, text, html_text)
+
+
+def parse(text):
+    from taler_ops import report as report_mod
+    return report_mod.parse_amount(text)

@@ -31,13 +31,14 @@ working on the same progress points at once.
 """
 
 import contextlib
+import datetime
 import time
 
 import psycopg
 from psycopg import IsolationLevel, sql
 
 from . import (audit_aggregation, audit_coins, audit_deposits, audit_internal, audit_purses,
-               audit_reserves, audit_signatures, registry)
+               audit_reserves, audit_signatures, registry, run_history)
 from .audit_common import KINDS, Check, fmt, num, units
 from .db import connect, describe
 from .dbinit import (AUDITOR_WHAT, EXCHANGE_WHAT, assert_auditor_current,
@@ -128,6 +129,7 @@ class Audit:
         now = current_time_us() if now_us is None else int(now_us)
         mods = CHECKS + ((audit_internal,) if self.internal else ())
         started = time.monotonic()
+        started_at = datetime.datetime.now(datetime.timezone.utc)
         done = []
         outer = (self.aud.transaction(force_rollback=True) if dry_run
                  else contextlib.nullcontext())
@@ -136,7 +138,7 @@ class Audit:
             if bounds is None and self.settle > 0:
                 bounds = self._settled_maxima()
             with outer:
-                for mod in mods:
+                for i, mod in enumerate(mods):
                     if stop is not None and stop():
                         break
                     check = Check(mod.NAME, self.ex, self.aud, now, self.currency, bounds)
@@ -145,6 +147,14 @@ class Audit:
                     with self.aud.transaction():
                         mod.run(check)
                         check.write()
+                        if i == len(mods) - 1:
+                            # With the last check's results: a crash keeps both or neither.
+                            # A run stopped earlier is not recorded (the next one is).
+                            run_history.record(
+                                self.aud, started_at,
+                                sum(sum(c.examined.values()) for c in done + [check]),
+                                run_history.sync_seen(self.ex) if self.role == "safe-copy"
+                                else (None, None))
                     done.append(check)
                 report = self._report(done, now, dry_run)
         finally:

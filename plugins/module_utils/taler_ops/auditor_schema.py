@@ -195,7 +195,11 @@ REPORT_TABLES = tuple(sorted(t for t, cols in TABLES.items() if _SUPPRESSED in c
 # has no table for it).  Amounts are numeric in 1e-8 units: a column of type
 # auditor.taler_amount would be dropped with Taler's schema by drop.sql.
 AUDIT_COINS = "taler_ops.audit_coins"
-TALER_OPS_TABLES = (AUDIT_COINS,)
+# One row per audit run (consecutive runs that found nothing new share a row for
+# up to a minute): the history the report's charts draw, since Taler's report
+# tables carry no timestamps.  Written by run_history.record.
+AUDIT_RUNS = "taler_ops.audit_runs"
+TALER_OPS_TABLES = (AUDIT_COINS, AUDIT_RUNS)
 TALER_OPS_DDL = (
     "CREATE SCHEMA IF NOT EXISTS taler_ops",
     f"""CREATE TABLE IF NOT EXISTS {AUDIT_COINS} (
@@ -206,6 +210,31 @@ TALER_OPS_DDL = (
 )""",
     f"COMMENT ON TABLE {AUDIT_COINS} IS 'taler-ops audit: per coin, the gross amount spent "
     "and the gross amount given back (1e-8 units); cleared by auditor-dbinit -r'",
+    f"""CREATE TABLE IF NOT EXISTS {AUDIT_RUNS} (
+    run_id INT8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started_tsz TIMESTAMPTZ NOT NULL,
+    ended_tsz TIMESTAMPTZ NOT NULL,
+    -- consecutive runs this row stands for (they changed no count or total below)
+    runs INT4 NOT NULL DEFAULT 1 CHECK (runs > 0),
+    rows_examined INT8 NOT NULL CHECK (rows_examined >= 0),
+    findings_open INT8 NOT NULL,
+    findings_suppressed INT8 NOT NULL,
+    -- report table -> unsuppressed rows (tables without any left out)
+    open_by_table JSONB NOT NULL,
+    -- the report's summary totals, in 1e-8 units (numeric, see audit_coins)
+    loss_total NUMERIC NOT NULL,
+    risk_total NUMERIC NOT NULL,
+    at_issue_total NUMERIC NOT NULL,
+    fee_revenue NUMERIC NOT NULL,
+    -- progress_key -> next serial, after the run
+    progress JSONB NOT NULL,
+    -- on a safe copy, as the run's snapshot saw the sync: when it last copied a row
+    -- and how many copied rows wait beyond the audit's cut (NULL elsewhere)
+    sync_last_copy_tsz TIMESTAMPTZ,
+    sync_rows_beyond_cut INT8
+)""",
+    f"COMMENT ON TABLE {AUDIT_RUNS} IS 'taler-ops audit: one row per run (idle runs merged "
+    "per minute), kept 35 days; the report charts it; cleared by auditor-dbinit -r'",
 )
 
 

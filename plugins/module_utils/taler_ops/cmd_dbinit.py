@@ -24,7 +24,8 @@ def _print_result(args, result):
     if result.get("dropped"):
         print("dropped the auditor schema and unregistered its patches")
     if result.get("restarted"):
-        print("cleared audit progress, balances and findings (deposit confirmations kept)")
+        print("cleared audit progress, balances, findings and the run history (deposit "
+              "confirmations kept)")
     for name in result["applied"]:
         print(f"applied {name}")
     if not result["applied"]:
@@ -81,8 +82,8 @@ def add_parser(sub):
                         "taler-auditor.conf search, as taler-auditor-dbinit)")
     p.add_argument("--check", action="store_true", help="list pending patches, change nothing")
     p.add_argument("-r", "--restart", action="store_true",
-                   help="DANGEROUS: clear audit progress, balances and findings "
-                        "(deposit confirmations are kept)")
+                   help="DANGEROUS: clear audit progress, balances, findings and the "
+                        "audit's run history (deposit confirmations are kept)")
     p.add_argument("-R", "--reset", action="store_true",
                    help="DANGEROUS: drop the auditor schema and everything in it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -261,7 +261,37 @@ def _auditor_part(conn, currency, since, max_rows):
         out["purses"] = _sum(conn, have, "auditor_purses", [u("balance"), u("target")])
     out["signkeys"] = (conn.execute("SELECT count(*) FROM auditor.auditor_exchange_signkeys")
                        .fetchone()[0] if "auditor_exchange_signkeys" in have else None)
+    out["history"] = _history(conn)
     return out
+
+
+HISTORY_POINTS = 400     # most points a time chart draws (and the JSON carries)
+
+
+def _history(conn):
+    """The audit's run history (taler_ops.audit_runs), thinned to HISTORY_POINTS rows.
+
+    Only taler-ops' audit writes it; Taler's own helpers leave no trace of when
+    they ran, so without it the report says so instead of drawing."""
+    if not conn.execute("SELECT to_regclass('taler_ops.audit_runs') IS NOT NULL AND "
+                        "has_table_privilege('taler_ops.audit_runs', 'SELECT')").fetchone()[0]:
+        return {"rows": [], "recorded": 0, "reason": "no taler_ops.audit_runs: Taler's report "
+                "tables keep no time; taler-ops' audit records its runs there (auditor-dbinit "
+                "creates the table)"}
+    rows = conn.execute(
+        "SELECT run_id, started_tsz, ended_tsz, runs, rows_examined, findings_open, "
+        "findings_suppressed, open_by_table, loss_total, risk_total, at_issue_total, "
+        "fee_revenue, sync_last_copy_tsz, sync_rows_beyond_cut "
+        "FROM taler_ops.audit_runs ORDER BY run_id").fetchall()
+    recorded = len(rows)
+    if recorded > HISTORY_POINTS:
+        # Evenly spaced rows, always the first and the newest: every point drawn
+        # is a recorded run, not an average.
+        step = (recorded - 1) / (HISTORY_POINTS - 1)
+        rows = [rows[round(i * step)] for i in range(HISTORY_POINTS)]
+    return {"rows": rows, "recorded": recorded,
+            "reason": None if rows else "no audit run recorded yet in taler_ops.audit_runs "
+            "(an auditor database filled by Taler's own helpers has none)"}
 
 
 def _sync_part(exchange_uri):
@@ -445,8 +475,30 @@ def build_model(raw, sync, currency, exchange_url, auditor_db, since, now):
                 "target": amount(purses[2], cur)},
         },
         "sync": sync,
+        "history": _history_model(raw.get("history"), cur),
     }
     return model
+
+
+def _history_model(hist, cur):
+    if hist is None:
+        return {"available": False, "reason": "not read", "recorded": 0, "points": []}
+    points = []
+    for (run_id, started, ended, runs, examined, n_open, n_supp, by_table, loss, risk, issue,
+         revenue, sync_copy, sync_beyond) in hist["rows"]:
+        points.append({
+            "run_id": run_id, "started": tstamp(started), "ended": tstamp(ended), "runs": runs,
+            "rows_examined": examined, "findings_open": n_open,
+            "findings_suppressed": n_supp, "open_by_table": dict(by_table),
+            "loss_total": amount(loss, cur), "risk_total": amount(risk, cur),
+            "at_issue_total": amount(issue, cur), "fee_revenue": amount(revenue, cur),
+            "sync_last_copy": tstamp(sync_copy),
+            # how long the sync had not copied a row when the run ended
+            "sync_age_seconds": None if sync_copy is None else
+            max(0, round((ended - sync_copy).total_seconds())),
+            "sync_rows_beyond_cut": sync_beyond})
+    return {"available": bool(points), "reason": hist["reason"], "recorded": hist["recorded"],
+            "points": points}
 
 
 # -- renderings ------------------------------------------------------------------------
@@ -477,6 +529,27 @@ def summary_figures(model):
             ("losses in the auditor's balances", s["balance_losses"]),
             ("risk in the auditor's balances", s["balance_risk"]),
             ("fee revenue", s["fee_revenue"])]
+
+
+TEXT_HISTORY_ROWS = 12
+
+
+def history_lines(model):
+    """A short table of the history: evenly spaced points, always the newest."""
+    h = model["history"]
+    if not h["available"]:
+        return [f"  no history: {h['reason']}"]
+    points = h["points"]
+    if len(points) > TEXT_HISTORY_ROWS:
+        step = (len(points) - 1) / (TEXT_HISTORY_ROWS - 1)
+        points = [points[round(i * step)] for i in range(TEXT_HISTORY_ROWS)]
+    lines = [f"  {h['recorded']} row(s) recorded, {len(h['points'])} charted, "
+             f"{len(points)} shown"]
+    return lines + _table_lines(
+        ["run ended", "runs", "open", "suppressed", "losses", "at risk", "at issue",
+         "sync age s"],
+        [[p["ended"], p["runs"], p["findings_open"], p["findings_suppressed"], p["loss_total"],
+          p["risk_total"], p["at_issue_total"], p["sync_age_seconds"]] for p in points])
 
 
 def render_text(model):
@@ -546,6 +619,7 @@ def render_text(model):
     if r["purses"]:
         out.append(f"  purses: {r['purses']['count']}, balance {r['purses']['balance']}, "
                    f"target {r['purses']['target']}")
+    out += ["", "Over time (audit runs)"] + history_lines(model)
     sync = model["sync"]
     out += ["", "Sync"]
     if not sync["available"]:
@@ -607,10 +681,98 @@ def hbar_chart(title, labels, series, value_fmt=str, width=640):
     return "".join(parts)
 
 
+def _epoch(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def step_chart(title, times, series, value_fmt=str, width=640):
+    """Values over time as steps (a value holds until the next run): ``times`` are
+    'YYYY-MM-DD HH:MM:SSZ' strings, series (name, values, css suffix); None is a gap."""
+    if not times:
+        return ""
+    left, right, top, plot_h = 92, 16, 30, 150
+    height = top + plot_h + 48
+    plot_w = width - left - right
+    xs = [_epoch(t) for t in times]
+    x0, x1 = xs[0], xs[-1]
+    xpos = ((lambda x: left + plot_w * (x - x0) / (x1 - x0)) if x1 > x0
+            else (lambda x: left + plot_w / 2))
+    peak = max([v for _, values, _ in series for v in values if v is not None] + [0]) or 1
+    ypos = lambda v: top + plot_h * (1 - v / peak)
+    esc = html.escape
+    parts = [f'<svg class="chart timechart" xmlns="http://www.w3.org/2000/svg" role="img" '
+             f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
+             f'<title>{esc(title)}</title>',
+             f'<text x="0" y="16" class="chart-title">{esc(title)}</text>']
+    for v in (0, peak / 2, peak):
+        y = ypos(v)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
+                     f'class="grid"/>')
+        label = value_fmt(int(v) if v == int(v) else v)
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
+                     f'class="chart-value">{esc(str(label))}</text>')
+    axis_y = top + plot_h + 16
+    parts.append(f'<text x="{left}" y="{axis_y}" class="chart-label">{esc(times[0])}</text>')
+    if len(times) > 1:
+        parts.append(f'<text x="{left + plot_w}" y="{axis_y}" text-anchor="end" '
+                     f'class="chart-label">{esc(times[-1])}</text>')
+    dots = len(times) <= 60
+    for name, values, css in series:
+        path, pen = [], False
+        for i, (x, v) in enumerate(zip(xs, values)):
+            if v is None:
+                pen = False
+                continue
+            px, py = xpos(x), ypos(v)
+            path.append(f"{'H' if pen else 'M'}{px:.1f}" + (f"V{py:.1f}" if pen else f" {py:.1f}"))
+            pen = True
+            if dots or i == len(xs) - 1:
+                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" class="dot-{css}">'
+                             f'<title>{esc(times[i])} {esc(name)}: {esc(str(value_fmt(v)))}'
+                             f'</title></circle>')
+        if path:
+            parts.append(f'<path d="{"".join(path)}" class="line line-{css}"/>')
+    ly, x = height - 8, left
+    for name, _, css in series:
+        parts.append(f'<rect x="{x}" y="{ly - 9}" width="10" height="10" class="dot-{css}"/>')
+        parts.append(f'<text x="{x + 14}" y="{ly}" class="chart-legend">{esc(name)}</text>')
+        x += 14 + 7 * len(name) + 16
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def history_charts(model):
+    """Findings, losses and the sync's staleness over the recorded audit runs."""
+    h = model.get("history") or {}
+    out = {"findings_time": "", "losses_time": "", "sync_time": ""}
+    points = h.get("points") or []
+    if not points:
+        return out
+    cur = model["audited"]["currency"]
+    times = [p["ended"] for p in points]
+    out["findings_time"] = step_chart(
+        "Findings over time (at the end of each audit run)", times,
+        [("open", [p["findings_open"] for p in points], "open"),
+         ("suppressed", [p["findings_suppressed"] for p in points], "suppressed")])
+    out["losses_time"] = step_chart(
+        "Losses and risk over time", times,
+        [("losses found", [parse_amount(p["loss_total"]) for p in points], "loss"),
+         ("at risk", [parse_amount(p["risk_total"]) for p in points], "risk"),
+         ("at issue", [parse_amount(p["at_issue_total"]) for p in points], "issue")],
+        value_fmt=lambda v: amount(round(v), cur))
+    if any(p["sync_age_seconds"] is not None for p in points):
+        out["sync_time"] = step_chart(
+            "Sync staleness seen by each audit run (seconds since it last copied a row)", times,
+            [("seconds", [p["sync_age_seconds"] for p in points], "lag")])
+    return out
+
+
 def charts(model):
     cur = model["audited"]["currency"]
     fmt_amount = lambda v: amount(v, cur)
     out = {"findings": "", "losses": "", "revenue": ""}
+    out.update(history_charts(model))
     kinds = [s for s in model["sections"] if s["open"] or s["suppressed"]]
     if kinds:
         out["findings"] = hbar_chart(
