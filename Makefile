@@ -57,7 +57,7 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
-test: venv postgresql sshd promtool chromium
+test: venv postgresql sshd promtool chromium lint
 	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The auditor topology on this machine (playbooks/site.yml), traffic, sync, audit, status.
@@ -80,8 +80,14 @@ crashloop: venv postgresql
 soak: venv postgresql
 	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest -s -m soak_long tests/test_soak.py
 
+# Python (ruff: pyproject.toml) and Ansible (ansible-lint, production profile); part of `make test`.
 lint: venv
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --offline
+
+# The fast tier: neither `slow` nor `molecule` (tests/conftest.py assigns the markers).
+unit: venv postgresql
+	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest -m "not slow and not molecule and not soak_long" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -154,7 +154,7 @@ def row_by_row(src, dst):
             collist = ", ".join(f'"{c}"' for c in cols)
             amounts = {c.name for c in e.copy_columns if c.is_amount}
             select = ", ".join(f'"{c}"::text' if c in amounts else f'"{c}"' for c in cols)
-            values = ", ".join(f"%s::exchange.taler_amount" if c in amounts else "%s"
+            values = ", ".join("%s::exchange.taler_amount" if c in amounts else "%s"
                                for c in cols)
             insert = f'INSERT INTO exchange."{e.name}" ({collist}) VALUES ({values})'
             with d.transaction(), s.cursor(name="rows") as reader:
@@ -225,7 +225,8 @@ def main():
             return exchange_db(name, "safe-copy")
 
         dst_a, dst_b = target("raw_copy"), target("sync")
-        rate_a, _ = timed("(a) raw COPY into the constrained safe copy", lambda: raw_copy(src, dst_a, user_triggers_off=taler), n)
+        rate_a, _ = timed("(a) raw COPY into the constrained safe copy",
+                          lambda: raw_copy(src, dst_a, user_triggers_off=taler), n)
         rate_b, rss_n = timed("(b) taler-ops sync -t", lambda: run_sync(src, dst_b, args.batch, workdir), n)
         if count_rows(dst_b) != n:
             raise SystemExit("the sync did not copy every row")

@@ -504,7 +504,7 @@ def test_wire_out_mismatch_and_missing_fee(dbs, hist):
     hist.deposit(hist.coin(d), "0.5", batch=b2)
     ok = hist.wire_out([b1], "0.88")
     bad = hist.wire_out([b2], "1.5")                 # expected 1 + 0.5 - 2 * 0.02 - 0.1 = 1.36
-    nofee = hist.wire_out([], "0", when=T0 - DAY)    # no fee covers it, no deposits
+    hist.wire_out([], "0", when=T0 - DAY)            # no fee covers it, no deposits
     report = run(dbs)
     assert ok not in [s for _, _, s in found(report)]
     assert found(report) == sorted([("wire_out_inconsistency", "wire_out", bad),

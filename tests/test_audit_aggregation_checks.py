@@ -6,11 +6,10 @@ both flavours (exchange and auditor databases of the model, or built from Taler'
 import json
 import os
 
-import pytest
 
-from audit_history import DAY, T0, YEAR
+from audit_history import DAY, T0
 from taler_build import require_taler_sql
-from taler_ops import audit, auditor_schema, dbinit
+from taler_ops import auditor_schema, dbinit
 from test_audit import (GEN_NOW, NOW, _conf, all_findings, found, progress, q,  # noqa: F401
                         run, xdbs, xhist)
 
@@ -236,7 +235,7 @@ def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, t
     expected = sorted((PLANTED[e["kind"]][0], e["table"], e["serial"]) for e in record)
     first = run(xdbs, now_us=GEN_NOW)
     assert found(first) == expected, first["findings"]
-    for kind, table in PLANTED.values():
+    for _kind, table in PLANTED.values():
         n = q(xdbs[1], f"SELECT count(*) FROM auditor.{table}")[0][0]
         assert n == sum(1 for k, t in PLANTED.values() if t == table), table
     stored = all_findings(xdbs[1])

@@ -177,7 +177,7 @@ def test_bad_arguments_exit_2(cli, exconf):
 
 def test_config_expansion_and_inline(cli, tmp_path, fresh_db, monkeypatch):
     # As in Taler, [exchangedb-postgres] CONFIG is a string: $-references stay as written.
-    (tmp_path / "db.conf").write_text(f"[exchangedb-postgres]\nCONFIG = ${{DBURI}}\n")
+    (tmp_path / "db.conf").write_text("[exchangedb-postgres]\nCONFIG = ${DBURI}\n")
     main = tmp_path / "main.conf"
     main.write_text(f"[PATHS]\nDBURI = {fresh_db}\n\n@INLINE@ db.conf\n")
     out = cli("exchange-dbinit", "-c", main)

@@ -45,7 +45,7 @@ from conftest import ROOT, publish_replicated_tables, subscribe, wait_for, write
 from consistency import same_tables
 from pgcluster import Cluster
 from tcpproxy import Proxy
-from test_link_keeper import SUB, _state as keeper_state_of
+from test_link_keeper import _state as keeper_state_of
 from taler_ops import audit, dbinit, registry, verify, wakeup, workload
 from taler_ops.crypto import keyring
 

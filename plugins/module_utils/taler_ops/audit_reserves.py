@@ -276,7 +276,7 @@ def _reserve_rows(check, state):
             "WHERE reserve_uuid BETWEEN %(p)s AND %(hi)s ORDER BY reserve_uuid",
             {"p": check.next_serial(P_RESERVES), "hi": check.hi("reserves")}):
         state.load(r[1] for r in rows)
-        for serial, pub, expiration in rows:
+        for _serial, pub, expiration in rows:
             state.get(pub).expiration = expiration
         check.count("reserves", len(rows))
         check.processed(P_RESERVES, rows[-1][0])
@@ -431,7 +431,7 @@ def _not_closed(check):
         return
     info = {}
     for row in check.ex.execute(
-            f"""SELECT r.reserve_pub, r.reserve_uuid, r.expiration_date,
+            """SELECT r.reserve_pub, r.reserve_uuid, r.expiration_date,
                       EXISTS (SELECT 1 FROM exchange.reserves_close c
                                WHERE c.reserve_pub = r.reserve_pub),
                       i.first_in, GREATEST(i.last_in, rc.last_recoup), o.opened_until

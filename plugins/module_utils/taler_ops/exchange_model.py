@@ -645,7 +645,6 @@ class Exchange:
         res.last_debit = max(res.last_debit, t)
 
     def withdraw(self, res, denom, t):
-        rng = self.rng
         serial = self.w.serial("reserves_out")
         coin = self.new_coin(denom, serial)
         planchet = denom.key.make_coin(coin.pub, coin.bks, coin.age_hash)
