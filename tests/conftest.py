@@ -58,6 +58,16 @@ SLOW_FILES = {
 }
 # A cluster of the test's own, a replication pair, an ansible-playbook run per call.
 SLOW_FIXTURES = {"own_cluster", "replication_pair", "module_runner"}
+# The slowest of the rest in a `pytest --durations` run (playbooks, a browser, 100k-row
+# generations: each several times the median test).
+SLOW_TESTS = {
+    "test_bulk_100k_fills_every_replicated_table_consistently",
+    "test_equal_seeds_give_identical_databases", "test_partitioned_schema_and_continued_runs",
+    "test_monitoring_role_installs_checked_rules_and_the_dashboard",
+    "test_internal_audit_playbook", "test_the_report_playbook_renders_on_the_host_and_fetches",
+    "test_a_headless_browser_loads_the_report_without_console_errors",
+    "test_cli_gen_and_audit_with_the_configured_master_key",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -69,7 +79,8 @@ def pytest_collection_modifyitems(config, items):
             continue
         params = getattr(item, "callspec", None)
         built_by_taler = params is not None and "taler" in params.params.values()
-        if name in SLOW_FILES or SLOW_FIXTURES & set(item.fixturenames) or built_by_taler:
+        if (name in SLOW_FILES or item.originalname in SLOW_TESTS
+                or SLOW_FIXTURES & set(item.fixturenames) or built_by_taler):
             item.add_marker(pytest.mark.slow)
 
 
