@@ -51,11 +51,13 @@ sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
 from taler_build import build_taler_exchange, require_taler_sql  # noqa: E402
-from taler_ops import audit, dbinit, gc, registry, replication, verify, workload  # noqa: E402
+from taler_ops import audit, db, dbinit, gc, registry, replication, verify, workload  # noqa: E402
 from taler_ops.crypto import keyring  # noqa: E402
 
 SEED = 1
-SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min",
+            # one replication origin per table synchronisation worker on the ingres
+            "max_replication_slots": "40", "max_worker_processes": "16"}
 
 
 def _conf(path, uri):
@@ -121,7 +123,11 @@ class Bench:
             conn.execute(
                 f"CREATE SUBSCRIPTION taler_sub CONNECTION 'host={self.px.sockets} "
                 f"port={self.px.port} dbname=exchange user=postgres' PUBLICATION taler_pub "
-                "WITH (disable_on_error = true, enabled = false)")
+                "WITH (disable_on_error = true)")
+            # The initial copy of the (empty) tables, then off until the first increment.
+            _wait(lambda: conn.execute("SELECT count(*) = 0 FROM pg_subscription_rel "
+                                       "WHERE srsubstate <> 'r'").fetchone()[0], 600)
+            conn.execute("ALTER SUBSCRIPTION taler_sub DISABLE")
         self.src_conf = _conf(os.path.join(self.tmp, "ingres.conf"), self.ingres)
         self.dst_conf = _conf(os.path.join(self.tmp, "safe.conf"), self.safe)
 
@@ -145,17 +151,19 @@ class Bench:
                                 signed=self.args.signed)
         return sum(written.values())
 
+    @staticmethod
+    def applied(primary, ingres, lsn):
+        if not ingres.execute("SELECT subenabled FROM pg_subscription "
+                              "WHERE subname = 'taler_sub'").fetchone()[0]:
+            raise SystemExit("the subscription was disabled by an error: see the ingres log")
+        return replication.slot_confirmed(primary, "taler_sub", lsn)
+
     def repl(self, k):
         with psycopg.connect(self.primary, autocommit=True) as conn:
             lsn = replication.current_wal_lsn(conn)
             with psycopg.connect(self.ingres, autocommit=True) as ing:
                 ing.execute("ALTER SUBSCRIPTION taler_sub ENABLE")
-            if k == 0:
-                # The first enable also copies the (near empty) tables: wait for it.
-                with psycopg.connect(self.ingres, autocommit=True) as ing:
-                    _wait(lambda: ing.execute("SELECT count(*) = 0 FROM pg_subscription_rel "
-                                              "WHERE srsubstate <> 'r'").fetchone()[0], 3600)
-            _wait(lambda: replication.slot_confirmed(conn, "taler_sub", lsn), 7200)
+                _wait(lambda: self.applied(conn, ing, lsn), 7200)
         with psycopg.connect(self.ingres, autocommit=True) as ing:
             ing.execute("ALTER SUBSCRIPTION taler_sub DISABLE")
 
@@ -229,7 +237,8 @@ class Bench:
                 print(f"          first findings: {report['findings'][:3]}", flush=True)
             if full:
                 def collect():
-                    with psycopg.connect(self.safe) as conn:
+                    # As ``dbinit -g`` does: a taler-ops session (db.connect).
+                    with db.connect(self.safe) as conn:
                         return gc.collect(conn)
                 self.timed("gc", k, collect, rows_of=lambda r: total,
                            extra=lambda r: f"  deleted {sum(r['deleted'].values()):,}")
