@@ -12,7 +12,7 @@ the stages one after the other, so each has the machine to itself:
   repl    the subscription is enabled; time until its slot confirmed the WAL
           position the generator ended at (the ingres copy caught up);
   sync    ``taler-ops sync -t`` as a subprocess: the increment into the safe copy
-          (rows/s, and its peak RSS from wait4, i.e. its own VmHWM);
+          (rows/s, and its peak RSS: VmHWM from /proc, sampled while it runs);
   audit   ``audit.run`` on the safe copy, incremental (rows examined/s);
 
 and, on the first and the last increment only (they read the whole database):
@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psycopg
@@ -173,20 +174,45 @@ class Bench:
                                     "FROM taler_ops.sync_watermarks").fetchone()[0])
 
     def sync(self):
-        """One ``sync -t`` subprocess; (rows copied, its peak RSS in MiB from wait4)."""
+        """One ``sync -t`` subprocess; (rows copied, its peak RSS in MiB).
+
+        The peak is VmHWM from /proc, sampled until the process ends: the rusage of
+        a child (wait4) would also count what it held between fork and exec, i.e.
+        this bench's own memory (the generator's state)."""
         before = self.copied()
         log = os.path.join(self.tmp, "sync.log")
+        peak = [0]
+
+        def sample(pid):
+            while True:
+                try:
+                    # Not before the exec: until then /proc shows this bench's memory.
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        execed = b"taler_ops.cli" in fh.read()
+                    if execed:
+                        with open(f"/proc/{pid}/status") as fh:
+                            for line in fh:
+                                if line.startswith("VmHWM:"):
+                                    peak[0] = max(peak[0], int(line.split()[1]))
+                except OSError:
+                    return
+                if proc.poll() is not None:
+                    return
+                time.sleep(0.1)
+
         with open(log, "w") as fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "taler_ops.cli", "sync", "-s", self.src_conf,
                  "-d", self.dst_conf, "-t", "-b", str(self.args.batch)],
                 stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+            sampler = threading.Thread(target=sample, args=(proc.pid,))
+            sampler.start()
+            proc.wait()
+            sampler.join()
         if proc.returncode != 0:
             with open(log) as fh:
                 raise SystemExit(f"sync failed ({proc.returncode}):\n{fh.read()[-3000:]}")
-        return self.copied() - before, usage.ru_maxrss / 1024.0
+        return self.copied() - before, peak[0] / 1024.0
 
     def run(self):
         self.started = time.monotonic()
