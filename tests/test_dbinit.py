@@ -106,7 +106,8 @@ def _serial_indexes(uri):
 @pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
 def test_the_auditor_copies_get_an_index_on_every_serial(cluster, flavour):
     """The sync reads and checks by serial range (docs/sync.md "Scale"): every replicated
-    table of an ingres or safe copy has an index its serial leads; the primary is left alone."""
+    table of a model ingres or safe copy has an index its serial leads; the primary and
+    Taler-built copies (adopted with bookkeeping only) are left alone."""
     from taler_ops import registry
     uris = {role: cluster.createdb(f"serial_idx_{flavour}_{role[:4]}")
             for role in ("primary", "ingres", "safe-copy")}
@@ -115,13 +116,15 @@ def test_the_auditor_copies_get_an_index_on_every_serial(cluster, flavour):
             build_taler_exchange(uri, sql_root=require_taler_sql())
         dbinit.exchange_dbinit(uri, role=role)
     assert _serial_indexes(uris["primary"]) == []
-    expected = (["taler_ops_policy_fulfillments_by_serial"] if flavour == "taler" else
+    expected = ([] if flavour == "taler" else
                 ["taler_ops_policy_fulfillments_by_serial",
                  "taler_ops_reserves_open_deposits_by_serial"])
     for role in ("ingres", "safe-copy"):
         assert _serial_indexes(uris[role]) == expected
         dbinit.exchange_dbinit(uris[role])                  # idempotent
         assert _serial_indexes(uris[role]) == expected
+        if flavour == "taler":
+            continue
         with psycopg.connect(uris[role]) as conn:
             for entry in registry.REPLICATED:
                 conn.execute("SET LOCAL enable_seqscan = off")
