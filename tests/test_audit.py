@@ -425,7 +425,7 @@ def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, audito
     # overspent coin, and its denomination's only coin: an emergency by value too
     assert len(first["findings"]) == 3
     assert q(dbs[1], "SELECT count(*) FROM taler_ops.audit_coins") == [(1,)]
-    assert q(dbs[1], "SELECT findings_open FROM taler_ops.audit_runs") == [(2,)]
+    assert q(dbs[1], "SELECT findings_open FROM taler_ops.audit_runs") == [(3,)]
     sql_dir = (os.path.join(require_taler_sql(), "auditor") if auditor_flavour == "taler"
                else None)
     assert dbinit.auditor_dbinit(dbs[1], restart=True, sql_dir=sql_dir)["restarted"]

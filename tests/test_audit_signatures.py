@@ -258,3 +258,23 @@ def test_safe_copy_after_sync_audits_clean_and_finds_forgeries(cluster, tmp_path
     assert sorted((f["kind"], f["table"], f["serial"]) for f in report["findings"]) == sorted(
         ("bad_sig_loss", audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"])
         for e in planted)
+
+
+def test_unsigned_history_audits_clean_without_the_check_and_forged_with_it(cluster):
+    """workload.bulk(signed=False), for benchmarks at scale (bench/bench_scale.py): the
+    same layouts, so the sync copies all of it and the arithmetic checks pass, but no
+    signature verifies: the signatures check flags them."""
+    from taler_ops import registry, sync
+    ex, aud = _dbs(cluster, "model")
+    _, aud_sig = _dbs(cluster, "model")
+    safe = cluster.createdb(f"su_{os.getpid()}_{time.monotonic_ns() % 10**6}")
+    dbinit.exchange_dbinit(safe, role="safe-copy")
+    workload.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW, signed=False)
+    rows = sum(_count(ex, e.name) for e in registry.REPLICATED)
+    assert sync.sync_once(ex, safe)["copied"] == rows
+    plain = audit.run(safe, aud, currency="KUDOS", now_us=GEN_NOW)
+    assert plain["findings"] == [], plain["findings"][:5]
+    _run(safe, aud_sig)
+    bad = _bad_sigs(aud_sig)
+    # Every withdrawal's reserve signature and every coin's denomination signature at least.
+    assert len(bad) >= _count(safe, "reserves_out") + _count(safe, "known_coins")

@@ -96,6 +96,44 @@ def test_ingres_gets_no_foreign_keys(fresh_db):
             "WHERE n.nspname = 'exchange' AND c.contype = 'f'").fetchone()[0] == 0
 
 
+def _serial_indexes(uri):
+    with psycopg.connect(uri) as conn:
+        return sorted(r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'exchange' "
+            "AND indexname LIKE 'taler_ops_%%_by_serial'"))
+
+
+@pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
+def test_the_auditor_copies_get_an_index_on_every_serial(cluster, flavour):
+    """The sync reads and checks by serial range (docs/sync.md "Scale"): every replicated
+    table of a model ingres or safe copy has an index its serial leads; the primary and
+    Taler-built copies (adopted with bookkeeping only) are left alone."""
+    from taler_ops import registry
+    uris = {role: cluster.createdb(f"serial_idx_{flavour}_{role[:4]}")
+            for role in ("primary", "ingres", "safe-copy")}
+    for role, uri in uris.items():
+        if flavour == "taler":
+            build_taler_exchange(uri, sql_root=require_taler_sql())
+        dbinit.exchange_dbinit(uri, role=role)
+    assert _serial_indexes(uris["primary"]) == []
+    expected = ([] if flavour == "taler" else
+                ["taler_ops_policy_fulfillments_by_serial",
+                 "taler_ops_reserves_open_deposits_by_serial"])
+    for role in ("ingres", "safe-copy"):
+        assert _serial_indexes(uris[role]) == expected
+        dbinit.exchange_dbinit(uris[role])                  # idempotent
+        assert _serial_indexes(uris[role]) == expected
+        if flavour == "taler":
+            continue
+        with psycopg.connect(uris[role]) as conn:
+            for entry in registry.REPLICATED:
+                conn.execute("SET LOCAL enable_seqscan = off")
+                plan = " ".join(r[0] for r in conn.execute(
+                    f"EXPLAIN SELECT * FROM {entry.qualified} WHERE {entry.serial} > 5 "
+                    f"AND {entry.serial} <= 10 ORDER BY {entry.serial}"))
+                assert "Seq Scan" not in plan, (role, entry.name, plan)
+
+
 def test_register_patch_semantics(exchange_db):
     with psycopg.connect(exchange_db, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.RaiseException, match="already applied"):

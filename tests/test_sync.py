@@ -560,3 +560,18 @@ def test_serials_taler_does_not_make_unique_are_checked_by_the_sync(pair, table,
     with pytest.raises(sync.SyncHalt) as info:
         sync.sync_once(src, dst)
     assert (info.value.table, info.value.rule) == (table, "duplicate-serial")
+
+
+def test_taler_ops_sessions_run_without_jit(cluster):
+    """db.connect switches JIT off (docs/sync.md "Scale"): at millions of rows the
+    batch statements' estimates cross jit_above_cost and compiling costs seconds."""
+    from taler_ops import db
+    uri = cluster.uri()
+    with psycopg.connect(uri) as plain:
+        assert plain.execute("SHOW jit").fetchone()[0] == "on"    # the server's default
+    for autocommit in (True, False):
+        with db.connect(uri, autocommit=autocommit) as conn:
+            assert conn.execute("SHOW jit").fetchone()[0] == "off"
+            if not autocommit:
+                conn.rollback()     # the setting outlives the transaction it was made in
+                assert conn.execute("SHOW jit").fetchone()[0] == "off"

@@ -34,15 +34,34 @@ def describe(uri):
 
 
 def connect(uri, what="database", autocommit=False, **kwargs):
+    """A connection with taler-ops' session settings (see _SESSION)."""
     params = {"application_name": APPLICATION_NAME}
     params.update(kwargs)
     try:
-        return psycopg.connect(uri, autocommit=autocommit, **params)
+        conn = psycopg.connect(uri, autocommit=autocommit, **params)
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())
         raise DatabaseNotReady(f"cannot connect to the {what} ({describe(uri)}): {reason}") from None
     except psycopg.ProgrammingError as exc:
         raise DatabaseNotReady(f"invalid connection string for the {what}: {exc}") from None
+    try:
+        conn.execute(_SESSION)
+        if not autocommit:
+            conn.commit()
+    except psycopg.Error as exc:
+        close_quietly(conn)
+        reason = " ".join(str(exc).split())
+        raise DatabaseNotReady(f"cannot set up the session on the {what} ({describe(uri)}): "
+                               f"{reason}") from None
+    return conn
+
+
+# No JIT compilation (PostgreSQL's default is on): the sync's and the audit's statements
+# read one batch of a serial range, but their estimates (generic plans, correlated
+# subqueries per reserve in the GC) grow with the tables, cross jit_above_cost, and
+# each execution then pays 0.2-5 s of LLVM compilation for a few thousand rows
+# (bench/bench_scale.py, docs/sync.md "Scale").
+_SESSION = "SET jit = off"
 
 
 def close_quietly(conn):

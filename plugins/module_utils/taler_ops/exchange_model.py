@@ -18,7 +18,9 @@ import json
 import random
 
 from . import hashing
-from .crypto import catalog, eddsa, hashes
+from .crypto import catalog, eddsa, hashes, mint
+from .crypto import denom as codec
+from .crypto.hashes import coin_ev_hash
 from .crypto import keyring as _keyring
 from .registry import BY_NAME
 
@@ -348,10 +350,14 @@ def denom_terms(key, valid_from, expire_withdraw, expire_deposit, expire_legal, 
 class Exchange:
     """The exchange's state and business rules; every action writes its rows."""
 
-    def __init__(self, writer, rng, now, keys=None):
+    def __init__(self, writer, rng, now, keys=None, signed=True):
         self.w = writer
         self.rng = rng
         self.now = now
+        # signed=False (benchmarks at scale only): every signature and public key is
+        # random bytes of the right layout, ten times faster; the audit must then run
+        # without the signatures check (no master key), which would find them all forged.
+        self.signed = signed
         # Every signature is real (docs/generator.md): the master key and the
         # denomination keys come from the keyring, the other keys from rng.
         self.keys = keys if keys is not None else _keyring.Keyring(0)
@@ -396,6 +402,8 @@ class Exchange:
     def sign(self, column, seed, **row):
         """The value of signature column ``column`` ("table.column") for a row
         whose signed values are ``row`` (the catalog's names), signed with ``seed``."""
+        if not self.signed:
+            return self.rng.key64()
         if self.forge(column):
             # The right block under a wrong key: well-formed, and invalid.
             sig = catalog.get(column).sign(row, self.ctx, hashcode(b"forged" + bytes(seed)))
@@ -409,7 +417,28 @@ class Exchange:
     def keypair(self):
         """(EdDSA seed, public key), from the run's random stream."""
         seed = self.rng.key32()
-        return seed, eddsa.public_key(seed)
+        return seed, (eddsa.public_key(seed) if self.signed else self.rng.key32())
+
+    def make_coin(self, key, coin_pub, bks, age_hash, melt=False):
+        """``key.make_coin`` (a valid planchet), or with signed=False one of random
+        values in the same layouts, whose h_coin_ev is still the hash of its coin_ev."""
+        if self.signed:
+            return key.make_coin(coin_pub, bks, age_hash, melt=melt)
+        rb = self.rng.randbytes
+        if key.cipher == codec.RSA:
+            size = (key.rsa_priv.public.n.bit_length() + 7) // 8
+            blinded = int.from_bytes(rb(size), "big") >> 1
+            coin_ev = codec.encode_rsa_planchet(blinded)
+            return mint.Planchet(coin_ev, codec.encode_ewv(codec.RSA),
+                                 coin_ev_hash(key.denom_pub_hash, codec.RSA, coin_ev[8:]),
+                                 codec.encode_rsa_sig(int.from_bytes(rb(size), "big") >> 1,
+                                                      blinded=True),
+                                 codec.encode_rsa_sig(int.from_bytes(rb(size), "big") >> 1))
+        coin_ev = codec.encode_cs_planchet((rb(32), rb(32)), rb(32))
+        return mint.Planchet(coin_ev, codec.encode_ewv(codec.CS, (rb(32), rb(32))),
+                             coin_ev_hash(key.denom_pub_hash, codec.CS, coin_ev[8:]),
+                             codec.encode_cs_blind_sig(self.rng.getrandbits(1), rb(32)),
+                             codec.encode_cs_sig(rb(32), rb(32)))
 
     def next_wire_reference(self):
         self.wire_reference += 1
@@ -647,7 +676,7 @@ class Exchange:
     def withdraw(self, res, denom, t):
         serial = self.w.serial("reserves_out")
         coin = self.new_coin(denom, serial)
-        planchet = denom.key.make_coin(coin.pub, coin.bks, coin.age_hash)
+        planchet = self.make_coin(denom.key, coin.pub, coin.bks, coin.age_hash)
         coin.sig = planchet.coin_sig
         self.put("reserves_out", serial, planchet.h_coin_ev, denom.serial, planchet.blind_sig,
                  res.uuid, self.sign("reserves_out.reserve_sig", res.priv,
@@ -736,6 +765,8 @@ class Exchange:
 
     def write_coin(self, coin):
         if coin.known_id is not None:
+            if coin.sig is None and not self.signed:
+                coin.sig = self.make_coin(coin.denom.key, coin.pub, b"", None).coin_sig
             if coin.sig is None:
                 coin.sig = catalog.get("known_coins.denom_sig").sign(
                     {"coin_pub": coin.pub, "age_commitment_hash": coin.age_hash}, self.ctx,
@@ -868,7 +899,7 @@ class Exchange:
         for i, d in enumerate(fresh):
             rrc = self.w.serial("refresh_revealed_coins")
             new = self.new_coin(d)
-            planchet = d.key.make_coin(new.pub, new.bks, new.age_hash, melt=True)
+            planchet = self.make_coin(d.key, new.pub, new.bks, new.age_hash, melt=True)
             new.sig = planchet.coin_sig
             ev_sig = planchet.blind_sig
             if self.forge("refresh_revealed_coins.ev_sig"):

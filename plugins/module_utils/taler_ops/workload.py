@@ -286,7 +286,7 @@ def validate_bulk_args(rows, seed):
 
 
 def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=None,
-         fk_check="auto", keys=None, auditor_uri=None):
+         fk_check="auto", keys=None, auditor_uri=None, signed=True):
     """Fill the exchange database with about ``rows`` rows of consistent history.
 
     Returns {table: rows inserted}; planted misbehaviour goes to ``record_path``.
@@ -297,6 +297,9 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     currency KUDOS); its master public key is what the audit must be configured with.
     ``auditor_uri``: an auditor database to receive the merchants' deposit
     confirmations of every eighth batch deposit (and deposit_confirmation_unknown).
+    ``signed=False`` (benchmarks at scale, bench/bench_scale.py): random bytes instead of
+    signatures and public keys, about ten times faster; audit such a history without
+    the signatures check (no master key), which would report every signature forged.
     """
     validate_bulk_args(rows, seed)
     if fk_check not in ("auto", "triggers", "set"):
@@ -308,7 +311,7 @@ def bulk(uri, rows, seed=0, inject=(), record_path=None, now_us=None, progress=N
     conn, setup = _open(uri)
     try:
         return bulk_into(conn, bool(setup[2]), rows, seed, inject, record_path, now_us,
-                         progress, fk_check, keys, auditor_uri)
+                         progress, fk_check, keys, auditor_uri, signed)
     finally:
         conn.close()
 
@@ -335,7 +338,7 @@ def write_confirmations(auditor_uri, confirmations):
 
 
 def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=None,
-              progress=None, fk_check="auto", keys=None, auditor_uri=None):
+              progress=None, fk_check="auto", keys=None, auditor_uri=None, signed=True):
     """bulk() on an open connection to any exchange schema with the model's tables.
 
     Only the tables and columns the model writes are touched (explicit column
@@ -366,7 +369,7 @@ def bulk_into(conn, has_fks, rows, seed=0, inject=(), record_path=None, now_us=N
             fk_check = "triggers"       # nothing to switch off
         writer = CopyWriter(conn, COLUMNS, fk_check=fk_check)
         ex = Exchange(writer, Rand(_seed_text(seed, writer)), now,
-                      keys if keys is not None else Keyring(seed))
+                      keys if keys is not None else Keyring(seed), signed=signed)
         injector = Injector(kinds) if kinds else None
         ex.forger = injector        # forged signatures: at the first chance, key material included
         if auditor_uri is not None:
