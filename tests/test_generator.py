@@ -196,7 +196,8 @@ def test_live_mode_updates_mutable_columns_at_the_asked_rate(exchange_db):
 
 def test_live_mode_plants_and_records_every_kind(exchange_db, tmp_path):
     record_path = tmp_path / "live.json"
-    stats = workload.live(exchange_db, 300, 2.0, seed=9, inject=",".join(ALL_KINDS),
+    # 4 s: planting waits for the second half and an aggregation with deposits due.
+    stats = workload.live(exchange_db, 300, 4.0, seed=9, inject=",".join(ALL_KINDS),
                           record_path=str(record_path))
     record = json.loads(record_path.read_text())
     assert record == stats["injected"]

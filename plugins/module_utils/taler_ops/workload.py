@@ -710,11 +710,14 @@ def live(uri, rate, duration, seed=0, gc_every=None, inject=(), record_path=None
         started = time.monotonic()
         next_gc = started + gc_every if gc_every else None
         inserted = 0
+        t = 0
         while True:
             elapsed = time.monotonic() - started
             if elapsed >= duration:
                 break
-            t = _now_us()
+            # Never behind the last tick's timestamps: a busy tick hands out more
+            # microseconds than the wall clock moves (history_requests' key holds one).
+            t = max(_now_us(), t)
             target = rate * min(elapsed + tick, duration)
             while inserted + writer.pending < target:
                 state.step(t)
