@@ -91,6 +91,7 @@ def main():
         time.sleep(2)
     print(f"exchange = safe copy = {want} rows after {time.monotonic() - started:.0f} s")
     started = time.monotonic()
+    # The previous release's layout (before Taler's, docs/deployment.md).
     run_as(f"{PREFIX}auditor", TALER_OPS, "audit", "-t", "-c", f"{ETC}/auditor/auditor.conf")
     print(f"steady-state audit of the history: {time.monotonic() - started:.0f} s")
 

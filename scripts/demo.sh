@@ -19,7 +19,8 @@ if [ -z "${PG_BIN:-}" ]; then
 fi
 [ -x "${PG_BIN:-}/psql" ] || { echo "demo: no PostgreSQL programs found (set PG_BIN)" >&2; exit 1; }
 RUN=/run/taler-ops
-ETC=/etc/taler-ops
+# The auditor host's Taler configuration (Taler's layout, docs/deployment.md).
+TALER_AUDITOR_ETC=/etc/taler-ops/taler-auditor
 TALER_OPS=/opt/taler-ops/venv/bin/taler-ops
 ROWS=${DEMO_ROWS:-20000}
 STATE=demo-state
@@ -58,6 +59,8 @@ done
 printf '[auditordb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=%s\n' \
     "${DB[production]}" "$RUN" production "${PORT[production]}" "${OWNER[production]}" >> "$STATE/production.conf"
 
+# --master-seed: the exchange whose MASTER_PUBLIC_KEY the inventory writes into the auditor's
+# configuration (taler_exchange_master_seed), so the audit checks every signature.
 step "Exchange traffic (taler-ops gen --rows $ROWS on the exchange primary)"
 if has_command gen; then
     "$TALER_OPS" gen -c "$STATE/exchange.conf" --rows "$ROWS" --seed "$(date +%s)" --master-seed 0
@@ -89,12 +92,13 @@ elif [ -f "$RUN/sync/sync.pid" ] && kill -0 "$(cat "$RUN/sync/sync.pid")" 2>/dev
     done
     echo "safe copy rows: $copied"
 else
-    runuser -u taler-sync -- "$TALER_OPS" sync -s "$ETC/sync/ingres.conf" -d "$ETC/sync/production.conf" -t
+    runuser -u taler-sync -- "$TALER_OPS" sync -s "$TALER_AUDITOR_ETC/sync-source.conf" \
+        -d "$TALER_AUDITOR_ETC/sync-destination.conf" -t
 fi
 
 step "Audit of the safe copy (taler-ops audit -t, as the auditor)"
 if has_command audit; then
-    runuser -u taler-auditor -- "$TALER_OPS" audit -c "$ETC/auditor/auditor.conf" -t
+    runuser -u taler-auditor -- "$TALER_OPS" audit -c "$TALER_AUDITOR_ETC/taler-auditor.conf" -t
 else
     echo "skipped: not implemented yet"
 fi

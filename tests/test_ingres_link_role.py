@@ -61,9 +61,19 @@ def test_supervisor_restarts_the_keeper_but_not_a_configuration_error(tmp_path):
 
 def test_configuration_and_argv_are_what_the_cli_takes(tmp_path):
     values = _vars()
-    conf = tmp_path / "ingres.conf"
+    # Taler's layout: the main file pulls its database section from secrets/.
+    assert values["__ingres_link_conf"] == "/etc/taler-auditor/ingres-link.conf"
+    assert values["__ingres_link_secret"] == \
+        "/etc/taler-auditor/secrets/ingres-link-db.secret.conf"
+    conf = tmp_path / os.path.basename(values["__ingres_link_conf"])
+    secret = tmp_path / "secrets" / values["__ingres_link_secret_name"]
+    secret.parent.mkdir()
     conf.write_text(_env().get_template("link.conf.j2").render(**values))
-    uri = config.exchangedb_uri(config.load(str(conf)))
+    secret.write_text(_env().get_template("link-db.secret.conf.j2").render(**values))
+    assert "CONFIG" not in conf.read_text()
+    cfg = config.load(str(conf))
+    assert cfg.origin("exchangedb-postgres", "CONFIG").startswith(str(secret))
+    uri = config.exchangedb_uri(cfg)
     assert "host=%2Frun%2Ftaler-ops%2Fingres" in uri or "host=/run/taler-ops/ingres" in uri
     assert "port=5442" in uri and "user=taler-ingres" in uri and "taler_exchange" in uri
     argv = ast.literal_eval(values["__ingres_link_argv"].strip())  # a rendered list literal

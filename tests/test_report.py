@@ -656,10 +656,11 @@ def test_the_report_playbook_renders_on_the_host_and_fetches(cluster, sql_root, 
     import sys
     uri = auditor_db(cluster, "report_playbook", sql_root)
     fill(uri)
-    etc = tmp_path / "etc" / "auditor"
+    etc = tmp_path / "etc" / "taler-auditor"
     etc.mkdir(parents=True)
-    # The auditor's configuration as the safe_copy role writes it: no [exchange].
-    (etc / "auditor.conf").write_text(f"[auditordb-postgres]\nCONFIG = {uri}\n")
+    # The auditor host's main configuration (the safe_copy role's taler-auditor.conf,
+    # here without conf.d/ and secrets/, and no [exchange]).
+    (etc / "taler-auditor.conf").write_text(f"[auditordb-postgres]\nCONFIG = {uri}\n")
     inventory = tmp_path / "hosts.yml"
     venv_bin = os.path.dirname(sys.executable)
     inventory.write_text(
@@ -671,7 +672,7 @@ def test_the_report_playbook_renders_on_the_host_and_fetches(cluster, sql_root, 
         [os.path.join(venv_bin, "ansible-playbook"), "-i", str(inventory),
          os.path.join(ROOT, "playbooks", "report.yml"),
          "-e", f"taler_venv={os.path.dirname(venv_bin)}",
-         "-e", f"safe_copy_auditor_config={etc / 'auditor.conf'}",
+         "-e", f"safe_copy_config_dir={etc}",
          "-e", "safe_copy_auditor_user=root", "-e", f"taler_state_dir={tmp_path / 'state'}",
          "-e", f"taler_report_local_dir={local}", "-e", "taler_report_currency=KUDOS",
          "-e", '{"taler_report_formats": ["html", "json", "text"]}'],
