@@ -260,7 +260,7 @@ class Syncer:
         self.dst_setup = dst_setup
         self.warnings = []
         for side, conn in (("source", self.src), ("destination", self.dst)):
-            problems, extras = schema_problems(conn, self.entries)
+            problems, extras = schema_problems(conn, self.entries, destination=conn is self.dst)
             if conn is self.src:
                 conn.rollback()
             for table, message in extras:
@@ -775,12 +775,13 @@ def hiding_places(conn, entries):
     return out
 
 
-def schema_problems(conn, entries):
+def schema_problems(conn, entries, destination=False):
     """([(table, drift)], [(table, extra column)]) of one side against the registry.
 
     An extra column (a Taler release newer than this taler-ops, docs/upgrade.md) is
-    not copied: on the safe copy it keeps its default.  One the safe copy cannot
-    default (NOT NULL, no default) is drift: the sync refuses rather than guess.
+    not copied: on the safe copy it keeps its default.  One the safe copy
+    (``destination``) cannot default (NOT NULL, no default) is drift: the sync
+    refuses rather than invent a value.
     """
     rows = conn.execute(
         """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
@@ -819,7 +820,7 @@ def schema_problems(conn, entries):
                                              f"expected {col.sql_type}"))
         known = {c.name for c in entry.copy_columns + entry.mutable_columns}
         for name in sorted(set(cols) - known):
-            if name in must_fill.get(entry.name, ()):
+            if destination and name in must_fill.get(entry.name, ()):
                 # The sync inserts the columns it knows; this one it would have to invent.
                 problems.append((entry.name, f"column {name} is NOT NULL without a default "
                                              "and unknown to taler-ops: it cannot be copied"))
