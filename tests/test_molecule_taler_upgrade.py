@@ -32,7 +32,8 @@ def test_molecule_taler_release_upgrade_under_traffic(tmp_path):
     assert_no_password_leaked(secrets, output)
     # The upgrade's own account and the rows after it, for the log of the run.
     for line in output.splitlines():
-        if any(k in line for k in ("halted for", "Not copied into", "reached the safe copy")):
+        if len(line) < 400 and any(k in line for k in ("halted for", "Not copied into",
+                                                       "reached the safe copy")):
             print(line.strip())
     assert "Upgrading to auditor-0003 exchange-0008" in output
     assert "No row lost, verify clean and honest about the column it does not copy" in output
