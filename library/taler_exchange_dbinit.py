@@ -111,6 +111,14 @@ patches_after:
   returned: always
   type: list
   elements: str
+not_copied:
+  description:
+    - On a database built from Taler's files, what the patches applied by this run added that
+      taler-ops' registry does not copy into the safe copy, for a Taler release newer than
+      taler-ops (docs/upgrade.md); empty on a first build and on the built-in model.
+  returned: when the database is built from Taler's SQL files
+  type: dict
+  sample: {tables: [wire_notes], columns: [reserves_in.origin_note]}
 setup:
   description: Role, partitioning and foreign keys of the database (null before creation).
   returned: always

@@ -175,6 +175,9 @@ def _verify(args):
         summary = ", ".join(f"{k} {n}" for k, n in sorted(report["summary"].items())) or "no findings"
         print(f"verified {checked} rows in {len(report['tables'])} tables: {summary}"
               + (" (truncated)" if report["truncated"] else ""))
+        if report["not_copied"]:
+            print("not copied (columns unknown to this taler-ops, at their default on the "
+                  f"safe copy): {', '.join(report['not_copied'])}")
     return 0 if report["clean"] else 1
 
 

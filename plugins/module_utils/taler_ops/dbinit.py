@@ -185,7 +185,8 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
     pending = [n for n, _ in taler_sql.pending(conn, sql_dir, prefix)] if sql_dir else []
     result = {"flavour": "taler", "patches_before": before, "pending": pending,
               "unfinished_table_actions": taler_sql.unfinished_table_actions(conn) or 0,
-              "applied": [], "reset": False, "gc": None, "warnings": []}
+              "applied": [], "reset": False, "gc": None, "warnings": [],
+              "not_copied": {"tables": [], "columns": []}}
     if check:
         return _checked(result, setup, partitions, role, reset)
     if reset:
@@ -213,7 +214,12 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
             partitions = found
         foreign_keys = partitions is None
     if sql_dir:
+        catalog = taler_sql.exchange_catalog(conn)
         result["applied"] = taler_sql.exchange_build(conn, sql_dir, partitions, EXCHANGE_WHAT)
+        if result["applied"] and before:
+            # A release upgrade (not a first build): say what it added that is not copied.
+            result["not_copied"] = taler_sql.not_copied(
+                catalog, taler_sql.exchange_catalog(conn), _registry_columns())
     left = taler_sql.unfinished_table_actions(conn)
     if left:
         raise DatabaseNotReady(
@@ -227,6 +233,11 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
     result["patches_after"] = taler_sql.registered(conn, prefix)
     result["setup"] = _setup_dict(read_setup(conn))
     return result
+
+
+def _registry_columns():
+    return {e.name: {c.name for c in e.copy_columns + e.mutable_columns}
+            for e in registry.REPLICATED}
 
 
 def taler_partitions(conn):

@@ -260,7 +260,7 @@ class Syncer:
         self.dst_setup = dst_setup
         self.warnings = []
         for side, conn in (("source", self.src), ("destination", self.dst)):
-            problems, extras = schema_problems(conn, self.entries)
+            problems, extras = schema_problems(conn, self.entries, destination=conn is self.dst)
             if conn is self.src:
                 conn.rollback()
             for table, message in extras:
@@ -775,17 +775,26 @@ def hiding_places(conn, entries):
     return out
 
 
-def schema_problems(conn, entries):
-    """([(table, drift)], [(table, extra column)]) of one side against the registry."""
+def schema_problems(conn, entries, destination=False):
+    """([(table, drift)], [(table, extra column)]) of one side against the registry.
+
+    An extra column (a Taler release newer than this taler-ops, docs/upgrade.md) is
+    not copied: on the safe copy it keeps its default.  One the safe copy
+    (``destination``) cannot default (NOT NULL, no default) is drift: the sync
+    refuses rather than invent a value.
+    """
     rows = conn.execute(
-        """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+        """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+                  a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'exchange'
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
             WHERE c.relkind IN ('r', 'p')""").fetchall()
-    have = {}
-    for rel, att, typ in rows:
+    have, must_fill = {}, {}
+    for rel, att, typ, required in rows:
         have.setdefault(rel, {})[att] = typ
+        if required:
+            must_fill.setdefault(rel, set()).add(att)
     problems, extras = [], []
     amount = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
@@ -811,7 +820,12 @@ def schema_problems(conn, entries):
                                              f"expected {col.sql_type}"))
         known = {c.name for c in entry.copy_columns + entry.mutable_columns}
         for name in sorted(set(cols) - known):
-            extras.append((entry.name, f"unexpected column {name}"))
+            if destination and name in must_fill.get(entry.name, ()):
+                # The sync inserts the columns it knows; this one it would have to invent.
+                problems.append((entry.name, f"column {name} is NOT NULL without a default "
+                                             "and unknown to taler-ops: it cannot be copied"))
+            else:
+                extras.append((entry.name, f"unexpected column {name}"))
     return problems, extras
 
 

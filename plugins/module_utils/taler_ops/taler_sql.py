@@ -131,6 +131,33 @@ def unfinished_table_actions(conn):
         "SELECT count(*) FROM exchange.exchange_tables WHERE NOT finished").fetchone()[0]
 
 
+def exchange_catalog(conn):
+    """{table: {column, ...}} of schema exchange's tables (partitions left out)."""
+    out = {}
+    for rel, att in conn.execute(
+            """SELECT c.relname, a.attname FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'exchange'
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition""").fetchall():
+        out.setdefault(rel, set()).add(att)
+    return out
+
+
+def not_copied(before, after, replicated):
+    """What a release added that taler-ops' registry does not copy.
+
+    ``before``/``after``: exchange_catalog() around the migration; ``replicated``:
+    {table: names of the columns the registry knows}.  A new table the registry
+    does not know is neither published nor copied; a new column of a replicated
+    table arrives on the ingres copy (logical replication carries every column both
+    sides have) but the sync does not copy it: on the safe copy it keeps its default.
+    """
+    tables = sorted(t for t in set(after) - set(before) if t not in replicated)
+    columns = sorted(f"{t}.{c}" for t, cols in after.items() if t in replicated
+                     for c in cols - before.get(t, set()) - set(replicated[t]))
+    return {"tables": tables, "columns": columns}
+
+
 def exchange_build(conn, sql_dir, partitions, what):
     """Apply every pending exchange patch, procedures and the queued table actions.
 
