@@ -86,11 +86,13 @@ def serial_indexes(conn, role):
         return []
     created = []
     for entry in registry.REPLICATED:
+        # A table of a later patch than the database has (stopped at an earlier
+        # patch level, e.g. before model-exchange-0002) has no serial to index yet.
         if conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a"
-                " ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
-                " WHERE i.indrelid = %s::regclass AND a.attname = %s)",
-                (entry.qualified, entry.serial)).fetchone()[0]:
+                "SELECT to_regclass(%s) IS NULL OR EXISTS (SELECT 1 FROM pg_index i"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+                " WHERE i.indrelid = to_regclass(%s) AND a.attname = %s)",
+                (entry.qualified, entry.qualified, entry.serial)).fetchone()[0]:
             continue
         name = f"taler_ops_{entry.name}_by_serial"
         conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON {entry.qualified} ("{entry.serial}")')
