@@ -71,22 +71,23 @@ def _handle(args):
         raise audit.database_error(exc) from None
 
 
+def _or_say_skipped(value, what, cfg):
+    """``value``; when it is None, say once on stderr which check that skips and why."""
+    if value is None:
+        print(f"{what} is not set in {cfg.describe()}", file=sys.stderr, flush=True)
+    return value
+
+
 def auditor_public_key(cfg):
     """audit.auditor_public_key, saying once on stderr when its report is skipped."""
-    pub = audit.auditor_public_key(cfg)
-    if pub is None:
-        print("denominations without auditor signatures not checked: [auditor] PUBLIC_KEY "
-              f"is not set in {cfg.describe()}", file=sys.stderr, flush=True)
-    return pub
+    return _or_say_skipped(audit.auditor_public_key(cfg), "denominations without auditor "
+                           "signatures not checked: [auditor] PUBLIC_KEY", cfg)
 
 
 def signature_context(cfg):
     """audit.signature_context, saying once on stderr when the check is skipped."""
-    ctx = audit.signature_context(cfg)
-    if ctx is None:
-        print("signatures check skipped: [exchange] MASTER_PUBLIC_KEY is not set in "
-              f"{cfg.describe()}", file=sys.stderr, flush=True)
-    return ctx
+    return _or_say_skipped(audit.signature_context(cfg),
+                           "signatures check skipped: [exchange] MASTER_PUBLIC_KEY", cfg)
 
 
 def add_parser(sub):

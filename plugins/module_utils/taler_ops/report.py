@@ -671,14 +671,19 @@ def hbar_chart(title, labels, series, value_fmt=str, width=640):
                          f'class="{css}"><title>{esc(name)}: {esc(value_fmt(v))}</title></rect>')
             parts.append(f'<text x="{left + w + 4:.1f}" y="{y + bar - 3}" class="chart-value">'
                          f'{esc(value_fmt(v))}</text>')
-    ly = height - 8
-    x = left
-    for name, _, css in series:
-        parts.append(f'<rect x="{x}" y="{ly - 9}" width="10" height="10" class="{css}"/>')
-        parts.append(f'<text x="{x + 14}" y="{ly}" class="chart-legend">{esc(name)}</text>')
-        x += 14 + 7 * len(name) + 16
+    _legend(parts, series, left, height)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _legend(parts, series, left, height, css_prefix=""):
+    """One coloured square and name per series, along the chart's bottom edge."""
+    ly, x = height - 8, left
+    for name, _, css in series:
+        parts.append(f'<rect x="{x}" y="{ly - 9}" width="10" height="10" '
+                     f'class="{css_prefix}{css}"/>')
+        parts.append(f'<text x="{x + 14}" y="{ly}" class="chart-legend">{html.escape(name)}</text>')
+        x += 14 + 7 * len(name) + 16
 
 
 def _epoch(text):
@@ -733,11 +738,7 @@ def step_chart(title, times, series, value_fmt=str, width=640):
                              f'</title></circle>')
         if path:
             parts.append(f'<path d="{"".join(path)}" class="line line-{css}"/>')
-    ly, x = height - 8, left
-    for name, _, css in series:
-        parts.append(f'<rect x="{x}" y="{ly - 9}" width="10" height="10" class="dot-{css}"/>')
-        parts.append(f'<text x="{x + 14}" y="{ly}" class="chart-legend">{esc(name)}</text>')
-        x += 14 + 7 * len(name) + 16
+    _legend(parts, series, left, height, css_prefix="dot-")
     parts.append("</svg>")
     return "".join(parts)
 
