@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of ``taler-ops audit`` side by side with the sync, on the same rows.
 
-Generates a history with taler_ops.workload (valid signatures) into an exchange
+Generates a history with taler_ops.sim.workload (valid signatures) into an exchange
 primary of a throwaway local PostgreSQL, syncs it into a safe copy (``sync -t``),
 then audits the safe copy: once without the signatures check (no master key:
 the arithmetic checks only), once with it (every signature column verified on
@@ -27,7 +27,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
-from taler_ops import audit, audit_signatures, dbinit, sync, workload  # noqa: E402
+from taler_ops import audit, sync  # noqa: E402
+from taler_ops.audit import signatures as audit_signatures  # noqa: E402
+from taler_ops.schema import dbinit  # noqa: E402
+from taler_ops.sim import workload  # noqa: E402
 from taler_ops.crypto import batch, keyring  # noqa: E402
 
 NOW = 1_760_000_000_000_000

@@ -47,7 +47,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from conftest import publish_replicated_tables, subscribe  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
-from taler_ops import dbinit, registry, wakeup, workload  # noqa: E402
+from taler_ops.schema import dbinit, registry  # noqa: E402
+from taler_ops.sim import workload  # noqa: E402
+from taler_ops.sync import wakeup  # noqa: E402
 
 MAX_SERIALS = " UNION ALL ".join(
     f"SELECT '{e.name}', COALESCE(max({e.serial}), 0) FROM {e.qualified}"

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
-from taler_ops import dbinit, workload  # noqa: E402
+from taler_ops.schema import dbinit  # noqa: E402
+from taler_ops.sim import workload  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -52,7 +52,11 @@ sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
 from taler_build import build_taler_exchange, require_taler_sql  # noqa: E402
-from taler_ops import audit, db, dbinit, gc, registry, replication, verify, workload  # noqa: E402
+from taler_ops import audit, db  # noqa: E402
+from taler_ops.ingres import replication  # noqa: E402
+from taler_ops.schema import dbinit, gc, registry  # noqa: E402
+from taler_ops.sim import workload  # noqa: E402
+from taler_ops.sync import verify  # noqa: E402
 from taler_ops.crypto import keyring  # noqa: E402
 
 SEED = 1

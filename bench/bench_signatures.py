@@ -126,7 +126,7 @@ def main():
 def bench_db(verifier, n, repeat):
     import psycopg
     from pgcluster import Cluster
-    from taler_ops import dbinit
+    from taler_ops.schema import dbinit
     from taler_ops.crypto import eddsa
 
     cluster = Cluster("bench-signatures").start()

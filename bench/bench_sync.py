@@ -38,9 +38,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from pgcluster import Cluster  # noqa: E402
 from taler_build import build_taler_exchange, require_taler_sql  # noqa: E402
-from taler_ops import dbinit, hashing, registry, sync  # noqa: E402
-from taler_ops.exchange_tables import TABLES  # noqa: E402
-from taler_ops.spec import HASHCODE  # noqa: E402
+from taler_ops import sync  # noqa: E402
+from taler_ops.schema import dbinit, hashing, registry  # noqa: E402
+from taler_ops.schema.exchange_tables import TABLES  # noqa: E402
+from taler_ops.schema.spec import HASHCODE  # noqa: E402
 
 SPECS = {t.name: t for t in TABLES}
 BASE_TIME = 1_700_000_000_000_000
@@ -103,14 +104,14 @@ def fill_source(uri, per_table, start=1):
 
 
 def generate(uri, rows):
-    """The generator's mix when taler_ops.workload exists, else an even spread over the tables."""
+    """The generator's mix when taler_ops.sim.workload exists, else an even spread over the tables."""
     try:
-        from taler_ops import workload
+        from taler_ops.sim import workload
     except ImportError:
         workload = None
     if workload is not None and hasattr(workload, "bulk"):
         workload.bulk(uri, rows, seed=0)
-        mix = "taler_ops.workload.bulk"
+        mix = "taler_ops.sim.workload.bulk"
     else:
         per = max(1, rows // len(registry.REPLICATED))
         fill_source(uri, per)

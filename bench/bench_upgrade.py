@@ -60,7 +60,7 @@ def run_as(user, *argv):
 
 
 def replicated_total(uri):
-    from taler_ops import registry  # the engine of this checkout, names only
+    from taler_ops.schema import registry  # the engine of this checkout, names only
     with psycopg.connect(uri) as conn:
         return sum(conn.execute(f"SELECT count(*) FROM exchange.{e.name}").fetchone()[0]
                    for e in registry.REPLICATED

@@ -103,7 +103,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     require_psycopg(module)
-    from ansible.module_utils.taler_ops import auditor_schema, dbinit
+    from ansible.module_utils.taler_ops.schema import auditor_schema, dbinit
     from ansible.module_utils.taler_ops.errors import TalerOpsError
 
     p = module.params

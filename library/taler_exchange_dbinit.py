@@ -177,7 +177,8 @@ def main():
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=[("reset", "gc")])
     require_psycopg(module)
-    from ansible.module_utils.taler_ops import db, dbinit, exchange_schema, gc
+    from ansible.module_utils.taler_ops import db
+    from ansible.module_utils.taler_ops.schema import dbinit, exchange_schema, gc
     from ansible.module_utils.taler_ops.errors import TalerOpsError
     engine = {"db": db, "dbinit": dbinit, "exchange_schema": exchange_schema, "gc": gc}
 

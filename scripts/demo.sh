@@ -35,7 +35,7 @@ psql_as_admin() {  # instance, sql -- root is peer-mapped onto each instance's s
 }
 replicated_counts() {  # one line per replicated table: name count
     local tables
-    tables=$("$TALER_OPS_PY" -c 'from taler_ops import registry; print(" ".join(e.name for e in registry.REPLICATED))')
+    tables=$("$TALER_OPS_PY" -c 'from taler_ops.schema import registry; print(" ".join(e.name for e in registry.REPLICATED))')
     local sql="" t
     for t in $tables; do sql+="${sql:+ UNION ALL }SELECT '$t', count(*) FROM exchange.$t"; done
     psql_as_admin "$1" "$sql ORDER BY 1" | tr '|' ' '

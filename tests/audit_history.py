@@ -11,7 +11,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from taler_ops.exchange_tables import TABLES
+from taler_ops.schema.exchange_tables import TABLES
 
 SPECS = {t.name: t for t in TABLES}
 T0 = 1_700_000_000_000_000

@@ -2,7 +2,7 @@
 
 import hashlib
 
-from taler_ops import hashing
+from taler_ops.schema import hashing
 
 YEAR_US = 365 * 24 * 3600 * 1_000_000
 

@@ -102,7 +102,7 @@ def flavour_param(flavour):
 
 @pytest.fixture
 def exchange_db(fresh_db):
-    from taler_ops import dbinit
+    from taler_ops.schema import dbinit
     dbinit.exchange_dbinit(fresh_db)
     return fresh_db
 
@@ -171,7 +171,7 @@ def wait_for(predicate, timeout=30, interval=0.2, what="condition"):
 def publish_replicated_tables(exchange_uri, name="taler_pub"):
     """The publication as roles/exchange_publisher makes it: the registry's tables, inserts only."""
     import psycopg
-    from taler_ops import registry
+    from taler_ops.schema import registry
     tables = ", ".join(e.qualified for e in registry.REPLICATED)
     with psycopg.connect(exchange_uri, autocommit=True) as conn:
         conn.execute(f"CREATE PUBLICATION {name} FOR TABLE {tables} WITH (publish = 'insert')")
@@ -199,7 +199,7 @@ def replication_pair(cluster, request):
     ``taler_sub`` on publication ``taler_pub`` of every replicated table.
     """
     import psycopg
-    from taler_ops import dbinit
+    from taler_ops.schema import dbinit
     name = "repl_" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
     ingres = Cluster("ingres").start()
     src = cluster.createdb(name)

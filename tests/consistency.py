@@ -2,7 +2,7 @@
 
 import psycopg
 
-from taler_ops import registry
+from taler_ops.schema import registry
 
 
 def prefix_problems(ingres, safe):

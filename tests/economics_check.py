@@ -4,8 +4,8 @@ Independent of the generator's Python model: each rule is one SQL query that
 returns the offending rows, so the tests can say which rule broke where.
 """
 
-from taler_ops import hashing, registry
-from taler_ops.exchange_schema import amount_units as _num
+from taler_ops.schema import hashing, registry
+from taler_ops.schema.exchange_schema import amount_units as _num
 
 
 # Set-based (grouped) forms of the formulas in docs/economics.md, so they stay

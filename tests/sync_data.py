@@ -2,7 +2,7 @@
 
 Derived from the registry: row ``i`` of every replicated table references row
 ``i`` of each parent table, keys are distinct per row, derived hashes follow
-hashing.py, and mutable columns hold non-default values (the safe copy must
+schema/hashing.py, and mutable columns hold non-default values (the safe copy must
 end up with the defaults instead).  ``populate(uri, n, start)`` appends rows
 ``start .. start+n-1`` of every table, so a history can be extended later.
 """
@@ -11,9 +11,9 @@ import hashlib
 
 import psycopg
 
-from taler_ops import hashing, registry
-from taler_ops.exchange_tables import TABLES
-from taler_ops.spec import HASHCODE
+from taler_ops.schema import hashing, registry
+from taler_ops.schema.exchange_tables import TABLES
+from taler_ops.schema.spec import HASHCODE
 
 SPECS = {t.name: t for t in TABLES}
 BASE_TIME = 1_700_000_000_000_000

@@ -4,7 +4,7 @@ import itertools
 
 import psycopg
 
-from taler_ops import dbinit, registry
+from taler_ops.schema import dbinit, registry
 
 import sync_data
 from taler_build import build_taler_exchange, require_taler_sql

@@ -17,7 +17,7 @@ generated rows with fresh keys, so everything except the planted defect is valid
 from dataclasses import dataclass, field
 from typing import Tuple
 
-from taler_ops import hashing
+from taler_ops.schema import hashing
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ _NEXT_RESERVE = ("(SELECT max(reserve_uuid) + 1 FROM exchange.reserves "
 
 def _forged_denomination():
     """Denomination 1 again under a new serial and key, with a forged derived hash."""
-    from taler_ops import registry
+    from taler_ops.schema import registry
     entry = registry.entry("denominations")
     names = [c.name for c in entry.copy_columns]
     exprs = [f"{n} + 1000000" if n == entry.serial else

@@ -15,8 +15,9 @@ import pytest
 from audit_history import DAY, T0, YEAR, History
 from conftest import FLAVOURS, flavour_param
 from taler_build import build_taler_auditor, build_taler_exchange, require_taler_sql
-from taler_ops import audit, dbinit
-from taler_ops.audit_common import KINDS
+from taler_ops import audit
+from taler_ops.schema import dbinit
+from taler_ops.audit.common import KINDS
 
 NOW = T0 + 10 * DAY
 
@@ -406,7 +407,7 @@ def test_suppressed_findings_are_neither_open_nor_reported_again(dbs, hist):
               "SET suppressed = TRUE")
     again = run(dbs, internal=True, now_us=NOW + DAY)
     assert again["findings"] == [] and again["open_findings_by_kind"] == {}
-    from taler_ops import status
+    from taler_ops.monitor import status
     counts = status.audit(dbs[1])["findings"]
     assert counts["auditor_reserve_not_closed_inconsistency"] == 0
     assert counts["auditor_reserve_balance_summary_wrong_inconsistency"] == 0
@@ -414,7 +415,7 @@ def test_suppressed_findings_are_neither_open_nor_reported_again(dbs, hist):
 
 def test_restart_clears_the_audit_and_the_rerun_finds_the_same(dbs, hist, auditor_flavour):
     """auditor-dbinit -r: what Taler's restart.sql clears, and taler_ops.audit_coins."""
-    from taler_ops import auditor_schema
+    from taler_ops.schema import auditor_schema
     d = hist.denomination(coin="1")
     _, uuid, _ = hist.reserve("1")
     hist.withdraw(uuid, d, "1.01")
@@ -799,7 +800,7 @@ def test_internal_audit_playbook(dbs, hist, tmp_path, auditor_flavour):
     assert "new findings: none" in res.stdout
 
 
-# -- generated histories (taler_ops.workload) -------------------------------------------------
+# -- generated histories (taler_ops.sim.workload) -------------------------------------------------
 
 GEN_NOW = 1_760_000_000_000_000
 FINDING_OF = {"coin_overspend": "coin_overspent", "reserve_overdraft": "reserve_balance_insufficient",
@@ -810,7 +811,7 @@ FINDING_OF = {"coin_overspend": "coin_overspent", "reserve_overdraft": "reserve_
 
 
 def test_generated_history_has_no_findings_even_internal(dbs):
-    from taler_ops import workload
+    from taler_ops.sim import workload
     workload.bulk(dbs[0], 4000, seed=3, now_us=GEN_NOW)
     report = run(dbs, now_us=GEN_NOW, internal=True)
     assert report["findings"] == [], report["findings"][:5]
@@ -818,7 +819,7 @@ def test_generated_history_has_no_findings_even_internal(dbs):
 
 
 def test_generated_injections_are_found_with_table_and_serial(dbs, tmp_path):
-    from taler_ops import workload
+    from taler_ops.sim import workload
     record_path = tmp_path / "planted.json"
     workload.bulk(dbs[0], 4000, seed=4, now_us=GEN_NOW, inject=list(FINDING_OF),
                   record_path=str(record_path))
@@ -833,7 +834,7 @@ def test_generated_injections_are_found_with_table_and_serial(dbs, tmp_path):
 
 
 def test_generated_more_traffic_examines_only_the_new_rows(dbs):
-    from taler_ops import workload
+    from taler_ops.sim import workload
     workload.bulk(dbs[0], 3000, seed=5, now_us=GEN_NOW)
     first = run(dbs, now_us=GEN_NOW)
     assert first["findings"] == []
@@ -856,7 +857,8 @@ def test_generated_safe_copy_after_sync(cluster, tmp_path, flavour):
     On both flavours (exchange and auditor databases built from Taler's own SQL
     files, or the model): the same planted misbehaviour is found.
     """
-    from taler_ops import sync, workload
+    from taler_ops import sync
+    from taler_ops.sim import workload
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     primary, safe, aud = (cluster.createdb(f"{n}_{tag}") for n in ("gp", "gs", "ga"))
     if flavour == "taler":
@@ -911,7 +913,7 @@ def test_safe_copy_audit_stops_at_the_last_complete_sync_pass(cluster):
 def test_a_run_on_a_safe_copy_records_what_it_saw_of_the_sync(cluster):
     """taler_ops.audit_runs keeps, per run, when the sync last copied a row and how many
     copied rows wait beyond the audit's cut; the report turns it into the sync chart."""
-    from taler_ops import report as report_mod
+    from taler_ops.audit import report as report_mod
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     safe, aud = cluster.createdb(f"ss_{tag}"), cluster.createdb(f"sa_{tag}")
     dbinit.exchange_dbinit(safe, role="safe-copy")
@@ -938,7 +940,7 @@ def test_a_run_on_a_safe_copy_records_what_it_saw_of_the_sync(cluster):
 def test_the_run_history_stays_bounded(cluster, monkeypatch):
     """An unchanged run merges only into a row that started less than a minute before;
     adding a row prunes rows older than KEEP_DAYS and beyond KEEP_ROWS."""
-    from taler_ops import run_history
+    from taler_ops.audit import history as run_history
     aud = cluster.createdb(f"rh_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.auditor_dbinit(aud)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -1043,7 +1045,8 @@ def test_settle_waits_for_rows_in_flight(dbs, hist, monkeypatch):
 def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkeypatch,
                                                   auditor_flavour):
     """State written out and reloaded mid-increment (large backlogs) changes nothing."""
-    from taler_ops import audit_coins, audit_reserves, workload
+    from taler_ops.audit import coins as audit_coins, reserves as audit_reserves
+    from taler_ops.sim import workload
     record_path = tmp_path / "planted.json"
     workload.bulk(dbs[0], 3000, seed=8, now_us=GEN_NOW, inject=["coin_overspend",
                                                                 "reserve_overdraft"],
@@ -1116,7 +1119,7 @@ def test_internal_with_settle_skips_what_committed_during_the_wait(dbs, hist, mo
 
 def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
     """Check.finding(kind, **Taler's columns) is what a signature check plugs into."""
-    from taler_ops.audit_common import Check, Units
+    from taler_ops.audit.common import Check, Units
     with psycopg.connect(dbs[1], autocommit=True) as aud:
         check = Check("signatures", None, aud, NOW, "KUDOS")
         with aud.transaction():
@@ -1135,7 +1138,8 @@ def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
 def test_model_and_taler_auditor_databases_end_up_identical(cluster, tmp_path):
     """One exchange history audited into a model-built and a Taler-built auditor database:
     every row of every Taler table (row ids aside) and the audit's own state are equal."""
-    from taler_ops import auditor_schema, workload
+    from taler_ops.schema import auditor_schema
+    from taler_ops.sim import workload
     require_taler_sql()
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     ex = cluster.createdb(f"ie_{tag}")

@@ -9,7 +9,7 @@ import os
 
 from audit_history import DAY, T0
 from taler_build import require_taler_sql
-from taler_ops import auditor_schema, dbinit
+from taler_ops.schema import auditor_schema, dbinit
 from test_audit import (GEN_NOW, NOW, _conf, all_findings, found, progress, q,  # noqa: F401
                         run, xdbs, xhist)
 
@@ -141,9 +141,9 @@ def test_purse_balances_and_purses_not_closed(xdbs, xhist):
 
 def confirm(uri, h, batch, coins, total="1", **changes):
     """A merchant's confirmation of ``batch`` (its coins ``coins``) in the auditor database."""
-    from taler_ops import workload
+    from taler_ops.sim import workload
     from taler_ops.crypto.hashes import merchant_wire_hash
-    from taler_ops.exchange_model import deposit_confirmation
+    from taler_ops.sim.exchange_model import deposit_confirmation
     contract, merchant, salt, refund_deadline, deadline, payto = q(
         h_uri(h), "SELECT bd.h_contract_terms, bd.merchant_pub, bd.wire_salt, "
                   "bd.refund_deadline, bd.wire_deadline, wt.payto_uri "
@@ -212,7 +212,7 @@ PLANTED = {
 
 
 def test_generated_clean_history_gives_none_of_these_findings(xdbs):
-    from taler_ops import workload
+    from taler_ops.sim import workload
     workload.bulk(xdbs[0], 3000, seed=21, now_us=GEN_NOW, auditor_uri=xdbs[1])
     confirmations = q(xdbs[1], "SELECT count(*) FROM auditor.auditor_deposit_confirmations")
     assert confirmations[0][0] > 10
@@ -226,7 +226,7 @@ def test_generated_clean_history_gives_none_of_these_findings(xdbs):
 
 def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, tmp_path,
                                                                           request):
-    from taler_ops import workload
+    from taler_ops.sim import workload
     record_path = tmp_path / "planted.json"
     workload.bulk(xdbs[0], 3000, seed=22, now_us=GEN_NOW, inject=list(PLANTED),
                   record_path=str(record_path), auditor_uri=xdbs[1])

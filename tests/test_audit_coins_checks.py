@@ -1,4 +1,4 @@
-"""The coins check's reports on denominations and melts (audit_coins_checks.py):
+"""The coins check's reports on denominations and melts (audit/coins_checks.py):
 emergencies by value and by count, hanging refreshes, denominations without this
 auditor's signature.  A generated history audits without them; each kind planted
 by ``gen --inject`` gives exactly one row in its Taler table, on the model and on
@@ -16,7 +16,9 @@ import pytest
 from audit_history import History
 from conftest import FLAVOURS, flavour_param
 from taler_build import build_taler_auditor, build_taler_exchange, require_taler_sql
-from taler_ops import audit, dbinit, workload
+from taler_ops import audit
+from taler_ops.schema import dbinit
+from taler_ops.sim import workload
 from taler_ops.crypto import crockford
 
 GEN_NOW = 1_760_000_000_000_000

@@ -1,4 +1,4 @@
-"""The signatures check (audit_signatures.py) on generated histories: valid
+"""The signatures check (audit/signatures.py) on generated histories: valid
 signatures from the generator audit clean, every forged-signature kind of
 ``gen --inject`` gives exactly its row in auditor_bad_sig_losses, on the model
 and on a database built from Taler's own SQL files; incremental progress;
@@ -13,7 +13,10 @@ import pytest
 
 from conftest import FLAVOURS, flavour_param
 from taler_build import build_taler_exchange, require_taler_sql
-from taler_ops import audit, audit_signatures, dbinit, inject, workload
+from taler_ops import audit
+from taler_ops.audit import signatures as audit_signatures
+from taler_ops.schema import dbinit
+from taler_ops.sim import inject, workload
 from taler_ops.crypto import catalog, crockford, keyring
 
 GEN_NOW = 1_760_000_000_000_000
@@ -264,7 +267,8 @@ def test_unsigned_history_audits_clean_without_the_check_and_forged_with_it(clus
     """workload.bulk(signed=False), for benchmarks at scale (bench/bench_scale.py): the
     same layouts, so the sync copies all of it and the arithmetic checks pass, but no
     signature verifies: the signatures check flags them."""
-    from taler_ops import registry, sync
+    from taler_ops import sync
+    from taler_ops.schema import registry
     ex, aud = _dbs(cluster, "model")
     _, aud_sig = _dbs(cluster, "model")
     safe = cluster.createdb(f"su_{os.getpid()}_{time.monotonic_ns() % 10**6}")

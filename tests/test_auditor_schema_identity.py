@@ -14,7 +14,7 @@ import pytest
 
 import catalog
 import taler_build
-from taler_ops import auditor_schema, dbinit
+from taler_ops.schema import auditor_schema, dbinit
 
 # Taler's partition machinery, which its own auditor schema leaves unused
 # (auditor_tables stays empty): deliberately not in the model.

@@ -2,7 +2,7 @@
 
 import psycopg
 
-from taler_ops import bookkeeping, dbinit, exchange_schema, versioning
+from taler_ops.schema import bookkeeping, dbinit, exchange_schema, versioning
 
 from sync_helpers import execute
 

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import ROOT
 from consistency import prefix_problems, same_tables
-from taler_ops import dbinit, workload
+from taler_ops.schema import dbinit
+from taler_ops.sim import workload
 
 RUNS = int(os.environ.get("TALER_OPS_CRASH_RUNS", "8"))
 ROWS = int(os.environ.get("TALER_OPS_CRASH_ROWS", "150000"))

@@ -36,7 +36,7 @@ def test_catalog_covers_every_signature_column():
 
 def test_catalog_matches_the_schema_model():
     """Every *_sig column of the tables taler-ops replicates has an entry."""
-    from taler_ops.exchange_tables import TABLES
+    from taler_ops.schema.exchange_tables import TABLES
     sig_columns = {f"{t.name}.{c.name}" for t in TABLES for c in t.columns if c.name.endswith("_sig")}
     assert sig_columns == EXPECTED
 

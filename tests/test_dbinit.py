@@ -9,7 +9,8 @@ import pytest
 import builders as b
 from conftest import FLAVOURS, ROOT, flavour_param
 from taler_build import build_taler_exchange, require_taler_sql
-from taler_ops import auditor_schema, dbinit, gc, versioning
+from taler_ops.schema import auditor_schema, dbinit, gc, state, versioning
+from taler_ops import locks
 from taler_ops.errors import DatabaseNotReady, TalerOpsError
 
 
@@ -108,7 +109,7 @@ def test_the_auditor_copies_get_an_index_on_every_serial(cluster, flavour):
     """The sync reads and checks by serial range (docs/sync.md "Scale"): every replicated
     table of a model ingres or safe copy has an index its serial leads; the primary and
     Taler-built copies (adopted with bookkeeping only) are left alone."""
-    from taler_ops import registry
+    from taler_ops.schema import registry
     uris = {role: cluster.createdb(f"serial_idx_{flavour}_{role[:4]}")
             for role in ("primary", "ingres", "safe-copy")}
     for role, uri in uris.items():
@@ -150,13 +151,13 @@ def test_register_patch_semantics(exchange_db):
 def test_runtime_components_refuse_outdated_or_newer_schema(fresh_db):
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         with pytest.raises(DatabaseNotReady, match="patch model-exchange-0001 is missing"):
-            dbinit.assert_exchange_current(conn)
+            state.assert_exchange_current(conn)
     dbinit.exchange_dbinit(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        dbinit.assert_exchange_current(conn)
+        state.assert_exchange_current(conn)
         conn.execute("SELECT _v.register_patch('model-exchange-0999')")
         with pytest.raises(DatabaseNotReady, match="model-exchange-0999.*newer than this tool"):
-            dbinit.assert_exchange_current(conn)
+            state.assert_exchange_current(conn)
     # An older dbinit must not touch (upgrade, GC) a newer schema either; -r still may.
     with pytest.raises(DatabaseNotReady, match="newer than this tool"):
         dbinit.exchange_dbinit(fresh_db, run_gc=True)
@@ -299,11 +300,11 @@ def test_first_release_auditor_layout_is_migrated(fresh_db):
              b"x" * 32, b"M" * 64))
     with psycopg.connect(fresh_db) as conn:
         with pytest.raises(DatabaseNotReady, match="model-auditor-0002 is missing"):
-            dbinit.assert_auditor_current(conn)
+            state.assert_auditor_current(conn)
     result = dbinit.auditor_dbinit(fresh_db)
     assert result["applied"] == ["model-auditor-0002"]
     with psycopg.connect(fresh_db) as conn:
-        dbinit.assert_auditor_current(conn)
+        state.assert_auditor_current(conn)
         assert conn.execute("SELECT count(*) FROM auditor.auditor_progress").fetchone()[0] == 0
         assert conn.execute(
             "SELECT exchange_timestamp, wire_deadline, refund_deadline, "
@@ -328,7 +329,7 @@ PAST, FUTURE = NOW - b.YEAR_US, NOW + b.YEAR_US
 
 
 def _gc_history(uri):
-    """Four reserves that tell the primary and the safe-copy rules apart (see gc.py rule 3).
+    """Four reserves that tell the primary and the safe-copy rules apart (see schema/gc.py rule 3).
 
     A: expired, exchange balance 0, history balance 0  -> collected everywhere
     B: expired, exchange balance 5, history balance 10 -> kept everywhere
@@ -421,19 +422,18 @@ def test_gc_through_the_cli(cli, exconf):
 def test_versioning_lock_is_released(exchange_db):
     with psycopg.connect(exchange_db, autocommit=True) as conn:
         assert conn.execute("SELECT pg_try_advisory_lock(%s)",
-                            (versioning.DBINIT_LOCK_KEY,)).fetchone()[0]
+                            (locks.DBINIT,)).fetchone()[0]
 
 
 def test_gc_on_safe_copy_refused_while_a_sync_runs(fresh_db):
-    from taler_ops.sync import SYNC_LOCK_KEY
     dbinit.exchange_dbinit(fresh_db, role="safe-copy")
     with psycopg.connect(fresh_db, autocommit=True) as sync_conn:
-        sync_conn.execute("SELECT pg_advisory_lock(%s)", (SYNC_LOCK_KEY,))
+        sync_conn.execute("SELECT pg_advisory_lock(%s)", (locks.SYNC,))
         with psycopg.connect(fresh_db, autocommit=True) as conn:
             with pytest.raises(TalerOpsError, match="a taler-ops sync is running"):
                 gc.collect(conn)
-        sync_conn.execute("SELECT pg_advisory_unlock(%s)", (SYNC_LOCK_KEY,))
+        sync_conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SYNC,))
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         assert gc.collect(conn)["deleted"] == {}
         # and it released the lock again for the sync
-        assert conn.execute("SELECT pg_try_advisory_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()[0]
+        assert conn.execute("SELECT pg_try_advisory_lock(%s)", (locks.SYNC,)).fetchone()[0]

@@ -10,9 +10,10 @@ import pytest
 from psycopg import sql
 
 from economics_check import violations
-from taler_ops import dbinit, registry, workload
+from taler_ops.schema import dbinit, registry, state
+from taler_ops.sim import workload
 from taler_ops.errors import DatabaseNotReady, TalerOpsError, UsageError
-from taler_ops.exchange_model import DAY, HOUR, SECOND
+from taler_ops.sim.exchange_model import DAY, HOUR, SECOND
 
 NOW = 1_760_000_000_000_000          # a fixed "now" makes bulk runs reproducible
 # An audit run within a day of `now` must find nothing (docs/economics.md).
@@ -63,7 +64,7 @@ def test_bulk_100k_fills_every_replicated_table_consistently(exchange_db):
     # Every foreign key and CHECK held during COPY (non-partitioned schema); the
     # economic rules, derived hashes and mutable columns hold too.
     with psycopg.connect(exchange_db) as conn:
-        assert dbinit.read_setup(conn)[2] is True      # the schema has its FKs
+        assert state.read_setup(conn)[2] is True      # the schema has its FKs
     assert _violations(exchange_db) == {}
     # Identity sequences were moved past the generated serials.
     with psycopg.connect(exchange_db) as conn:
@@ -83,8 +84,8 @@ def test_server_checked_foreign_keys_accept_the_history(exchange_db):
 
 
 def test_set_based_foreign_key_check_rejects_a_dangling_reference(exchange_db):
-    from taler_ops.copywriter import CopyWriter, ForeignKeyViolation
-    from taler_ops.exchange_model import COLUMNS
+    from taler_ops.sim.copywriter import CopyWriter, ForeignKeyViolation
+    from taler_ops.sim.exchange_model import COLUMNS
     with psycopg.connect(exchange_db) as conn:
         writer = CopyWriter(conn, COLUMNS, fk_check="set")
         serial = writer.serial("denomination_revocations")

@@ -9,7 +9,7 @@ import hashlib
 import psycopg
 import pytest
 
-from taler_ops import hashing, registry
+from taler_ops.schema import hashing, registry
 
 PAYTO = [
     ("payto://x-taler-bank/localhost/alice?receiver-name=Alice",
@@ -157,7 +157,7 @@ def test_h_coin_ev_vector(pg):
 def test_h_coin_ev_rule_joins_the_rows_denomination(cluster):
     """The registry's SQL form reads denom_pub_hash through denominations_serial."""
     uri = cluster.createdb("hashing_join")
-    from taler_ops import dbinit
+    from taler_ops.schema import dbinit
     dbinit.exchange_dbinit(uri)
     d = [d for d in registry.entry("refresh_revealed_coins").derived if d.column == "h_coin_ev"][0]
     assert d.parent == ("denominations_serial", "denominations", "denominations_serial",

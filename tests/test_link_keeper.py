@@ -21,7 +21,9 @@ from conftest import ROOT, publish_replicated_tables, wait_for
 from consistency import same_tables
 from pgcluster import Cluster
 from tcpproxy import Proxy
-from taler_ops import dbinit, link, replication, workload
+from taler_ops.ingres import link, replication
+from taler_ops.schema import dbinit
+from taler_ops.sim import workload
 
 SUB = "taler_sub"
 # Quick reconnects of the apply worker / WAL receiver (default 5 s) keep the test short.

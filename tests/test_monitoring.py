@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import monitoring_reports as reports
 from conftest import ROOT
-from taler_ops import metrics
+from taler_ops.monitor import metrics
 
 
 def _samples(report):

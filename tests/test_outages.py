@@ -12,7 +12,9 @@ import pytest
 from conftest import ROOT, publish_replicated_tables, wait_for
 from consistency import prefix_problems, same_tables
 from tcpproxy import Proxy
-from taler_ops import dbinit, registry, replication, workload
+from taler_ops.ingres import replication
+from taler_ops.schema import dbinit, registry
+from taler_ops.sim import workload
 
 
 def _sync_cmd(src, dst):

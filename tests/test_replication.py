@@ -4,7 +4,7 @@ import psycopg
 
 import builders as b
 from conftest import wait_for as _wait
-from taler_ops import replication
+from taler_ops.ingres import replication
 
 
 def test_slot_and_subscription_report_health_and_lag(replication_pair):

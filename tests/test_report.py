@@ -212,7 +212,8 @@ def fill_with_history(uri):
     recorded by the audit's own code (run_history.record).  The points are then dated
     six hours apart from 2026-01-01 and given a sync staleness, since no audit or sync
     ran: the counts and totals are the recorded ones."""
-    from taler_ops import auditor_schema, run_history
+    from taler_ops.audit import history as run_history
+    from taler_ops.schema import auditor_schema
     with psycopg.connect(uri) as conn:
         for stmt in auditor_schema.TALER_OPS_DDL:
             conn.execute(stmt)
@@ -239,7 +240,7 @@ def fill_with_history(uri):
 
 def safe_copy_with_sync_state(cluster, name):
     """A database with taler_ops' sync bookkeeping: watermarks, an open hole, a halt."""
-    from taler_ops import bookkeeping
+    from taler_ops.schema import bookkeeping
     uri = cluster.createdb(name)
     with psycopg.connect(uri, autocommit=True) as conn:
         with conn.transaction():
@@ -709,7 +710,7 @@ GEN_NOW = 1_760_000_000_000_000
 def test_generated_misbehaviour_audited_then_reported(cluster, conf, cli, tmp_path):
     """gen --inject (economic and forged-signature kinds) -> audit -> report: the report
     shows, table by table, exactly the findings the audit stored."""
-    from taler_ops import inject
+    from taler_ops.sim import inject
     ex, aud = cluster.createdb("report_e2e_ex"), cluster.createdb("report_e2e_aud")
     master = cli("gen", "--show-master-key", "--seed", 11).stdout.strip()
     sections = {"exchange": {"CURRENCY": CUR, "MASTER_PUBLIC_KEY": master,
@@ -863,5 +864,5 @@ def test_audit_runs_are_the_history_the_report_charts(cluster, conf, cli, tmp_pa
 
 
 def parse(text):
-    from taler_ops import report as report_mod
+    from taler_ops.audit import report as report_mod
     return report_mod.parse_amount(text)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from taler_ops import dbinit, exchange_schema, hashing, registry, spec
-from taler_ops.exchange_tables import TABLES
+from taler_ops.schema import dbinit, exchange_schema, hashing, registry, spec
+from taler_ops.schema.exchange_tables import TABLES
 
 TALER_44 = set("""denominations denomination_revocations wire_targets legitimization_measures
 legitimization_outcomes legitimization_processes reserves reserves_in reserves_close
@@ -108,10 +108,10 @@ def test_length_checks_reject_wrong_sizes(exchange_db, pub, sig):
 
 def test_amounts_are_checked_by_the_sync_rules_not_the_schema(exchange_db):
     """Taler's schema has no amount CHECKs, so neither has the model; the sync's row
-    rules (validate.py) reject unnormalized and negative amounts instead."""
+    rules (sync/validate.py) reject unnormalized and negative amounts instead."""
     import psycopg
 
-    from taler_ops import validate
+    from taler_ops.sync import validate
     base = ("INSERT INTO exchange.wire_fee (wire_method, start_date, end_date, wire_fee, "
             "closing_fee, master_sig) VALUES ('x', %s, 1, ROW(%s, %s), ROW(0, 0), %s)")
     cases = {1: (1, 99_999_999, None), 2: (0, 100_000_000, "amount-not-normalized"),

@@ -46,7 +46,10 @@ from consistency import same_tables
 from pgcluster import Cluster
 from tcpproxy import Proxy
 from test_link_keeper import _state as keeper_state_of
-from taler_ops import audit, dbinit, registry, verify, wakeup, workload
+from taler_ops import audit
+from taler_ops.schema import dbinit, registry
+from taler_ops.sim import workload
+from taler_ops.sync import verify, wakeup
 from taler_ops.crypto import keyring
 
 MASTER = 4242                       # one exchange master key for every traffic session

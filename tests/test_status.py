@@ -7,7 +7,9 @@ import pytest
 
 import builders as b
 from conftest import wait_for
-from taler_ops import dbinit, metrics, replication, status
+from taler_ops.ingres import replication
+from taler_ops.monitor import metrics, status
+from taler_ops.schema import dbinit
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ import sync_data
 from conftest import wait_for
 from pgcluster import Cluster
 from sync_helpers import execute
-from taler_ops import dbinit, exchange_schema, replication, sync
+from taler_ops import sync
+from taler_ops.ingres import replication
+from taler_ops.schema import dbinit, exchange_schema
 from taler_ops.errors import DatabaseNotReady
 
 SLOT = "taler_auditor_ingres"

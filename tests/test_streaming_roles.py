@@ -16,7 +16,7 @@ from ansible_runner import run_tasks
 from conftest import wait_for
 from pgcluster import Cluster
 from sync_helpers import execute
-from taler_ops import dbinit
+from taler_ops.schema import dbinit
 
 CHECK = [{"name": "mode check", "ansible.builtin.include_role":
           {"name": "ingres", "tasks_from": "check_mode.yml"}}]

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from taler_ops import hashing, registry, sync
+from taler_ops import sync
+from taler_ops.schema import hashing, registry
 from taler_ops.errors import ConfigError, DatabaseNotReady
 
 import sync_data
@@ -79,7 +80,7 @@ def test_full_sync_copies_every_table_and_keeps_mutable_defaults(cluster, templa
 
 
 def test_a_generated_exchange_history_syncs_completely(cluster, templates):
-    from taler_ops import workload
+    from taler_ops.sim import workload
     src = clone(cluster, templates["empty"], "gen_src")   # the generator writes any role
     execute(src, "UPDATE taler_ops.database_setup SET role = 'primary'")
     dst = clone(cluster, templates["empty"], "gen_dst")
@@ -499,7 +500,7 @@ def test_least_privilege_roles_sync_and_diagnose(cluster, pair, templates):
 def test_a_hot_standby_works_as_the_source():
     """REPEATABLE READ, READ ONLY: what a hot standby allows (Taler's SERIALIZABLE is refused)."""
     from pgcluster import Cluster
-    from taler_ops import dbinit
+    from taler_ops.schema import dbinit
     primary = Cluster("sync-primary").start()
     standby = Cluster("sync-standby")
     try:

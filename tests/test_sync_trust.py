@@ -11,7 +11,8 @@ import random
 import psycopg
 import pytest
 
-from taler_ops import bookkeeping, registry, sync
+from taler_ops import sync
+from taler_ops.schema import bookkeeping, registry
 
 import sync_data
 from conftest import FLAVOURS, flavour_param, wait_for
@@ -105,7 +106,7 @@ def test_a_row_committed_after_a_higher_serial_is_copied_by_a_later_t_run(pair):
 
 
 def test_status_and_metrics_show_open_holes_and_the_halt(pair):
-    from taler_ops import metrics, status
+    from taler_ops.monitor import metrics, status
     src, dst = pair
     execute(src, "INSERT INTO exchange.extensions (extension_id, name) VALUES (23, 'x')")
     _once(src, dst)
@@ -384,7 +385,7 @@ def test_a_stalled_standby_keeps_holes_open_while_the_daemon_runs():
     import threading
     import time
     from pgcluster import Cluster
-    from taler_ops import dbinit
+    from taler_ops.schema import dbinit
     primary = Cluster("trust-primary").start()
     standby = Cluster("trust-standby")
     stop = threading.Event()

@@ -15,7 +15,10 @@ import pytest
 from conftest import publish_replicated_tables, subscribe, wait_for
 from consistency import same_tables
 from pgcluster import Cluster
-from taler_ops import dbinit, sync, wakeup, workload
+from taler_ops import sync
+from taler_ops.schema import dbinit
+from taler_ops.sim import workload
+from taler_ops.sync import wakeup
 
 
 @pytest.fixture

@@ -142,10 +142,10 @@ def test_tables_still_queued_are_refused(cluster, conf, cli, sql_root):
     done = cli("exchange-dbinit", "-c", _conf(conf, "q.conf", uri), "--role", "safe-copy")
     assert done.returncode == 5
     assert "queued table action" in done.stderr
-    from taler_ops import dbinit
+    from taler_ops.schema import state
     from taler_ops.errors import DatabaseNotReady
     with psycopg.connect(uri) as conn, pytest.raises(DatabaseNotReady):
-        dbinit.assert_exchange_current(conn)
+        state.assert_exchange_current(conn)
 
 
 def test_reset_runs_talers_drop_and_taler_drop_keeps_bookkeeping(fresh_db, conf, cli, sql_root):

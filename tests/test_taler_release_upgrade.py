@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from taler_build import build_taler_exchange, next_release, require_taler_sql
-from taler_ops import dbinit, workload
+from taler_ops.schema import dbinit
+from taler_ops.sim import workload
 
 
 @pytest.fixture

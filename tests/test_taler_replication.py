@@ -16,7 +16,9 @@ from conftest import publish_replicated_tables, subscribe, wait_for
 from consistency import same_tables
 from pgcluster import Cluster
 from taler_build import build_taler_exchange, require_taler_sql
-from taler_ops import dbinit, registry, replication, workload
+from taler_ops.ingres import replication
+from taler_ops.schema import dbinit, registry
+from taler_ops.sim import workload
 
 FAR_FUTURE = 2 ** 62
 

@@ -14,8 +14,8 @@ import pytest
 
 import catalog
 import taler_build
-from taler_ops import auditor_schema, dbinit, exchange_schema, spec
-from taler_ops.exchange_tables import TABLES
+from taler_ops.schema import auditor_schema, dbinit, exchange_schema, spec
+from taler_ops.schema.exchange_tables import TABLES
 
 # Differences kept on purpose (docs/taler-schema.md); empty: none.
 KEPT_DIFFERENCES = ()

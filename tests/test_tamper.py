@@ -15,8 +15,9 @@ import pytest
 from conftest import FLAVOURS, flavour_param
 from sync_helpers import clone, execute, make_template, watermarks
 from tamper_catalogue import CASES, Copied, Halt, Ignored, LateRow, Refused
-from taler_ops import registry, workload
-from taler_ops.exchange_tables import TABLES
+from taler_ops.schema import registry
+from taler_ops.sim import workload
+from taler_ops.schema.exchange_tables import TABLES
 
 GOLDEN_ROWS = 3000
 

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 import builders as b
-from taler_ops import dbinit, exchange_schema, versioning
+from taler_ops.schema import dbinit, exchange_schema, state, versioning
 from taler_ops.errors import DatabaseNotReady
 
 PREVIOUS = exchange_schema.PATCHES[:1]
@@ -93,7 +93,7 @@ def test_new_tools_refuse_the_previous_schema(cluster, fresh_db, previous_releas
         dbinit.exchange_dbinit(ingres, role="ingres")
     with psycopg.connect(fresh_db) as conn:
         with pytest.raises(DatabaseNotReady, match="patch model-exchange-0002 is missing") as exc:
-            dbinit.assert_exchange_current(conn)
+            state.assert_exchange_current(conn)
     assert exc.value.exit_code == 5
     source = conf("ingres.conf", {"exchangedb-postgres": {"CONFIG": ingres}})
     destination = conf("safe.conf", {"exchangedb-postgres": {"CONFIG": fresh_db}})
@@ -113,5 +113,5 @@ def test_previous_tools_refuse_the_new_schema(fresh_db, previous_release):
             assert exc.value.exit_code == 5
         with psycopg.connect(fresh_db) as conn:
             with pytest.raises(DatabaseNotReady, match="newer than this tool"):
-                dbinit.assert_exchange_current(conn)
+                state.assert_exchange_current(conn)
             assert versioning.applied(conn, "model-exchange-") == ["model-exchange-0001", "model-exchange-0002"]

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from taler_ops import sync, verify
+from taler_ops import sync
+from taler_ops.sync import verify
 
 import sync_data
 from conftest import FLAVOURS, flavour_param

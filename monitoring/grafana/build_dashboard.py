@@ -5,7 +5,7 @@ The JSON is generated so that its ~25 panels stay readable here; the committed f
 what operators import, and tests/test_monitoring.py checks the two agree.  Run
 `python3 monitoring/grafana/build_dashboard.py` after changing this file.
 
-Queries use only metrics that plugins/module_utils/taler_ops/metrics.py exports (also
+Queries use only metrics that plugins/module_utils/taler_ops/monitor/metrics.py exports (also
 checked by the test).  `$instance` is the scrape target (the node_exporter whose
 textfile collector serves the taler-ops files); taler_ops_instance_up's own label
 `instance` arrives as `exported_instance`.

@@ -13,7 +13,7 @@ import sys
 import psycopg
 from psycopg import sql
 
-from taler_ops import registry
+from taler_ops.schema import registry
 
 
 def digest(conn, entry):

@@ -1,0 +1,124 @@
+"""Replication health as PostgreSQL reports it: publisher slots, subscriber workers
+and a streaming standby's WAL receiver.
+
+Read-only catalog queries, shared by ``taler-ops status``, the metrics and the
+upgrade playbook's drain step (publisher WAL position confirmed by the
+subscription).
+"""
+
+import psycopg
+
+from ..db import connect
+from ..errors import DatabaseNotReady
+
+
+def instance(uri, what):
+    """Is the server up, and what is it: {up, version, in_recovery} or {up: False, error}."""
+    try:
+        conn = connect(uri, what, autocommit=True, connect_timeout=5)
+    except DatabaseNotReady as exc:
+        return {"up": False, "error": str(exc)}
+    with conn:
+        version, recovery = conn.execute(
+            "SELECT current_setting('server_version'), pg_is_in_recovery()").fetchone()
+    return {"up": True, "version": version, "in_recovery": recovery}
+
+
+_SLOTS = """
+SELECT s.slot_name, s.slot_type, s.database, s.active, s.wal_status,
+       s.safe_wal_size,
+       pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.restart_lsn)::int8 AS retained_bytes,
+       pg_wal_lsn_diff(pg_current_wal_insert_lsn(),
+                       COALESCE(s.confirmed_flush_lsn, s.restart_lsn))::int8 AS lag_bytes,
+       pg_current_wal_insert_lsn()::text AS current_lsn,
+       COALESCE(s.confirmed_flush_lsn, s.restart_lsn)::text AS confirmed_lsn,
+       s.active_pid, r.state AS sender_state, l.ssl
+  FROM pg_replication_slots s
+  LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+  LEFT JOIN pg_stat_ssl l ON l.pid = s.active_pid
+ WHERE %(slot)s::text IS NULL OR s.slot_name = %(slot)s
+ ORDER BY s.slot_name
+"""
+
+
+def publisher_slots(conn, slot_name=None):
+    """Replication slots on the exchange primary: state, retained WAL and lag in bytes."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(_SLOTS, {"slot": slot_name}).fetchall()
+
+
+_SUBSCRIPTIONS = """
+SELECT s.subname AS name, s.subenabled AS enabled,
+       st.pid AS worker_pid, st.received_lsn::text AS received_lsn,
+       st.latest_end_lsn::text AS latest_end_lsn,
+       st.last_msg_receipt_time, st.latest_end_time,
+       ss.apply_error_count, ss.sync_error_count,
+       (SELECT count(*) FROM pg_subscription_rel r
+         WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') AS tables_not_ready
+  FROM pg_subscription s
+  LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL
+  LEFT JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid
+ WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ ORDER BY s.subname
+"""
+
+
+# pg_stat_wal_receiver shows its details to superusers and pg_read_all_stats only;
+# other roles (the sync's) see the pid alone, so a receiver's existence is known.
+_WAL_RECEIVER = """
+SELECT r.pid AS receiver_pid, r.status, r.slot_name, r.sender_host, r.sender_port,
+       r.flushed_lsn::text AS flushed_lsn, r.latest_end_lsn::text AS latest_end_lsn,
+       r.last_msg_receipt_time, r.latest_end_time,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::int8
+           AS replay_lag_bytes,
+       pg_last_xact_replay_timestamp() AS last_replay_time,
+       pg_is_wal_replay_paused() AS replay_paused,
+       current_setting('hot_standby_feedback')::bool AS hot_standby_feedback
+  FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true
+"""
+
+
+def wal_receiver(conn):
+    """A hot standby's WAL receiver and replay position (run on the standby)."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(_WAL_RECEIVER).fetchone()
+
+
+def subscriptions(conn):
+    """Subscriptions of the ingres database with their apply worker's state and errors."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(_SUBSCRIPTIONS).fetchall()
+
+
+def current_wal_lsn(conn):
+    """Where the publisher's WAL ends, commits still in WAL buffers included.
+
+    pg_current_wal_lsn() is the *write* position: with asynchronous commit it can
+    lie before the last commit, and a drain check against it passes too early.
+    """
+    return conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+
+
+def slot_confirmed(conn, slot_name, lsn):
+    """Has the subscriber confirmed everything up to ``lsn`` (publisher side)?
+
+    A physical slot has no confirmed_flush_lsn: its restart_lsn is what the
+    standby has flushed (received, not necessarily replayed: see standby_replayed).
+    """
+    row = conn.execute(
+        "SELECT pg_wal_lsn_diff(COALESCE(confirmed_flush_lsn, restart_lsn), %s::pg_lsn) >= 0 "
+        "FROM pg_replication_slots WHERE slot_name = %s", (lsn, slot_name)).fetchone()
+    return bool(row and row[0])
+
+
+def standby_replayed(conn, lsn):
+    """Has the hot standby (``conn``) replayed the primary's WAL up to ``lsn``?
+
+    What the sync reads on a standby is what was replayed, so this, not the
+    slot, tells when a streaming ingres holds everything the primary had at ``lsn``.
+    """
+    row = conn.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) >= 0",
+                       (lsn,)).fetchone()
+    return bool(row and row[0])
