@@ -83,6 +83,7 @@ soak: venv postgresql
 # Python (ruff: pyproject.toml) and Ansible (ansible-lint, production profile); part of `make test`.
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/ansible-lint --offline
 
 # The fast tier: neither `slow` nor `molecule` (tests/conftest.py assigns the markers).
