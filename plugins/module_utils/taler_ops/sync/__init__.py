@@ -21,7 +21,7 @@ copies comes from one snapshot).  For every registry table in copy order:
 
 At the end of a complete pass, holes whose horizon passed expire, the pass's
 cut is recorded, and ``complete_serial`` moves to the newest cut that no open
-or since-filled hole makes inconsistent (``_end_pass``).
+or since-filled hole makes inconsistent (``watermarks.end_pass``).
 
 Any violation halts: the batch is rolled back, the first offending serial and
 rule are diagnosed on the destination (the batch streamed again, in the same

@@ -23,7 +23,7 @@ log = logging.getLogger("taler_ops.sync")
 PATCH_PREFIXES = ("exchange-", spec.PATCH_PREFIX)
 
 # (table, what is wrong with it)
-Finding = tuple[str, str]
+TableProblem = tuple[str, str]
 
 
 class SafeCopySetup(NamedTuple):
@@ -122,7 +122,7 @@ def refuse_source_ahead(src: psycopg.Connection[Any], dst: psycopg.Connection[An
            if unknown else "") + "; nothing was copied")
 
 
-def hiding_places(conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> list[Finding]:
+def hiding_places(conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> list[TableProblem]:
     """[(table, why)] where the source could hide rows from the sync's reader.
 
     A SELECT on a view, a foreign table, a table with rules, or under row-level
@@ -151,7 +151,7 @@ def hiding_places(conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> li
 
 
 def schema_problems(conn: psycopg.Connection[Any], entries: Sequence[Entry],
-                    destination: bool = False) -> tuple[list[Finding], list[Finding]]:
+                    destination: bool = False) -> tuple[list[TableProblem], list[TableProblem]]:
     """([(table, drift)], [(table, extra column)]) of one side against the registry.
 
     An extra column (a Taler release newer than this taler-ops, docs/upgrade.md) is
@@ -172,8 +172,8 @@ def schema_problems(conn: psycopg.Connection[Any], entries: Sequence[Entry],
         have.setdefault(rel, {})[att] = typ
         if required:
             must_fill.setdefault(rel, set()).add(att)
-    problems: list[Finding] = []
-    extras: list[Finding] = []
+    problems: list[TableProblem] = []
+    extras: list[TableProblem] = []
     amount = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
              FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace

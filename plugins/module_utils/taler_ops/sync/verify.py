@@ -42,8 +42,13 @@ SUSPICIOUS = ("changed", "deleted-suspicious", "missing-on-safe-copy")
 
 # A row as _fetch reads it (amounts as text).
 Row = dict[str, Any]
-# "now" and "ancient" (ten years before now), in microseconds since the epoch.
-GcClock = dict[str, int]
+
+
+class GcClock(TypedDict):
+    """What Taler's GC compares dates with, in microseconds since the epoch."""
+
+    now: int
+    ancient: int        # ten years before now
 
 
 class Finding(TypedDict):
@@ -67,7 +72,7 @@ class Report(TypedDict):
     summary: dict[str, int]         # findings per kind, however many the list holds
     truncated: bool
     not_copied: list[str]
-    clean: NotRequired[bool]        # set once every table was compared
+    clean: bool
 
 
 # Taler's GC rules as predicates on one row (see schema/gc.py for the statements).
@@ -188,7 +193,9 @@ def _verify(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], block_si
     extras = schema_problems(src, registry.REPLICATED)[1]
     src.rollback()
     report: Report = {"tables": {}, "findings": [], "summary": {}, "truncated": False,
-              "not_copied": sorted(f"{table}.{msg.rsplit(' ', 1)[-1]}" for table, msg in extras)}
+                      "not_copied": sorted(f"{table}.{msg.rsplit(' ', 1)[-1]}"
+                                           for table, msg in extras),
+                      "clean": False}     # the verdict, once every table was compared
     for entry in registry.REPLICATED:
         if tables is not None and entry.name not in tables:
             continue
