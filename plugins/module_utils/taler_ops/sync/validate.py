@@ -16,11 +16,13 @@ Rule names are part of the interface: they appear in the HALT line, in
 ``taler_ops.sync_halts`` and in the Ansible module's failure.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..schema import hashing
 from ..schema.exchange_schema import AMOUNT_FRAC_BASE, MAX_AMOUNT_VALUE
 from ..schema.exchange_tables import TABLES
+from ..schema.registry import Entry
 
 NULL = "null"
 LENGTH = "length"
@@ -48,15 +50,15 @@ ALL_RULES = ROW_RULES + RELATION_RULES + (SCHEMA_DRIFT, HIDDEN_ROWS)
 _SPECS = {t.name: t for t in TABLES}
 
 
-def q(name):
+def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def lit(text):
+def lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def qualified(name):
+def qualified(name: str) -> str:
     return f"exchange.{q(name)}"
 
 
@@ -68,9 +70,9 @@ class RowRule:
     detail: str       # SQL text expression explaining it
 
 
-def row_rules(entry):
+def row_rules(entry: Entry) -> list[RowRule]:
     """The per-row rules of a registry entry, in the order they are reported."""
-    rules = []
+    rules: list[RowRule] = []
     derived = {d.column: d for d in entry.derived}
     for col in entry.copy_columns:
         c = q(col.name)
@@ -106,19 +108,19 @@ def row_rules(entry):
     return rules
 
 
-def any_violation_sql(entry):
+def any_violation_sql(entry: Entry) -> str:
     """One boolean SQL expression: the row breaks at least one row rule."""
     return "(" + " OR ".join(f"({r.violated})" for r in row_rules(entry)) + ")"
 
 
-def first_violation_sql(entry):
+def first_violation_sql(entry: Entry) -> str:
     """A CASE naming the first rule the row breaks: 'rule<TAB>column<TAB>detail', else NULL."""
     whens = [f"WHEN {r.violated} THEN {lit(r.rule + chr(9) + r.column + chr(9))} || {r.detail}"
              for r in row_rules(entry)]
     return "CASE " + " ".join(whens) + " END"
 
 
-def row_check(entry, rows_table):
+def row_check(entry: Entry, rows_table: str) -> str:
     """SQL on the destination: the first serial in (lo, hi] of ``rows_table`` breaking a row rule.
 
     Runs on the trusted server after the batch was streamed in, so no rule is
@@ -133,23 +135,25 @@ def row_check(entry, rows_table):
             f"ORDER BY {s} LIMIT 1")
 
 
-def copy_select_list(entry):
+def copy_select_list(entry: Entry) -> str:
     """The copied columns as stored on the source: nothing is computed there."""
     return column_list(entry)
 
 
-def column_list(entry):
+def column_list(entry: Entry) -> str:
     return ", ".join(q(c.name) for c in entry.copy_columns)
 
 
 # -- relation rules, evaluated on the destination ------------------------------
 
-def _in_range(alias, entry):
+def _in_range(alias: str, entry: Entry) -> str:
     s = f"{alias}.{q(entry.serial)}"
     return f"{s} > %(lo)s AND {s} <= %(hi)s"
 
 
-def relation_checks(entry, rows_table, target_table, enforced_keys=None, foreign_keys=True):
+def relation_checks(entry: Entry, rows_table: str, target_table: str,
+                    enforced_keys: Collection[tuple[str, ...]] | None = None,
+                    foreign_keys: bool = True) -> list[tuple[str, str]]:
     """(rule, SQL returning the first offending serial and a detail) for new rows.
 
     ``rows_table`` holds the candidate rows (the target itself after an
@@ -159,7 +163,7 @@ def relation_checks(entry, rows_table, target_table, enforced_keys=None, foreign
     """
     same = rows_table == target_table
     s = q(entry.serial)
-    checks = []
+    checks: list[tuple[str, str]] = []
     keys = [(entry.serial,)] + [k for k in entry.natural_keys]
     for key in keys:
         if enforced_keys is not None and tuple(key) in enforced_keys:
@@ -194,6 +198,7 @@ def relation_checks(entry, rows_table, target_table, enforced_keys=None, foreign
     return checks
 
 
-def globally_enforced_keys(entry, partitions):
+def globally_enforced_keys(entry: Entry, partitions: int | None) -> set[tuple[str, ...]]:
     """Keys a destination with this partitioning enforces across the whole table."""
-    return _SPECS[entry.name].enforced_keys(partitions)
+    keys: set[tuple[str, ...]] = _SPECS[entry.name].enforced_keys(partitions)
+    return keys

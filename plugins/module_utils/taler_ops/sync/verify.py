@@ -23,20 +23,60 @@ Findings, per row:
 Exit code of the CLI: 0 when nothing but GC deletions was found, 1 otherwise.
 """
 
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, NotRequired, TypedDict
+
+import psycopg
 from psycopg import IsolationLevel
 from psycopg.rows import dict_row
 
-from ..schema import gc, registry, state
-from .. import sync
 from ..db import connect
 from ..errors import ConfigError
+from ..schema import gc, registry, state
+from ..schema.registry import Entry
+from .preflight import schema_problems
 from .validate import q, qualified
 
 DEFAULT_BLOCK = 10000
 SUSPICIOUS = ("changed", "deleted-suspicious", "missing-on-safe-copy")
 
+# A row as _fetch reads it (amounts as text).
+Row = dict[str, Any]
+
+
+class GcClock(TypedDict):
+    """What Taler's GC compares dates with, in microseconds since the epoch."""
+
+    now: int
+    ancient: int        # ten years before now
+
+
+class Finding(TypedDict):
+    table: str
+    serial: int
+    kind: str
+    detail: str
+    columns: NotRequired[list[str]]     # "changed" only
+
+
+class TableReport(TypedDict):
+    watermark: int
+    rows_checked: int
+    blocks: int
+    differing_blocks: int
+
+
+class Report(TypedDict):
+    tables: dict[str, TableReport]
+    findings: list[Finding]
+    summary: dict[str, int]         # findings per kind, however many the list holds
+    truncated: bool
+    not_copied: list[str]
+    clean: bool
+
+
 # Taler's GC rules as predicates on one row (see schema/gc.py for the statements).
-_DIRECT = {
+_DIRECT: dict[str, Callable[[Row, GcClock], bool]] = {
     "wire_fee": lambda r, c: r["end_date"] < c["ancient"],
     "reserves": lambda r, c: r["gc_date"] < c["now"],
     "denominations": lambda r, c: r["expire_legal"] < c["now"],
@@ -54,14 +94,14 @@ _BELOW_OLDEST = {
 }
 
 
-def _row_text(entry):
+def _row_text(entry: Entry) -> str:
     # Only the final columns: a first-seen column (reserves.expiration_date,
     # auditors.is_active, ...) is changed by the exchange itself after insert.
     return f"md5(ROW({', '.join(q(c.name) for c in entry.compared_columns)})::text)"
 
 
-def _open(uri, what):
-    conn = connect(uri, what, autocommit=True)
+def _open(uri: str, what: str) -> psycopg.Connection[Any]:
+    conn: psycopg.Connection[Any] = connect(uri, what, autocommit=True)
     conn.execute("SET search_path TO pg_catalog, pg_temp")
     conn.execute("SET bytea_output TO hex")
     conn.autocommit = False
@@ -73,26 +113,29 @@ def _open(uri, what):
 class _GcJudge:
     """Whether Taler's GC explains that a row is gone from the side ``conn``."""
 
-    def __init__(self, conn, now_us):
+    def __init__(self, conn: psycopg.Connection[Any], now_us: int) -> None:
         self.conn = conn
-        self.ctx = {"now": now_us, "ancient": now_us - gc.TEN_YEARS_US}
-        self._oldest = {}
+        self.ctx: GcClock = {"now": now_us, "ancient": now_us - gc.TEN_YEARS_US}
+        self._oldest: dict[tuple[str, str], Any] = {}
 
-    def _min(self, table, column):
+    def _min(self, table: str, column: str) -> Any:
         key = (table, column)
         if key not in self._oldest:
-            self._oldest[key] = self.conn.execute(
-                f"SELECT min({q(column)}) FROM {qualified(table)}").fetchone()[0]
+            row = self.conn.execute(f"SELECT min({q(column)}) FROM {qualified(table)}").fetchone()
+            assert row is not None      # an aggregate returns its one row
+            self._oldest[key] = row[0]
         return self._oldest[key]
 
-    def _exists(self, table, columns, values):
+    def _exists(self, table: str, columns: Sequence[str], values: list[Any]) -> bool:
         cond = " AND ".join(f"{q(c)} = %s" for c in columns)
-        return self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)} WHERE {cond})",
-                                 values).fetchone()[0]
+        row = self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)} WHERE {cond})",
+                                values).fetchone()
+        assert row is not None      # EXISTS returns its one row
+        return bool(row[0])
 
-    def reason(self, entry, row):
+    def reason(self, entry: Entry, row: Row) -> str | None:
         rule = _DIRECT.get(entry.name)
-        if rule and row is not None and rule(row, self.ctx):
+        if rule and rule(row, self.ctx):
             return f"{entry.name} GC rule"
         if entry.name in _BELOW_OLDEST:
             column, parent = _BELOW_OLDEST[entry.name]
@@ -110,8 +153,8 @@ class _GcJudge:
         return None
 
 
-def verify(src_uri, dst_uri, block_size=DEFAULT_BLOCK, now_us=None, max_findings=1000,
-           tables=None):
+def verify(src_uri: str, dst_uri: str, block_size: int = DEFAULT_BLOCK, now_us: int | None = None,
+           max_findings: int = 1000, tables: Collection[str] | None = None) -> Report:
     if block_size < 1:
         raise ConfigError("the block size must be at least 1", exit_code=2)
     now_us = now_us if now_us is not None else gc.current_time_us()
@@ -126,33 +169,38 @@ def verify(src_uri, dst_uri, block_size=DEFAULT_BLOCK, now_us=None, max_findings
         src.close()
 
 
-def _verify(src, dst, block_size, now_us, max_findings, tables):
+def _verify(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], block_size: int,
+            now_us: int, max_findings: int, tables: Collection[str] | None) -> Report:
     for conn, what in ((src, "verify source"), (dst, "safe copy")):
         state.assert_exchange_current(conn, what)
     role = state.read_setup(dst)[0]
     if role != "safe-copy":
         raise ConfigError(f"the destination database was created as {role!r}, not 'safe-copy'")
-    marks, copied = {}, {}
+    marks: dict[str, int] = {}
+    copied: dict[str, int] = {}
     for name, last, rows in dst.execute(
             "SELECT table_name, last_serial, rows_copied FROM taler_ops.sync_watermarks"):
         marks[name], copied[name] = last, rows
-    holes = {}
-    if dst.execute("SELECT to_regclass('taler_ops.sync_holes') IS NOT NULL").fetchone()[0]:
+    holes: dict[str, list[tuple[int, int]]] = {}
+    has_holes = dst.execute("SELECT to_regclass('taler_ops.sync_holes') IS NOT NULL").fetchone()
+    if has_holes is not None and has_holes[0]:
         for name, lo, hi in dst.execute(
                 "SELECT table_name, lo, hi FROM taler_ops.sync_holes WHERE expired_tsz IS NULL"):
             holes.setdefault(name, []).append((lo, hi))
     upstream_gc, local_gc = _GcJudge(src, now_us), _GcJudge(dst, now_us)
     # Columns of a newer Taler release that the registry does not know: not copied,
     # not compared; said, so that a clean verdict does not claim them.
-    extras = sync.schema_problems(src, registry.REPLICATED)[1]
+    extras = schema_problems(src, registry.REPLICATED)[1]
     src.rollback()
-    report = {"tables": {}, "findings": [], "summary": {}, "truncated": False,
-              "not_copied": sorted(f"{table}.{msg.rsplit(' ', 1)[-1]}" for table, msg in extras)}
+    report: Report = {"tables": {}, "findings": [], "summary": {}, "truncated": False,
+                      "not_copied": sorted(f"{table}.{msg.rsplit(' ', 1)[-1]}"
+                                           for table, msg in extras),
+                      "clean": False}     # the verdict, once every table was compared
     for entry in registry.REPLICATED:
         if tables is not None and entry.name not in tables:
             continue
         wm = marks.get(entry.name, 0)
-        info = {"watermark": wm, "rows_checked": 0, "blocks": 0, "differing_blocks": 0}
+        info: TableReport = {"watermark": wm, "rows_checked": 0, "blocks": 0, "differing_blocks": 0}
         report["tables"][entry.name] = info
         if wm <= 0:
             continue
@@ -189,8 +237,11 @@ def _verify(src, dst, block_size, now_us, max_findings, tables):
     return report
 
 
-def _drill(entry, src, dst, blk, block_size, wm, upstream_gc, local_gc, holes=()):
+def _drill(entry: Entry, src: psycopg.Connection[Any], dst: psycopg.Connection[Any], blk: int,
+           block_size: int, wm: int, upstream_gc: _GcJudge, local_gc: _GcJudge | None,
+           holes: Sequence[tuple[int, int]] = ()) -> Iterator[Finding]:
     s = q(entry.serial)
+    lo: int | None
     if blk < 0:
         lo, hi = None, 0
     else:
@@ -225,11 +276,12 @@ def _drill(entry, src, dst, blk, block_size, wm, upstream_gc, local_gc, holes=()
                    "detail": "changed upstream: " + ", ".join(cols), "columns": cols}
 
 
-def _fetch(conn, entry, serial):
+def _fetch(conn: psycopg.Connection[Any], entry: Entry, serial: int) -> Row:
     cols = ", ".join(f"{q(c.name)}::text AS {q(c.name)}" if c.is_amount else q(c.name)
                      for c in entry.copy_columns)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(f"SELECT {cols} FROM {qualified(entry.name)} WHERE {q(entry.serial)} = %s"
                           f" LIMIT 1", (serial,)).fetchone()
+    assert row is not None      # the serial was just read in this snapshot
     return row
 

@@ -13,11 +13,26 @@ It carries no data, the sync never decides anything from it, and polling stays
 as the fallback (a missing, removed or disabled trigger, a hot-standby ingres
 where LISTEN is impossible, or a flood of fake notifications only change when a
 pass starts, never what it copies).
+
+Both ends live here: ``install`` (the trigger, on the ingres) and ``WakeHints``
+(the daemon's listening side).
 """
 
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
 from psycopg import sql
 
+from ..db import close_quietly, connect
+from ..errors import TalerOpsError
 from ..schema import registry
+from .connections import SOURCE_WHAT
+from .failures import one_line
+
+log = logging.getLogger("taler_ops.sync")
 
 CHANNEL = "taler_ops_ingres"
 TRIGGER = "taler_ops_wake_sync"
@@ -32,7 +47,7 @@ END $$
 """
 
 
-def install(conn):
+def install(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     """Put the trigger on every replicated table (and partition), enabled ALWAYS.
 
     Returns (tables, triggers created); idempotent.
@@ -44,10 +59,11 @@ def install(conn):
     n = created = 0
     for entry in registry.REPLICATED:
         table = sql.Identifier("exchange", entry.name)
-        exists = conn.execute(
+        row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass "
-            "AND tgname = %s)", (f"exchange.{entry.name}", TRIGGER)).fetchone()[0]
-        if not exists:
+            "AND tgname = %s)", (f"exchange.{entry.name}", TRIGGER)).fetchone()
+        assert row is not None      # EXISTS returns its one row
+        if not row[0]:
             conn.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} FOR EACH ROW "
                                  "EXECUTE FUNCTION taler_ops.wake_sync()").format(
                 sql.Identifier(TRIGGER), table))
@@ -62,3 +78,105 @@ def install(conn):
                 sql.Identifier(schema, rel), sql.Identifier(TRIGGER)))
         n += 1
     return n, created
+
+
+class WakeHints:
+    """LISTEN on the ingres for wake-up hints; without them, plain waiting.
+
+    A notification only ends a wait early: it carries nothing the sync uses, and
+    whether one comes never changes what a pass copies.  LISTEN fails on a hot
+    standby (and where no trigger sends anything, nothing arrives): the daemon
+    then polls as before.  A lost listening connection is opened again at most
+    every RELISTEN seconds.
+    """
+
+    RELISTEN = 30.0
+    SLICE = 0.5     # seconds; a SIGTERM is noticed within this while waiting
+
+    def __init__(self, uri: str, stop: threading.Event) -> None:
+        self.uri, self.stop, self.channel = uri, stop, CHANNEL
+        self.conn: psycopg.Connection[Any] | None = None
+        self.tried = float("-inf")
+        self.hints = 0
+        self.reason: str | None = None
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        if self.conn is not None or time.monotonic() - self.tried < self.RELISTEN:
+            return self.conn
+        self.tried = time.monotonic()
+        try:
+            conn: psycopg.Connection[Any] = connect(self.uri, SOURCE_WHAT, autocommit=True)
+        except TalerOpsError as exc:
+            self._unavailable(str(exc))
+            return None
+        try:
+            conn.execute(f"LISTEN {self.channel}")
+        except psycopg.Error as exc:    # a hot standby: "cannot execute LISTEN during recovery"
+            self._unavailable(one_line(exc))
+            conn.close()
+            return None
+        log.info("event=listening channel=%s", self.channel)
+        self.reason = None
+        self.conn = conn
+        return conn
+
+    def _unavailable(self, reason: str) -> None:
+        # Logged once per cause, not every RELISTEN seconds (a standby never allows it).
+        (log.info if reason != self.reason else log.debug)(
+            "event=no-wakeup polling=yes reason=%s", reason)
+        self.reason = reason
+
+    def _drop(self, exc: psycopg.Error) -> None:
+        self._unavailable(one_line(exc))
+        close_quietly(self.conn)
+        self.conn = None
+
+    def live(self) -> bool:
+        return self._listen() is not None
+
+    def pending(self) -> bool:
+        """Did a hint arrive (since the last wait)?  Never blocks."""
+        conn = self._listen()
+        if conn is None:
+            return False
+        try:
+            got = False
+            for _ in conn.notifies(timeout=0):
+                got = True
+            if got:
+                self.hints += 1
+            return got
+        except psycopg.Error as exc:
+            self._drop(exc)
+            return False
+
+    def wait(self, delay: float) -> bool:
+        """Wait up to ``delay`` seconds, less if a hint arrives or ``stop`` is set.
+
+        Returns True when a hint ended the wait.
+        """
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            conn = self._listen()
+            if conn is None:
+                self.stop.wait(min(remaining, self.SLICE))
+                continue
+            try:
+                got = False
+                for _ in conn.notifies(timeout=min(remaining, self.SLICE), stop_after=1):
+                    got = True
+                if got:
+                    for _ in conn.notifies(timeout=0):   # one pass for all hints queued
+                        pass
+                    self.hints += 1
+                    return True
+            except psycopg.Error as exc:
+                self._drop(exc)
+        return False
+
+    def close(self) -> None:
+        close_quietly(self.conn)
+        self.conn = None
