@@ -141,9 +141,9 @@ def test_purse_balances_and_purses_not_closed(xdbs, xhist):
 
 def confirm(uri, h, batch, coins, total="1", **changes):
     """A merchant's confirmation of ``batch`` (its coins ``coins``) in the auditor database."""
-    from taler_ops.sim import workload
     from taler_ops.crypto.hashes import merchant_wire_hash
-    from taler_ops.sim.exchange_model import deposit_confirmation
+    from taler_ops.sim.entities import deposit_confirmation
+    from taler_ops.sim.target import write_confirmations
     contract, merchant, salt, refund_deadline, deadline, payto = q(
         h_uri(h), "SELECT bd.h_contract_terms, bd.merchant_pub, bd.wire_salt, "
                   "bd.refund_deadline, bd.wire_deadline, wt.payto_uri "
@@ -154,7 +154,7 @@ def confirm(uri, h, batch, coins, total="1", **changes):
                               [bytes(64)] * len(coins), merchant)
     dc["exchange_sig"] = os.urandom(64)        # several confirmations of one deposit
     dc.update(changes)
-    return workload.write_confirmations(uri, [dc])[0]
+    return write_confirmations(uri, [dc])[0]
 
 
 def h_uri(h):

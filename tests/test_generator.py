@@ -13,7 +13,7 @@ from economics_check import violations
 from taler_ops.schema import dbinit, registry, state
 from taler_ops.sim import workload
 from taler_ops.errors import DatabaseNotReady, TalerOpsError, UsageError
-from taler_ops.sim.exchange_model import DAY, HOUR, SECOND
+from taler_ops.sim.units import DAY, HOUR, SECOND
 
 NOW = 1_760_000_000_000_000          # a fixed "now" makes bulk runs reproducible
 # An audit run within a day of `now` must find nothing (docs/economics.md).
@@ -85,7 +85,7 @@ def test_server_checked_foreign_keys_accept_the_history(exchange_db):
 
 def test_set_based_foreign_key_check_rejects_a_dangling_reference(exchange_db):
     from taler_ops.sim.copywriter import CopyWriter, ForeignKeyViolation
-    from taler_ops.sim.exchange_model import COLUMNS
+    from taler_ops.sim.columns import COLUMNS
     with psycopg.connect(exchange_db) as conn:
         writer = CopyWriter(conn, COLUMNS, fk_check="set")
         serial = writer.serial("denomination_revocations")

@@ -9,7 +9,7 @@ from economics_check import violations
 from taler_ops.schema import hashing, registry
 from taler_ops.sim import workload
 from taler_ops.crypto import keyring
-from taler_ops.sim.exchange_model import DAY, HOUR
+from taler_ops.sim.units import DAY, HOUR
 
 NOW = 1_760_000_000_000_000
 

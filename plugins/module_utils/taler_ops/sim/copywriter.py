@@ -17,7 +17,10 @@ ints of 1e-8 units; gnunet_hashcode[] values are lists of bytes.
 
 import struct
 import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import psycopg
 from psycopg import pq, sql
 from psycopg.adapt import Dumper
 from psycopg.types import TypeInfo
@@ -27,7 +30,7 @@ from ..schema import hashing
 from ..schema.exchange_schema import AMOUNT_FRAC_BASE, MAX_AMOUNT_VALUE
 from ..errors import TalerOpsError
 from ..schema.exchange_tables import TABLES
-from ..schema.spec import HASHCODE
+from ..schema.spec import HASHCODE, Column, Table
 from ..schema.registry import REPLICATED
 
 SCHEMA = "exchange"
@@ -38,21 +41,28 @@ _TYPE_NAMES = {"bigint": "int8", "integer": "int4", "smallint": "int2", "bytea":
 _AMOUNT = struct.Struct("!iIiqIii")
 _INT8_OID, _INT4_OID = 20, 23
 
+# A row: its values in the order of the writer's column list for the table.
+Row = tuple[Any, ...]
+# A derived column's rule: (its index, rule, source index, parent-dependent part:
+# (index of the column naming the parent, (parent table, key column, value column))).
+ParentLookup = tuple[str, str, str]
+DerivedRule = tuple[int, str, int, tuple[int, ParentLookup] | None]
 
-def amount_record(units):
+
+def amount_record(units: int) -> bytes:
     val, frac = divmod(units, AMOUNT_FRAC_BASE)
     if units < 0 or val > MAX_AMOUNT_VALUE:
         raise ValueError(f"amount of {units} units is outside Taler's range")
     return _AMOUNT.pack(2, _INT8_OID, 8, val, _INT4_OID, 4, frac)
 
 
-def _amount_dumper(oid):
-    cache = {}
+def _amount_dumper(oid: int) -> type[Dumper]:
+    cache: dict[int, bytes] = {}
 
     class AmountBinaryDumper(Dumper):
         format = pq.Format.BINARY
 
-        def dump(self, obj):
+        def dump(self, obj: Any) -> bytes:
             out = cache.get(obj)
             if out is None:
                 out = amount_record(obj)
@@ -64,7 +74,7 @@ def _amount_dumper(oid):
     return AmountBinaryDumper
 
 
-def _hashcode_array_dumper(array_oid, element_oid):
+def _hashcode_array_dumper(array_oid: int, element_oid: int) -> type[Dumper]:
     """gnunet_hashcode[] in PostgreSQL's binary array format.
 
     array_recv insists that the element type named in the data is the column's
@@ -75,7 +85,7 @@ def _hashcode_array_dumper(array_oid, element_oid):
     class HashcodeArrayBinaryDumper(Dumper):
         format = pq.Format.BINARY
 
-        def dump(self, obj):
+        def dump(self, obj: Any) -> bytes:
             out = [header.pack(1, 0, element_oid, len(obj), 1)]
             for item in obj:
                 out.append(struct.pack("!i", len(item)) + bytes(item))
@@ -85,7 +95,7 @@ def _hashcode_array_dumper(array_oid, element_oid):
     return HashcodeArrayBinaryDumper
 
 
-def register_hashcode(conn):
+def register_hashcode(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     """(oid of exchange.gnunet_hashcode, oid of its array type), dumper registered."""
     row = conn.execute("SELECT t.oid, t.typarray FROM pg_type t JOIN pg_namespace n "
                        "ON n.oid = t.typnamespace WHERE n.nspname = 'exchange' "
@@ -93,10 +103,10 @@ def register_hashcode(conn):
     if row is None:
         raise LookupError("domain exchange.gnunet_hashcode does not exist")
     conn.adapters.register_dumper(None, _hashcode_array_dumper(row[1], row[0]))
-    return row
+    return row[0], row[1]
 
 
-def register_amount(conn):
+def register_amount(conn: psycopg.Connection[Any]) -> int:
     """Let COPY write ints of 1e-8 units into exchange.taler_amount columns."""
     info = TypeInfo.fetch(conn, "exchange.taler_amount")
     if info is None:
@@ -108,7 +118,7 @@ def register_amount(conn):
     return info.oid
 
 
-def _check_columns(table, names):
+def _check_columns(table: Table, names: Sequence[str]) -> None:
     """The rows must name real columns and leave out only what has a default."""
     spec = {c.name: c for c in table.columns}
     unknown = [n for n in names if n not in spec]
@@ -125,13 +135,17 @@ class ForeignKeyViolation(TalerOpsError):
     """A generated row names a parent that does not exist (a generator bug)."""
 
 
-def may_skip_fk_triggers(conn):
+def may_skip_fk_triggers(conn: psycopg.Connection[Any]) -> bool:
     """True if this session may set session_replication_role (superuser, or granted)."""
-    if conn.execute("SELECT current_setting('is_superuser') = 'on'").fetchone()[0]:
+    row = conn.execute("SELECT current_setting('is_superuser') = 'on'").fetchone()
+    assert row is not None, "a SELECT without FROM returns one row"
+    if row[0]:
         return True
     if conn.info.server_version >= 150000:
-        return conn.execute(
-            "SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()[0]
+        row = conn.execute(
+            "SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()
+        assert row is not None, "a SELECT without FROM returns one row"
+        return bool(row[0])
     return False
 
 
@@ -146,7 +160,8 @@ class CopyWriter:
     ORDER = ORDER[:ORDER.index("denominations") + 1] + ("known_coins",) + tuple(
         n for n in ORDER[ORDER.index("denominations") + 1:] if n != "known_coins")
 
-    def __init__(self, conn, columns=None, fk_check="triggers"):
+    def __init__(self, conn: psycopg.Connection[Any],
+                 columns: Mapping[str, Sequence[str]] | None = None, fk_check: str = "triggers"):
         """``columns``: {table: column names in row order}; default all of the spec's.
 
         ``fk_check``: "triggers" lets the server's foreign-key triggers check every
@@ -163,10 +178,12 @@ class CopyWriter:
         self.specs = {t.name: t for t in TABLES}
         amount_oid = register_amount(conn)
         _, hashcode_array_oid = register_hashcode(conn)
-        self.columns, self.oids, self.derived = {}, {}, {}
+        self.columns: dict[str, tuple[str, ...]] = {}
+        self.oids: dict[str, list[int]] = {}
+        self.derived: dict[str, tuple[DerivedRule, ...]] = {}
         registry = conn.adapters.types
 
-        def oid(col):
+        def oid(col: Column) -> int:
             if col.is_amount:
                 return amount_oid
             if col.sql_type == HASHCODE + "[]":
@@ -178,16 +195,16 @@ class CopyWriter:
         # Parent-dependent rules (h_coin_ev needs its denomination's denom_pub_hash):
         # {(parent table, key column, value column): {key: value}}, from the
         # database and from every parent row added here.
-        self.parent_values = {}
+        self.parent_values: dict[ParentLookup, dict[Any, Any]] = {}
         for t in TABLES:
             names = tuple(columns[t.name]) if columns and t.name in columns else tuple(
                 c.name for c in t.columns)
             _check_columns(t, names)
             self.columns[t.name] = names
             self.oids[t.name] = [oid(c) for c in map(t.column, names)]
-            rules = []
+            rules: list[DerivedRule] = []
             for d in t.derived:
-                parent = None
+                parent: tuple[int, ParentLookup] | None = None
                 if d.parent is not None:
                     local, ptable, pkey, pvalue = d.parent
                     parent = (names.index(local), (ptable, pkey, pvalue))
@@ -195,15 +212,17 @@ class CopyWriter:
                 rules.append((names.index(d.column), d.rule, names.index(d.source), parent))
             self.derived[t.name] = tuple(rules)
         self._load_parent_values()
-        self.rows = {name: [] for name in self.ORDER}
-        self.sequences = {}
-        self.next_serial = {}
+        self.rows: dict[str, list[Row]] = {name: [] for name in self.ORDER}
+        self.sequences: dict[str, str] = {}
+        self.next_serial: dict[str, int] = {}
         self._load_serials()
         self.written = {name: 0 for name in self.ORDER}
         self.added = {name: 0 for name in self.ORDER}
         self.pending = 0
+        self._thread: threading.Thread | None = None    # a flush_behind() under way
+        self._error: BaseException | None = None        # what it failed with
 
-    def _load_serials(self):
+    def _load_serials(self) -> None:
         parts = []
         for t in TABLES:
             parts.append(sql.SQL(
@@ -215,13 +234,16 @@ class CopyWriter:
         rows = self.conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
         for name, seq, top in rows:
             self.sequences[name] = seq
-            last, called = self.conn.execute(
+            state = self.conn.execute(
                 sql.SQL("SELECT last_value, is_called FROM {}").format(
                     sql.Identifier(*seq.split(".", 1)))).fetchone()
+            assert state is not None, "a sequence has one row"
+            last, called = state
             self.next_serial[name] = max(top, last if called else last - 1) + 1
 
-    def _load_parent_values(self):
-        self.parent_sources = {}       # table -> [(key index, value index, cache)]
+    def _load_parent_values(self) -> None:
+        # table -> [(key index, value index, cache)]
+        self.parent_sources: dict[str, list[tuple[int, int, dict[Any, Any]]]] = {}
         for (ptable, pkey, pvalue), cache in self.parent_values.items():
             cache.update(self.conn.execute(sql.SQL("SELECT {}, {} FROM {}").format(
                 sql.Identifier(pkey), sql.Identifier(pvalue),
@@ -230,42 +252,42 @@ class CopyWriter:
             self.parent_sources.setdefault(ptable, []).append(
                 (names.index(pkey), names.index(pvalue), cache))
 
-    def serial(self, table):
+    def serial(self, table: str) -> int:
         value = self.next_serial[table]
         self.next_serial[table] = value + 1
         return value
 
-    def peek_serial(self, table):
+    def peek_serial(self, table: str) -> int:
         return self.next_serial[table]
 
-    def add(self, table, row):
+    def add(self, table: str, row: Row) -> None:
         derived = self.derived[table]
         if derived:
-            row = list(row)
+            values = list(row)
             for col, rule, src, parent in derived:
                 if parent is None:
-                    row[col] = hashing.compute(rule, row[src])
+                    values[col] = hashing.compute(rule, values[src])
                 else:
                     local, lookup = parent
-                    row[col] = hashing.compute(rule, row[src],
-                                               self.parent_values[lookup][row[local]])
-            row = tuple(row)
+                    values[col] = hashing.compute(rule, values[src],
+                                                  self.parent_values[lookup][values[local]])
+            row = tuple(values)
         for key_at, value_at, cache in self.parent_sources.get(table, ()):
             cache[row[key_at]] = row[value_at]
         self.rows[table].append(row)
         self.pending += 1
         self.added[table] += 1
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """Rows added so far (written or not yet), per table."""
         return dict(self.added)
 
-    def _take(self):
+    def _take(self) -> tuple[dict[str, list[Row]], dict[str, int]]:
         rows, self.rows = self.rows, {name: [] for name in self.ORDER}
         self.pending = 0
         return rows, dict(self.next_serial)
 
-    def _write(self, rows, next_serial):
+    def _write(self, rows: dict[str, list[Row]], next_serial: dict[str, int]) -> None:
         ranges = {}
         with self.conn.cursor() as cur:
             if self.fk_check == "set":
@@ -293,7 +315,8 @@ class CopyWriter:
         for table, batch in rows.items():
             self.written[table] += len(batch)
 
-    def _check_foreign_keys(self, cur, ranges):
+    def _check_foreign_keys(self, cur: psycopg.Cursor[Any],
+                            ranges: dict[str, tuple[int, int]]) -> None:
         for table, (lo, hi) in ranges.items():
             spec = self.specs[table]
             for fk in spec.foreign_keys:
@@ -316,12 +339,12 @@ class CopyWriter:
                         f"({', '.join(fk.columns)}) -> {fk.table} "
                         f"({', '.join(fk.ref_columns)}): no such row")
 
-    def flush(self):
+    def flush(self) -> None:
         """COPY every buffered row (parents first) and advance the sequences; no commit."""
         self.wait()
         self._write(*self._take())
 
-    def flush_behind(self, after=None):
+    def flush_behind(self, after: Callable[[], None] | None = None) -> None:
         """Write and commit the buffered rows in a thread while the caller makes more.
 
         The server checks and indexes one chunk while Python builds the next
@@ -331,7 +354,7 @@ class CopyWriter:
         self.wait()
         rows, next_serial = self._take()
 
-        def run():
+        def run() -> None:
             try:
                 self._write(rows, next_serial)
                 self.conn.commit()
@@ -343,13 +366,12 @@ class CopyWriter:
         self._thread = threading.Thread(target=run, name="taler-ops-copy", daemon=True)
         self._thread.start()
 
-    def wait(self):
+    def wait(self) -> None:
         """Wait for a flush_behind() and re-raise what it failed with."""
-        thread = getattr(self, "_thread", None)
-        if thread is not None:
-            thread.join()
+        if self._thread is not None:
+            self._thread.join()
             self._thread = None
-        error = getattr(self, "_error", None)
+        error = self._error
         if error is not None:
             self._error = None
             raise error

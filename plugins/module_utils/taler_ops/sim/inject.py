@@ -8,9 +8,19 @@ audit's tests can compare its findings with the record: a JSON list of
 import hashlib
 import json
 import os
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
 
 from ..errors import UsageError
-from .exchange_model import CENT, DAY, HOUR, MARGIN, MINUTE, UNIT, WEEK, deposit_confirmation
+from .core import Due, ExchangeCore
+from .entities import Coin, Denomination, DepositConfirmation, Merchant, Reserve, deposit_confirmation
+from .exchange_model import Exchange
+from .units import CENT, DAY, HOUR, MARGIN, MINUTE, UNIT, WEEK
+
+# One planted finding: {"kind", "table", "serial", details...} (bytes as hex), as JSON.
+RecordEntry = dict[str, Any]
 
 KINDS = {
     "coin_overspend": "a deposit that takes a coin past its value (coin_overspent)",
@@ -88,7 +98,7 @@ KINDS.update({
 EMERGENCY_AMOUNT = 1_000_000 * UNIT
 
 
-def parse_kinds(kinds):
+def parse_kinds(kinds: str | Iterable[str] | None) -> list[str]:
     """'a,b' or an iterable of names -> list of kinds (repeats plant several); exit 2 if unknown."""
     if kinds is None:
         return []
@@ -107,35 +117,35 @@ def parse_kinds(kinds):
     return out
 
 
-def _amount(units):
+def _amount(units: int) -> str:
     return f"{units // UNIT}.{units % UNIT:08d}"
 
 
 class Injector:
     """Plants the requested kinds at the first chance the history offers."""
 
-    def __init__(self, kinds):
+    def __init__(self, kinds: Iterable[str]):
         self.pending = list(kinds)
-        self.record = []
+        self.record: list[RecordEntry] = []
 
     # Forged signatures (any time; the model asks before signing) -----------------
-    def forge(self, column):
+    def forge(self, column: str) -> bool:
         """True (once per planted kind) if the next signature of ``column`` is to be forged."""
         kind = FORGED_COLUMNS.get(column)
         return kind is not None and self._take(kind)
 
-    def forged_written(self, column, serial):
+    def forged_written(self, column: str, serial: int) -> None:
         table, col = column.split(".")
         self._note(FORGED_COLUMNS[column], table, serial, column=col)
 
-    def _take(self, kind):
+    def _take(self, kind: str) -> bool:
         if kind in self.pending:
             self.pending.remove(kind)
             return True
         return False
 
-    def _note(self, kind, table, serial, **details):
-        entry = {"kind": kind, "table": table, "serial": serial}
+    def _note(self, kind: str, table: str, serial: int, **details: Any) -> None:
+        entry: RecordEntry = {"kind": kind, "table": table, "serial": serial}
         for key, value in details.items():
             if isinstance(value, bytes):
                 value = value.hex()
@@ -143,7 +153,7 @@ class Injector:
         self.record.append(entry)
 
     # Called by the model -------------------------------------------------------
-    def wire_out_amount(self, serial, expected):
+    def wire_out_amount(self, serial: int, expected: int) -> int:
         if not self._take("wire_out_mismatch"):
             return expected
         claimed = expected + 50 * CENT
@@ -151,7 +161,8 @@ class Injector:
                    expected_amount=_amount(expected), claimed_amount=_amount(claimed))
         return claimed
 
-    def wire_out_plan(self, ex, item, t):
+    def wire_out_plan(self, ex: ExchangeCore, item: Due,
+                      t: int) -> tuple[str | None, int, Merchant]:
         """(kind or None, execution time, target merchant) of a one-deposit wire transfer."""
         merchant, deadline, _serial, _net = item
         if "wire_out_wrong_account" in self.pending:
@@ -165,13 +176,14 @@ class Injector:
             return "wire_out_before_deposit", deadline - 3 * WEEK, merchant
         return None, t, merchant
 
-    def wire_out_planted(self, kind, aggregation_row, wire_out, item, t, target):
+    def wire_out_planted(self, kind: str, aggregation_row: int, wire_out: int, item: Due,
+                         t: int, target: Merchant) -> None:
         merchant, deadline, batch, _net = item
         self._note(kind, "aggregation", aggregation_row, wire_out=wire_out,
                    batch_deposit=batch, deadline=deadline, executed=t,
                    owed_to=merchant.payto, paid_to=target.payto)
 
-    def unknown_confirmation(self, ex):
+    def unknown_confirmation(self, ex: ExchangeCore) -> DepositConfirmation | None:
         """A confirmation, as a merchant would submit it, of a deposit never recorded."""
         if not self._take("deposit_confirmation_unknown"):
             return None
@@ -182,12 +194,12 @@ class Injector:
         return deposit_confirmation(0, contract, bytes(64), t, t, t + DAY, UNIT - CENT, [coin],
                                     [bytes(64)], merchant.pub)
 
-    def confirmation_written(self, row_id, confirmation):
+    def confirmation_written(self, row_id: int, confirmation: DepositConfirmation) -> None:
         self._note("deposit_confirmation_unknown", "auditor_deposit_confirmations", row_id,
                    h_contract_terms=confirmation["h_contract_terms"],
                    merchant_pub=confirmation["merchant_pub"])
 
-    def after_lifecycle(self, ex, res, coins, t_end):
+    def after_lifecycle(self, ex: Exchange, res: Reserve, coins: list[Coin], t_end: int) -> None:
         """Plant per-wallet kinds into a finished history, before the reserve is written."""
         if "coin_overspend" in self.pending:
             coin = next((c for c in coins if c.fully_spent_by_deposit and not c.denom.revoked
@@ -234,7 +246,7 @@ class Injector:
             self._take("reserve_balance_mismatch")
             res.balance_offset = UNIT     # finish_reserve stores it; reserve_written records it
 
-    def _plant_emergencies(self, ex, coins, t):
+    def _plant_emergencies(self, ex: Exchange, coins: list[Coin], t: int) -> None:
         """A denomination pays out more than it issued: by value (one coin deposited
         again for an amount no history issues) or by count (a coin never withdrawn,
         as if the denomination's private key had leaked).  The deposits' wire
@@ -253,7 +265,7 @@ class Injector:
                            denom_pub_hash=coin.denom.h, coin_pub=coin.pub,
                            deposit_serial=serials[0], amount=EMERGENCY_AMOUNT)
 
-    def at_end(self, ex, conn, t):
+    def at_end(self, ex: Exchange, conn: psycopg.Connection[Any], t: int) -> list[Coin]:
         """Plant what needs the whole history: ``emergency_by_count``, coins of a
         denomination that was never withdrawn (as if its private key had leaked),
         one more than the denomination's issued coins that were never spent, so that
@@ -297,14 +309,14 @@ class Injector:
                    unspent_issued=n_unknown, deposit_serials=deposits)
         return forged
 
-    def hang_refresh(self, melt_serial, amount):
+    def hang_refresh(self, melt_serial: int, amount: int) -> bool:
         """True (once) if the melt ``melt_serial`` is to stay without its reveal."""
         if not self._take("refresh_hanging"):
             return False
         self._note("refresh_hanging", "refresh_commitments", melt_serial, amount=amount)
         return True
 
-    def skip_auditor_sig(self, denom):
+    def skip_auditor_sig(self, denom: Denomination) -> bool:
         """True (once) if the active auditor is not to sign ``denom`` (a withdrawable
         denomination of one unit, which wallets use)."""
         if denom.value != UNIT or denom.revoked or denom.age_mask \
@@ -314,8 +326,9 @@ class Injector:
                    denom_pub_hash=denom.h)
         return True
 
-    def _plant_close(self, ex, res, kind, t):
+    def _plant_close(self, ex: Exchange, res: Reserve, kind: str, t: int) -> None:
         """Close the reserve early, to the wrong account or for a wrong fee (R5)."""
+        assert res.origin is not None, "only a reserve filled by wire is closed to its origin"
         try:
             fee = ex.fees.closing_fee(t)
         except LookupError:
@@ -338,23 +351,25 @@ class Injector:
         self._note(kind, "reserves_close", serial, reserve_pub=res.pub, expected=fee,
                    charged=charged)
 
-    def record_overspend(self, coin, deposit_serial, spent_before=None):
+    def record_overspend(self, coin: Coin, deposit_serial: int,
+                         spent_before: int | None = None) -> None:
         value = coin.denom.value
         self._note("coin_overspend", "coin_deposits", deposit_serial, coin_pub=coin.pub,
                    value=value, spent_before=value if spent_before is None else spent_before,
                    amount=value)
 
-    def record_overdraft(self, res, serial, balance_before, amount):
+    def record_overdraft(self, res: Reserve, serial: int, balance_before: int,
+                         amount: int) -> None:
         self._note("reserve_overdraft", "reserves_out", serial, reserve_pub=res.pub,
                    reserve_uuid=res.uuid, balance_before=balance_before, amount=amount)
 
-    def reserve_written(self, res, stored):
+    def reserve_written(self, res: Reserve, stored: int) -> None:
         if res.balance_offset:
             self._note("reserve_balance_mismatch", "reserves", res.uuid, reserve_pub=res.pub,
                        expected=res.balance, stored=stored)
 
 
-def write_record(path, record):
+def write_record(path: str, record: list[RecordEntry]) -> None:
     """Write the record atomically (a reader never sees half a file)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
