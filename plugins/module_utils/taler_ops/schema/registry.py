@@ -5,7 +5,7 @@ rules cannot disagree.  Every later component (generator, sync, audit, verify,
 GC, status) reads tables through this module.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Tuple
 
 from .exchange_tables import TABLES, TALER_SYNC_ORDER
@@ -24,10 +24,10 @@ class Entry:
     derived: Tuple[DerivedHash, ...]
     natural_keys: Tuple[Tuple[str, ...], ...]
     taler_sync: bool
-    spec: Table                          # the Table it was derived from
     # False where Taler's schema does not make the serial unique by itself
     # (reserves_open_deposits, policy_fulfillments): the sync must check it.
     serial_unique: bool = True
+    spec: Table = field(kw_only=True)    # the Table it was derived from
 
     @property
     def first_seen_columns(self) -> Tuple[Column, ...]:
