@@ -34,6 +34,7 @@ class Setup(NamedTuple):
     partitions: int | None      # dbinit -P; None: plain tables
     foreign_keys: bool
 
+
 _DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
     f"COMMENT ON SCHEMA {SCHEMA} IS 'taler-ops bookkeeping: database role, sync state'",
