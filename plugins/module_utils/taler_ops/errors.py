@@ -15,9 +15,9 @@ EXIT_NOTCONFIGURED = 6     # configuration missing or malformed
 class TalerOpsError(Exception):
     """A failure with the exit code the CLI should end with."""
 
-    exit_code = EXIT_FAILURE
+    exit_code: int = EXIT_FAILURE
 
-    def __init__(self, message, exit_code=None):
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code

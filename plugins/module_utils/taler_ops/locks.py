@@ -5,6 +5,12 @@ exclusion and that every taler-ops version uses the same value for it (an
 upgrade runs the old and the new engine side by side).
 """
 
+from typing import Any
+
+import psycopg
+
+from .db import one_row
+
 # One dbinit at a time per database: racing runs both succeed, each patch applied once.
 DBINIT = 0x7A1E_0D81
 # One sync per safe copy; garbage collection takes it too, so it never deletes
@@ -14,15 +20,15 @@ SYNC = 0x7A1E_5C01
 AUDIT = 0x7A1E_A0D1
 
 
-def hold(conn, key):
+def hold(conn: psycopg.Connection[Any], key: int) -> None:
     """Wait for the session-level lock ``key``."""
     conn.execute("SELECT pg_advisory_lock(%s)", (key,))
 
 
-def try_hold(conn, key):
+def try_hold(conn: psycopg.Connection[Any], key: int) -> bool:
     """Take the session-level lock ``key`` if it is free; True when taken."""
-    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+    return bool(one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)))[0])
 
 
-def release(conn, key):
+def release(conn: psycopg.Connection[Any], key: int) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

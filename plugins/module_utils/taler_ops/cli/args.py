@@ -2,9 +2,13 @@
 that names the value, before anything connects."""
 
 import argparse
+from typing import TypeAlias
+
+# What each subcommand module's add_parser(sub) adds its parser to.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def positive_int(text):
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -14,11 +18,11 @@ def positive_int(text):
     return value
 
 
-def non_negative(text):
+def non_negative(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1
+        value = -1.0
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
     return value

@@ -6,22 +6,30 @@ Exit codes: 0 when the audit ran, whatever it found (findings are results);
 is unreachable or its schema is not current; 6 for configuration errors.
 """
 
+import argparse
 import json
 import logging
 import os
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any, TypeVar
 
 import psycopg
 
 from .. import audit, config
+from ..crypto.context import SignatureContext
 from ..errors import TalerOpsError
+from .args import Subparsers
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-def _write_report(path, report):
+def _write_report(path: str, report: Mapping[str, Any]) -> None:
     if path == "-":
         print(json.dumps(report, indent=2, sort_keys=True))
         return
@@ -36,7 +44,7 @@ def _write_report(path, report):
         raise TalerOpsError(f"cannot write the report to {path}: {exc}") from None
 
 
-def _handle(args):
+def _handle(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, project="taler-auditor")
     exchange_uri = config.exchangedb_uri(cfg)
     auditor_uri = config.auditordb_uri(cfg)
@@ -45,11 +53,11 @@ def _handle(args):
     auditor_pub = auditor_public_key(cfg)
     stop = {"now": False}
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping after the current check", signum)
         stop["now"] = True
 
-    def on_report(report):
+    def on_report(report: Mapping[str, Any]) -> None:
         if args.report:
             _write_report(args.report, report)
         if args.report != "-" and (args.test or report["progress_moved"] or report["findings"]):
@@ -71,26 +79,26 @@ def _handle(args):
         raise audit.database_error(exc) from None
 
 
-def _or_say_skipped(value, what, cfg):
+def _or_say_skipped(value: T | None, what: str, cfg: config.TalerConfig) -> T | None:
     """``value``; when it is None, say once on stderr which check that skips and why."""
     if value is None:
         print(f"{what} is not set in {cfg.describe()}", file=sys.stderr, flush=True)
     return value
 
 
-def auditor_public_key(cfg):
+def auditor_public_key(cfg: config.TalerConfig) -> bytes | None:
     """audit.auditor_public_key, saying once on stderr when its report is skipped."""
     return _or_say_skipped(audit.auditor_public_key(cfg), "denominations without auditor "
                            "signatures not checked: [auditor] PUBLIC_KEY", cfg)
 
 
-def signature_context(cfg):
+def signature_context(cfg: config.TalerConfig) -> SignatureContext | None:
     """audit.signature_context, saying once on stderr when the check is skipped."""
     return _or_say_skipped(audit.signature_context(cfg),
                            "signatures check skipped: [exchange] MASTER_PUBLIC_KEY", cfg)
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "audit", help="audit the exchange database incrementally (findings, balances, report)",
         description="Check the exchange database (normally the safe copy) incrementally and "

@@ -1,63 +1,75 @@
 """``taler-ops exchange-dbinit`` and ``taler-ops auditor-dbinit``."""
 
+import argparse
 import json
+from collections.abc import Sequence
 
 from .. import config
 from ..schema import dbinit
+from .args import Subparsers
 
 
-def _print_result(args, result):
+def _print_result(args: argparse.Namespace,
+                  result: dbinit.ExchangeResult | dbinit.AuditorResult, done: Sequence[str],
+                  warnings: Sequence[str] = (), queued: int = 0) -> bool:
+    """Print what dbinit did or, with --check, would do (``done``: what it did besides
+    applying patches; ``queued``: Taler's table actions not yet run).  True when the
+    caller may add more (neither --json nor --check)."""
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
-        return
-    for warning in result.get("warnings", ()):
+        return False
+    for warning in warnings:
         print(f"warning: {warning}")
     if args.check:
-        if result.get("unfinished_table_actions"):
-            print(f"queued table actions not yet run: {result['unfinished_table_actions']}")
+        if queued:
+            print(f"queued table actions not yet run: {queued}")
         if result["pending"]:
             print("pending patches: " + " ".join(result["pending"]))
         else:
             print("database is current: no pending patches")
-        return
-    if result.get("reset"):
-        print("dropped the exchange schema and unregistered its patches")
-    if result.get("dropped"):
-        print("dropped the auditor schema and unregistered its patches")
-    if result.get("restarted"):
-        print("cleared audit progress, balances, findings and the run history (deposit "
-              "confirmations kept)")
+        return False
+    for line in done:
+        print(line)
     for name in result["applied"]:
         print(f"applied {name}")
     if not result["applied"]:
         print("database is current: nothing to apply")
-    gc_result = result.get("gc")
-    if gc_result:
-        deleted = gc_result["deleted"]
-        print(f"garbage collection ({gc_result['role']}): "
-              + (", ".join(f"{t} {n}" for t, n in sorted(deleted.items())) or "nothing to delete"))
+    return True
 
 
-def _exchange(args):
+def _exchange(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, project="taler-exchange")
     uri = config.exchangedb_uri(cfg)
     result = dbinit.exchange_dbinit(uri, check=args.check, reset=args.reset, run_gc=args.gc,
                                     partitions=args.partition, role=args.role,
                                     sql_dir=config.exchangedb_sql_dir(cfg))
-    _print_result(args, result)
+    done = ["dropped the exchange schema and unregistered its patches"] if result["reset"] else []
+    if _print_result(args, result, done, result.get("warnings", []),
+                     result.get("unfinished_table_actions", 0)):
+        gc_result = result["gc"]
+        if gc_result:
+            deleted = gc_result["deleted"]
+            print(f"garbage collection ({gc_result['role']}): "
+                  + (", ".join(f"{t} {n}" for t, n in sorted(deleted.items())) or "nothing to delete"))
     return 0
 
 
-def _auditor(args):
+def _auditor(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, project="taler-auditor")
     uri = config.auditordb_uri(cfg)
     result = dbinit.auditor_dbinit(uri, check=args.check, restart=args.restart, drop=args.reset,
                                    sql_dir=config.auditordb_sql_dir(cfg))
-    _print_result(args, result)
+    done = []
+    if result["dropped"]:
+        done.append("dropped the auditor schema and unregistered its patches")
+    if result["restarted"]:
+        done.append("cleared audit progress, balances, findings and the run history (deposit "
+                    "confirmations kept)")
+    _print_result(args, result, done)
     return 0
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("exchange-dbinit", help="create, upgrade, reset or GC an exchange database",
                        description="Apply every missing exchange patch, each in its own "
                                    "transaction. Idempotent.")

@@ -1,14 +1,17 @@
 """``taler-ops gen``: fill an exchange database with traffic (bulk or live)."""
 
+import argparse
 import json
 
 from .. import config
 from ..sim import inject, workload
 from ..crypto import crockford, keyring
 from ..errors import ConfigError, UsageError
+from .args import Subparsers
 
 
-def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS, master=None):
+def keyring_for(cfg: config.TalerConfig, seed: int, rsa_bits: int = keyring.RSA_BITS,
+                master: int | None = None) -> keyring.Keyring:
     """The generator's keys for ``seed``, signing for [exchange] CURRENCY and
     BASE_URL (defaults KUDOS and keyring.DEFAULT_BASE_URL).  If the configuration
     names a MASTER_PUBLIC_KEY, it must be the seed's (else the audit, reading the
@@ -34,7 +37,7 @@ def keyring_for(cfg, seed, rsa_bits=keyring.RSA_BITS, master=None):
     return keys
 
 
-def _handler(args):
+def _handler(args: argparse.Namespace) -> int:
     if args.show_master_key:
         print(keyring.master_public_key(
             args.seed if args.master_seed is None else args.master_seed))
@@ -88,7 +91,7 @@ def _handler(args):
     return 0
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     kinds = ", ".join(f"{k} ({v})" for k, v in sorted(inject.KINDS.items()))
     p = sub.add_parser(
         "gen", help="generate exchange traffic: a bulk history or live business",

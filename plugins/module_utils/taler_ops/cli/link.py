@@ -11,17 +11,19 @@ taler-ops ingres-link -c INGRES.conf [--once] [--interval S] [--state FILE] [--j
     6: configuration.
 """
 
+import argparse
 import json
 import signal
 import threading
+from types import FrameType
 
 from .. import config
 from ..ingres import link
 from ..sync import wakeup
-from .args import non_negative, positive_int
+from .args import Subparsers, non_negative, positive_int
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     uri = config.exchangedb_uri(config.load(args.config))
     if args.install_wakeup:
         from ..db import connect
@@ -31,11 +33,14 @@ def _run(args):
         return 0
     stop = threading.Event()
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
-    settings = {k: getattr(args, k) for k in link.DEFAULTS}
+    settings: link.Settings = {
+        "interval": args.interval, "stable": args.stable, "retry": args.retry,
+        "retry_max": args.retry_max, "max_strikes": args.max_strikes,
+        "stuck_retry": args.stuck_retry}
     report = link.run(uri, stop=stop, once=args.once, subscription=args.subscription,
                       state_path=args.state, **settings)
     if args.json:
@@ -47,7 +52,7 @@ def _run(args):
     return 0
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     d = link.DEFAULTS
     p = sub.add_parser(
         "ingres-link", help="re-enable an ingres subscription a transport failure disabled",

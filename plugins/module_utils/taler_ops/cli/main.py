@@ -9,6 +9,8 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import EXIT_FAILURE, TalerOpsError
@@ -17,12 +19,12 @@ COMMAND_MODULES = ("dbinit", "gen", "sync", "audit", "status", "report", "link")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse exits 2 too; keep Taler's wording of it
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep Taler's wording
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: invalid arguments: {message}\n")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="taler-ops",
                      description="Operate the database side of a GNU Taler auditor.")
     parser.add_argument("-v", "--version", action="version", version=f"taler-ops {__version__}")
@@ -36,13 +38,14 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args) or 0
+        code: int = args.handler(args) or 0     # each handler returns its exit code
+        return code
     except TalerOpsError as exc:
         print(f"taler-ops {args.command}: ERROR: {exc}", file=sys.stderr)
         return exc.exit_code

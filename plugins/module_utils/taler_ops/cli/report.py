@@ -9,17 +9,18 @@ not be read or written; 2 for bad arguments; 5 when the auditor database is
 unreachable or holds no Taler auditor schema; 6 for configuration errors.
 """
 
+import argparse
 import os
 import sys
 import tempfile
 
 from .. import config
 from ..audit import report
-from .args import positive_int
+from .args import Subparsers, positive_int
 from ..errors import TalerOpsError
 
 
-def _write(path, text):
+def _write(path: str | None, text: str) -> None:
     if path in (None, "-"):
         sys.stdout.write(text)
         return
@@ -34,7 +35,7 @@ def _write(path, text):
         raise TalerOpsError(f"cannot write the report to {path}: {exc}") from None
 
 
-def _handle(args):
+def _handle(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, project="taler-auditor")
     auditor_uri = config.auditordb_uri(cfg)
     exchange_uri = None
@@ -57,7 +58,7 @@ def _handle(args):
     return 0
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "report", help="the auditor's report (HTML, JSON or text) from Taler's auditor database",
         description="Render the auditor's report from Taler's auditor database: what was "

@@ -1,20 +1,26 @@
 """``taler-ops status``: replication, sync and audit health; exit 0 healthy, 1 not."""
 
+import argparse
 import json
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from .. import config
 from ..monitor import status
 from ..errors import UsageError
+from ..ini import Project
+from .args import Subparsers
 
 
-def _uri(path, section, project="taler-auditor"):
+def _uri(path: str | None, section: str,
+         project: Project = "taler-auditor") -> str | None:
     """Explicit files only (status has four); loaded over the auditor's defaults as
     taler-auditor-sync loads its -s/-d, the publisher's over the exchange's."""
     return config.database_uri(config.load(path, project=project), section) if path else None
 
 
-def _table(report):
+def _table(report: Mapping[str, Any]) -> str:
     lines = []
     for part in ("publisher", "ingres", "safe_copy"):
         if part in report:
@@ -64,7 +70,7 @@ def _table(report):
     return "\n".join(lines)
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     if not any((args.publisher, args.source, args.destination, args.auditor)):
         raise UsageError("name at least one of -p, -s, -d, -a")
     if args.destination and not args.source:
@@ -86,7 +92,7 @@ def _run(args):
     return 0 if report["healthy"] else 1
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("status", help="health of replication, sync and audit (exit 1 if unhealthy)")
     p.add_argument("-p", "--publisher", metavar="CONF",
                    help="exchange primary: [exchangedb-postgres] CONFIG (slots, WAL lag)")

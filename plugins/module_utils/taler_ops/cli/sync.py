@@ -11,6 +11,7 @@ verify: taler-ops verify -s SRC.conf -d DST.conf [--block N] [--json]
         Exit 0: no changed, suspiciously deleted or missing rows; 1: some found.
 """
 
+import argparse
 import json
 import logging
 import os
@@ -18,18 +19,21 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any, TextIO
 
 import psycopg
 
 from .. import config, sync
 from ..sync import verify
-from .args import positive_int
+from .args import Subparsers, positive_int
 from ..errors import TalerOpsError, UsageError
 
 log = logging.getLogger("taler_ops.sync")
 
 
-def _uris(args):
+def _uris(args: argparse.Namespace) -> tuple[str, str]:
     src, dst = os.path.realpath(args.source), os.path.realpath(args.destination)
     if src == dst:
         raise UsageError("source and destination configuration files must differ")
@@ -45,11 +49,11 @@ def _uris(args):
 class _Progress:
     """A live line on a terminal; structured log lines otherwise."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.tty = stream.isatty()
 
-    def __call__(self, ev):
+    def __call__(self, ev: Mapping[str, Any]) -> None:
         rate = ev["rows_per_s"] or 0
         if self.tty:
             self.stream.write(f"\r{ev['table']:<26} {ev['rows']:>10} rows {rate:>10.0f} rows/s "
@@ -59,13 +63,13 @@ class _Progress:
             log.info("event=batch table=%s rows=%d watermark=%d source_max=%d rows_per_s=%.0f",
                      ev["table"], ev["rows"], ev["watermark"], ev["source_max"], rate)
 
-    def end_line(self):
+    def end_line(self) -> None:
         if self.tty:
             self.stream.write("\r\033[K")
             self.stream.flush()
 
 
-def _print_pass(result, progress, as_json):
+def _print_pass(result: Mapping[str, Any], progress: _Progress, as_json: bool) -> None:
     progress.end_line()
     if as_json:
         return
@@ -75,20 +79,20 @@ def _print_pass(result, progress, as_json):
                   f"watermark={info['watermark']}", flush=True)
 
 
-def _stop_on_signals(stop):
-    def handler(signum, frame):
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         log.warning("event=signal signal=%s: finishing the current batch", signum)
         stop.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
 
 
-def _write_pidfile(path):
+def _write_pidfile(path: str) -> None:
     with open(path, "w") as fh:
         fh.write(f"{os.getpid()}\n")
 
 
-def _sync(args):
+def _sync(args: argparse.Namespace) -> int:
     if args.hole_horizon < 0:
         raise UsageError("--hole-horizon takes a number of seconds >= 0")
     if not args.max_delay > 0:
@@ -116,9 +120,9 @@ def _sync(args):
                       + (f"; {holes} open hole(s) will be searched again by the next run"
                          if holes else ""))
             return 0
-        export = _metrics_exporter(args.metrics_textfile, src_uri, dst_uri)
+        export = _MetricsExporter(args.metrics_textfile, src_uri, dst_uri)
 
-        def on_pass(result):
+        def on_pass(result: Mapping[str, Any]) -> None:
             _print_pass(result, progress, args.json)
             export()
 
@@ -128,7 +132,7 @@ def _sync(args):
         print(f"stopped: copied {result['copied']} rows in {result['passes']} pass(es)")
         return 0
     except sync.SyncHalt as halt:
-        _metrics_exporter(args.metrics_textfile, src_uri, dst_uri)(force=True)
+        _MetricsExporter(args.metrics_textfile, src_uri, dst_uri)(force=True)
         progress.end_line()
         print(str(halt), file=sys.stderr)
         if args.json:
@@ -145,26 +149,30 @@ def _sync(args):
 METRICS_INTERVAL = 15.0  # seconds between two metrics files; a pass can be much shorter
 
 
-def _metrics_exporter(path, src_uri, dst_uri):
+class _MetricsExporter:
     """Write status metrics for node_exporter's textfile collector, at most every 15 s.
 
     A failure to export is logged, never fatal: metrics must not stop the sync.
     """
-    last = [float("-inf")]
 
-    def export(force=False):
-        if not path or (not force and time.monotonic() - last[0] < METRICS_INTERVAL):
+    def __init__(self, path: str | None, src_uri: str, dst_uri: str) -> None:
+        self.path, self.src_uri, self.dst_uri = path, src_uri, dst_uri
+        self.last = float("-inf")
+
+    def __call__(self, force: bool = False) -> None:
+        path = self.path
+        if not path or (not force and time.monotonic() - self.last < METRICS_INTERVAL):
             return
-        last[0] = time.monotonic()
+        self.last = time.monotonic()
         try:
             from ..monitor import metrics, status
-            metrics.write_textfile(status.collect(ingres_uri=src_uri, safe_uri=dst_uri), path)
+            metrics.write_textfile(status.collect(ingres_uri=self.src_uri, safe_uri=self.dst_uri),
+                                   path)
         except (ImportError, OSError, TalerOpsError, psycopg.Error) as exc:
             logging.getLogger(__name__).warning("metrics not written to %s: %s", path, exc)
-    return export
 
 
-def _verify(args):
+def _verify(args: argparse.Namespace) -> int:
     src_uri, dst_uri = _uris(args)
     report = verify.verify(src_uri, dst_uri, block_size=args.block)
     if args.json:
@@ -182,7 +190,7 @@ def _verify(args):
     return 0 if report["clean"] else 1
 
 
-def _common(p):
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-s", "--source-configuration", dest="source", required=True, metavar="FILE",
                    help="configuration of the source (ingres) database: [exchangedb-postgres] CONFIG")
     p.add_argument("-d", "--destination-configuration", dest="destination", required=True,
@@ -190,7 +198,7 @@ def _common(p):
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def add_parser(sub):
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("sync", help="copy new, valid records from the ingres copy to the safe copy",
                        description="Copy every new, valid, append-only record from the ingres "
                                    "copy into the auditor's safe copy, one consistent snapshot "

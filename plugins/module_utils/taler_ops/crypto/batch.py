@@ -16,10 +16,14 @@ import atexit
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import catalog
+from .catalog import Row
 from .context import SignatureContext
+
+if TYPE_CHECKING:   # imported where a worker first connects (see _connection)
+    import psycopg
 
 Verdict = bool | None
 
@@ -38,12 +42,12 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def verify_sequential(name: str, rows: Iterable[Mapping], ctx: SignatureContext) -> list[Verdict]:
+def verify_sequential(name: str, rows: Iterable[Row], ctx: SignatureContext) -> list[Verdict]:
     spec = catalog.get(name)
     return [spec.verify(row, ctx) for row in rows]
 
 
-def _verify_chunk(name: str, rows: list, ctx: SignatureContext) -> list[Verdict]:
+def _verify_chunk(name: str, rows: list[Row], ctx: SignatureContext) -> list[Verdict]:
     return verify_sequential(name, rows, ctx)
 
 
@@ -55,10 +59,10 @@ def _verify_chunk(name: str, rows: list, ctx: SignatureContext) -> list[Verdict]
 # (kept for the life of the worker) and sends back only the rows that did not
 # verify.
 
-_connections: dict[str, object] = {}
+_connections: dict[str, "psycopg.Connection[Any]"] = {}
 
 
-def _connection(conninfo: str):
+def _connection(conninfo: str) -> "psycopg.Connection[Any]":
     import psycopg
     conn = _connections.get(conninfo)
     if conn is None or conn.closed:
@@ -68,15 +72,19 @@ def _connection(conninfo: str):
 
 
 def verify_range(conninfo: str, name: str, ctx: SignatureContext, after: int, upto: int,
-                 schema: str = "exchange", fetch: int = 5000) -> tuple[int, list[tuple[dict, Verdict]]]:
+                 schema: str = "exchange", fetch: int = 5000,
+                 ) -> tuple[int, list[tuple[dict[str, Any], Verdict]]]:
     """Verify the rows of ``name`` with after < serial <= upto, read through
     ``conninfo``: (rows checked, [(row, verdict) for every verdict not True])."""
     spec = catalog.get(name)
     sql = f"SELECT * FROM ({spec.query(schema)}) q WHERE q.serial <= %(upto)s"
     conn = _connection(conninfo)
-    checked, bad = 0, []
+    checked = 0
+    bad: list[tuple[dict[str, Any], Verdict]] = []
     while True:
         cur = conn.execute(sql, {"after": after, "limit": fetch, "upto": upto})
+        if cur.description is None:     # a SELECT always describes its columns
+            raise AssertionError(f"{name}: the catalog's query returned no columns")
         names = [d.name for d in cur.description]
         rows = [catalog.row_from_db(names, values) for values in cur.fetchall()]
         for row in rows:
@@ -107,7 +115,7 @@ class BatchVerifier:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp)
         return self._pool
 
-    def verify(self, name: str, rows: Sequence[Mapping], ctx: SignatureContext) -> list[Verdict]:
+    def verify(self, name: str, rows: Sequence[Row], ctx: SignatureContext) -> list[Verdict]:
         rows = list(rows)
         if self.workers == 1 or len(rows) < self.min_parallel:
             return verify_sequential(name, rows, ctx)
@@ -121,7 +129,7 @@ class BatchVerifier:
         return verdicts
 
     def verify_table(self, conninfo: str, name: str, ctx: SignatureContext, after: int, upto: int,
-                     schema: str = "exchange") -> tuple[int, list[tuple[dict, Verdict]]]:
+                     schema: str = "exchange") -> tuple[int, list[tuple[dict[str, Any], Verdict]]]:
         """Rows of ``name`` with after < serial <= upto, read and verified by
         the workers in serial ranges: (rows checked, rows not valid in serial
         order with their verdicts).  ``upto`` should be the largest serial the
@@ -136,7 +144,8 @@ class BatchVerifier:
         bounds = [(lo, min(lo + step, upto)) for lo in range(after, upto, step)]
         pool = self._executor()
         futures = [pool.submit(verify_range, conninfo, name, ctx, lo, hi, schema) for lo, hi in bounds]
-        checked, bad = 0, []
+        checked = 0
+        bad: list[tuple[dict[str, Any], Verdict]] = []
         for future in futures:
             n, b = future.result()
             checked += n
@@ -151,14 +160,14 @@ class BatchVerifier:
     def __enter__(self) -> "BatchVerifier":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 _shared: dict[int, BatchVerifier] = {}
 
 
-def verify_rows(name: str, rows: Sequence[Mapping], ctx: SignatureContext,
+def verify_rows(name: str, rows: Sequence[Row], ctx: SignatureContext,
                 workers: int | None = None) -> list[Verdict]:
     """Verdicts for ``rows`` of signature column ``name`` ("table.column"),
     with a pool kept for the life of the process (one per worker count)."""

@@ -17,20 +17,26 @@ A row is a mapping of the query's column names; ``row_from_db`` turns the
 Field names, keys and caveats follow taler-signatures.md §3.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Final, Literal, Mapping
 
 from . import blocks, denom, eddsa
 from .context import SignatureContext
 from .hashes import coin_hash, merchant_wire_hash, payto_hash
+from .mint import DenominationKey
 
+# A row as the catalog's queries return it (see row_from_db): database values.
 Row = Mapping[str, Any]
+BlockBuilder = Callable[[Row, SignatureContext], list[bytes]]
+KeyOf = Callable[[Row, SignatureContext], bytes]
 
-EDDSA = "eddsa"            # Ed25519 over a purpose block
-COIN = "coin"              # unblinded RSA/CS denomination signature on a coin
-BLIND = "blind"            # blinded signature checked against the stored planchet
-BLIND_FORM = "blind-form"  # blinded signature whose message is not stored: form only
-NONE = "unverifiable"      # the signed data is not in the replicated tables
+EDDSA: Final = "eddsa"            # Ed25519 over a purpose block
+COIN: Final = "coin"              # unblinded RSA/CS denomination signature on a coin
+BLIND: Final = "blind"            # blinded signature checked against the stored planchet
+BLIND_FORM: Final = "blind-form"  # blinded signature whose message is not stored: form only
+NONE: Final = "unverifiable"      # the signed data is not in the replicated tables
+Kind = Literal["eddsa", "coin", "blind", "blind-form", "unverifiable"]
 
 _BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
@@ -44,17 +50,17 @@ class MissingConfiguration(RuntimeError):
 class SignatureColumn:
     table: str
     column: str
-    kind: str
+    kind: Kind
     purpose: int | None
     key: str                 # where the verifying key comes from
-    checkable: str           # "yes" | "partly" | "no"
+    checkable: Literal["yes", "partly", "no"]
     note: str
     serial: str              # the row's serial column (batches, findings)
     select: str              # "SELECT ... FROM {s}.table alias ..." without WHERE/ORDER
     serial_sql: str          # the serial expression in ``select``
     nullable: bool = False   # NULL means "no signature given", not "forged"
-    _blocks: Callable[[Row, SignatureContext], list[bytes]] | None = field(default=None, repr=False)
-    _pub: Callable[[Row, SignatureContext], bytes] | None = field(default=None, repr=False)
+    _blocks: BlockBuilder | None = field(default=None, repr=False)
+    _pub: KeyOf | None = field(default=None, repr=False)
     _undecided: Callable[[Row], bool] | None = field(default=None, repr=False)
 
     @property
@@ -66,14 +72,18 @@ class SignatureColumn:
                 + f" WHERE {self.serial_sql} > %(after)s ORDER BY {self.serial_sql} LIMIT %(limit)s")
 
     # -- EdDSA -------------------------------------------------------------------
+    def _eddsa(self) -> tuple[BlockBuilder, KeyOf, int]:
+        """What an EdDSA check needs: the blocks, the verifying key, the purpose."""
+        if self._blocks is None or self._pub is None or self.purpose is None:
+            raise TypeError(f"{self.name} is not an EdDSA signature over a block")
+        return self._blocks, self._pub, self.purpose
+
     def blocks(self, row: Row, ctx: SignatureContext) -> list[bytes]:
         """The candidate signed blocks (one, except close requests)."""
-        if self._blocks is None:
-            raise TypeError(f"{self.name} is not an EdDSA signature over a block")
-        return self._blocks(row, ctx)
+        return self._eddsa()[0](row, ctx)
 
     def public_key(self, row: Row, ctx: SignatureContext) -> bytes:
-        return self._pub(row, ctx)
+        return self._eddsa()[1](row, ctx)
 
     # -- verdicts ----------------------------------------------------------------
     def verify(self, row: Row, ctx: SignatureContext) -> bool | None:
@@ -90,8 +100,9 @@ class SignatureColumn:
     def _check(self, row: Row, ctx: SignatureContext, sig: bytes) -> bool:
         try:
             if self.kind == EDDSA:
-                pub = self._pub(row, ctx)
-                return any(eddsa.verify(pub, blk, sig, self.purpose) for blk in self._blocks(row, ctx))
+                blocks_of, key_of, purpose = self._eddsa()
+                pub = key_of(row, ctx)
+                return any(eddsa.verify(pub, blk, sig, purpose) for blk in blocks_of(row, ctx))
             if self.kind == COIN:
                 return denom.verify_coin(row["denom_pub"], sig, row["coin_pub"],
                                          row.get("age_commitment_hash"))
@@ -106,17 +117,18 @@ class SignatureColumn:
         raise AssertionError(self.kind)
 
     # -- signing (the generator) ---------------------------------------------------
-    def sign(self, row: Row, ctx: SignatureContext, key) -> bytes:
+    def sign(self, row: Row, ctx: SignatureContext, key: bytes | DenominationKey) -> bytes:
         """The value to store in the column.  ``key``: a 32-byte EdDSA seed;
         for known_coins a ``mint.DenominationKey``; for refresh_revealed_coins.ev_sig
         also a DenominationKey (its CS session nonce must be the planchet's)."""
-        if self.kind == EDDSA:
-            return eddsa.sign(key, self._blocks(row, ctx)[0])
-        if self.kind == COIN:
+        if self.kind == EDDSA and not isinstance(key, DenominationKey):
+            return eddsa.sign(key, self.blocks(row, ctx)[0])
+        if self.kind == COIN and isinstance(key, DenominationKey):
             return key.sign_coin(coin_hash(row["coin_pub"], row.get("age_commitment_hash")))
-        if self.kind == BLIND:
+        if self.kind == BLIND and isinstance(key, DenominationKey):
             return key.sign_planchet(row["coin_ev"], melt=True)
-        raise TypeError(f"{self.name}: no signing function (see taler_ops.crypto.mint)")
+        raise TypeError(f"{self.name}: no signing function for a {type(key).__name__} key "
+                        "(see taler_ops.crypto.mint)")
 
 
 # --- helpers for the entries ------------------------------------------------------
@@ -126,10 +138,10 @@ def amt(expr: str, alias: str) -> str:
     return f"({expr}).val AS {alias}__val, ({expr}).frac AS {alias}__frac"
 
 
-def row_from_db(names, values) -> dict:
+def row_from_db(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     """Row mapping from a cursor's column names and one tuple: ``X__val`` and
     ``X__frac`` become ``X = (val, frac)`` (None when NULL); memoryviews become bytes."""
-    row: dict = {}
+    row: dict[str, Any] = {}
     for name, value in zip(names, values):
         if isinstance(value, memoryview):
             value = bytes(value)
@@ -145,11 +157,11 @@ def row_from_db(names, values) -> dict:
     return row
 
 
-def _master(_row, ctx):
+def _master(_row: Row, ctx: SignatureContext) -> bytes:
     return ctx.master_pub
 
 
-def _col(name):
+def _col(name: str) -> KeyOf:
     return lambda row, _ctx: row[name]
 
 
@@ -159,7 +171,7 @@ DENOM_TERMS_SQL = ("d.valid_from, d.expire_withdraw, d.expire_deposit, d.expire_
                    + ", d.denom_pub")
 
 
-def _denom_terms(row):
+def _denom_terms(row: Row) -> blocks.DenomTerms:
     # The hash is recomputed from denom_pub: the signature then binds the key
     # actually stored, not only the stored hash column.
     return (row["valid_from"], row["expire_withdraw"], row["expire_deposit"], row["expire_legal"],
@@ -167,7 +179,7 @@ def _denom_terms(row):
             row["fee_refund"], denom.DenomPub.parse(row["denom_pub"]).hash())
 
 
-def _close_candidates(row, ctx):
+def _close_candidates(row: Row, ctx: SignatureContext) -> list[bytes]:
     # What the wallet signed as target is not stored in close_requests; the
     # candidates are the account the close actually paid (reserves_close, when
     # linked), the reserve's origin account (payto_uri) and "no target".
@@ -176,12 +188,12 @@ def _close_candidates(row, ctx):
     return [blocks.reserve_close(row["close_timestamp"], h) for h in targets + [None]]
 
 
-def _link_block(row, _ctx):
+def _link_block(row: Row, _ctx: SignatureContext) -> list[bytes]:
     return [blocks.link(row["denom_pub_hash"], row["transfer_pub"],
                         denom.planchet_hash(row["denom_pub_hash"], row["coin_ev"]))]
 
 
-def _deposit_block(row, ctx):
+def _deposit_block(row: Row, ctx: SignatureContext) -> list[bytes]:
     # The policy hash is signed as zeros: a deposit with a policy signed a
     # hash of its policy JSON that the replicated tables do not give back.
     return [blocks.deposit(
@@ -191,26 +203,26 @@ def _deposit_block(row, ctx):
         row["fee_deposit"], row["merchant_pub"], row.get("wallet_data_hash"))]
 
 
-def _account_merge_block(row, ctx):
+def _account_merge_block(row: Row, ctx: SignatureContext) -> list[bytes]:
     return [blocks.account_merge(
         ctx.currency, row["purse_expiration"], row["amount_with_fee"], row["purse_fee"],
         row["h_contract_terms"], row["purse_pub"], row["merge_timestamp"], row["age_limit"],
         row["flags"])]
 
 
-def _base_url(row, ctx):
+def _base_url(row: Row, ctx: SignatureContext) -> str:
     """The exchange whose URL a purse merge or deposit signed: ours, or for a
     partner purse the partner's (``partners`` is replicated by taler-ops)."""
     if row.get("partner_serial_id") is not None:
         if not row.get("partner_base_url"):
             raise ValueError("partner row not replicated")
-        return row["partner_base_url"]
+        return str(row["partner_base_url"])
     if not ctx.exchange_base_url:
         raise MissingConfiguration("[exchange] BASE_URL is needed to check purse signatures")
     return ctx.exchange_base_url
 
 
-def _partner_unknown(row):
+def _partner_unknown(row: Row) -> bool:
     return row.get("partner_serial_id") is not None and not row.get("partner_base_url")
 
 

@@ -1,9 +1,13 @@
 """The configuration values a signature check needs besides the row itself."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import crockford
 from .encoding import check_currency
+
+if TYPE_CHECKING:   # the crypto layer does not load the configuration reader itself
+    from ..ini import TalerConfig
 
 
 @dataclass(frozen=True)
@@ -18,13 +22,13 @@ class SignatureContext:
     master_pub: bytes
     exchange_base_url: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "currency", check_currency(self.currency))
         if len(self.master_pub) != 32:
             raise ValueError("master public key must be 32 bytes")
 
     @classmethod
-    def from_config(cls, cfg) -> "SignatureContext":
+    def from_config(cls, cfg: "TalerConfig") -> "SignatureContext":
         """From a ``taler_ops.config.TalerConfig``; a missing or malformed
         option raises ConfigError / ValueError naming it."""
         from ..errors import ConfigError

@@ -116,7 +116,8 @@ def blinding_secrets(bks: bytes) -> tuple[tuple[bytes, bytes], tuple[bytes, byte
     return (a0, b0), (a1, b1)
 
 
-def blind(pub: bytes, msg: bytes, bks: bytes, r_pub: tuple[bytes, bytes]):
+def blind(pub: bytes, msg: bytes, bks: bytes, r_pub: tuple[bytes, bytes],
+          ) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
     """Wallet side: blinded challenges (c0, c1) and the blinded nonces (R'0, R'1)."""
     cs, rs = [], []
     for (alpha, beta), r_i in zip(blinding_secrets(bks), r_pub):
@@ -124,7 +125,7 @@ def blind(pub: bytes, msg: bytes, bks: bytes, r_pub: tuple[bytes, bytes]):
         c_i = fdh(r_blind, msg, pub) + scalar(beta)
         cs.append(scalar_bytes(c_i))
         rs.append(r_blind)
-    return tuple(cs), tuple(rs)
+    return (cs[0], cs[1]), (rs[0], rs[1])
 
 
 def choose_b(x: bytes, session_nonce: bytes) -> int:

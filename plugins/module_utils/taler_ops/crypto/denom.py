@@ -99,7 +99,12 @@ def encode_cs_planchet(c: tuple[bytes, bytes], session_nonce: bytes) -> bytes:
 
 
 def encode_ewv(cipher: int, r_pub: tuple[bytes, bytes] | None = None) -> bytes:
-    body = b"" if cipher == RSA else bytes(r_pub[0]) + bytes(r_pub[1])
+    if cipher == RSA:
+        body = b""
+    elif r_pub is None:
+        raise ValueError("the blinding input values of a CS coin are its nonces R0, R1")
+    else:
+        body = bytes(r_pub[0]) + bytes(r_pub[1])
     return u32(cipher) + u32(INPUT_VALUES) + body
 
 

@@ -60,7 +60,12 @@ def check_currency(currency: str) -> str:
     return cur
 
 
-def amount_parts(amount: Any) -> tuple[int, int]:
+# An amount as the database (or a caller) gives it: (val, frac), a mapping or an
+# object with val and frac; the currency is the configured one.
+Amount = Any
+
+
+def amount_parts(amount: Amount) -> tuple[int, int]:
     """(val, frac) from a tuple/list, a mapping or an object with val/frac."""
     if isinstance(amount, (tuple, list)):
         val, frac = amount
@@ -71,7 +76,7 @@ def amount_parts(amount: Any) -> tuple[int, int]:
     return int(val), int(frac)
 
 
-def amount_nbo(amount: Any, currency: str) -> bytes:
+def amount_nbo(amount: Amount, currency: str) -> bytes:
     """``TALER_AmountNBO`` (24 bytes): u64 value, u32 fraction, 12-byte currency.
 
     The database's ``taler_amount`` has no currency: it is the configured one.

@@ -25,18 +25,18 @@ RSA_BITS = 1024
 RSA_E = 65537
 
 
-def _kdf(*parts) -> bytes:
+def _kdf(*parts: bytes | str | int) -> bytes:
     data = b"taler-ops-gen\x00" + b"\x00".join(
         p if isinstance(p, bytes) else str(p).encode() for p in parts)
     return sha512(data)
 
 
-def master_seed(seed) -> bytes:
+def master_seed(seed: int) -> bytes:
     """The offline master key's 32-byte EdDSA seed for generator seed ``seed``."""
     return _kdf("master", seed)[:32]
 
 
-def master_public_key(seed) -> str:
+def master_public_key(seed: int) -> str:
     """``[exchange] MASTER_PUBLIC_KEY`` (Crockford base32) of generator seed ``seed``."""
     return crockford.encode(eddsa.public_key(master_seed(seed)))
 
@@ -55,16 +55,20 @@ class _Stream:
         return out[:n]
 
 
-def _prime(stream: _Stream, bits: int, e: int) -> int:
+def _next_prime(x: int) -> int:
     try:
         import gmpy2
-        next_prime = lambda x: int(gmpy2.next_prime(x))  # noqa: E731
     except ImportError:  # pragma: no cover - gmpy2 is a dependency
-        from sympy import nextprime as next_prime
+        from sympy import nextprime
+        return int(nextprime(x))
+    return int(gmpy2.next_prime(x))
+
+
+def _prime(stream: _Stream, bits: int, e: int) -> int:
     while True:
         # Top two bits set: the product of two such primes has exactly 2·bits bits.
         x = int.from_bytes(stream.read(bits // 8), "big") | (3 << (bits - 2)) | 1
-        p = next_prime(x)
+        p = _next_prime(x)
         if p.bit_length() == bits and (p - 1) % e != 0:
             return p
 
@@ -83,8 +87,8 @@ class Keyring:
     """Everything the generator signs with: the master key, the signature
     context (currency, master public key, base URL) and denomination keys."""
 
-    def __init__(self, seed=0, currency: str | None = None, base_url: str | None = None,
-                 rsa_bits: int = RSA_BITS, master: int | None = None):
+    def __init__(self, seed: int = 0, currency: str | None = None, base_url: str | None = None,
+                 rsa_bits: int = RSA_BITS, master: int | None = None) -> None:
         # An exchange has one master key whatever traffic it sees: ``master`` (default:
         # ``seed``) lets runs with different seeds sign as the same exchange.
         self.seed = seed

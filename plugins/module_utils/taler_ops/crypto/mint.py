@@ -31,8 +31,10 @@ class DenominationKey:
         self.age_mask = age_mask
         self.rsa_priv = rsa_priv
         if cipher == denom.RSA:
-            self.pub = denom.DenomPub.from_rsa(rsa_priv.public, age_mask)
+            self.pub = denom.DenomPub.from_rsa(self._rsa.public, age_mask)
         else:
+            if cs_priv is None:
+                raise ValueError("a CS denomination key needs its private seed")
             self.cs_priv, cs_pub = cs.keypair(cs_priv)
             self.pub = denom.DenomPub.from_cs(cs_pub, age_mask)
         self.denom_pub = self.pub.encode()
@@ -47,11 +49,18 @@ class DenominationKey:
         """``seed`` is clamped into the private scalar (random when None)."""
         return cls(denom.CS, age_mask, cs_priv=seed or os.urandom(32))
 
+    @property
+    def _rsa(self) -> rsa.RsaPrivateKey:
+        """The private key of an RSA denomination (a CS one has none)."""
+        if self.rsa_priv is None:
+            raise ValueError("an RSA denomination key needs its private key")
+        return self.rsa_priv
+
     # -- the exchange ---------------------------------------------------------------
     def sign_coin(self, c_hash: bytes) -> bytes:
         """An unblinded signature directly (known_coins.denom_sig), no protocol."""
         if self.cipher == denom.RSA:
-            return denom.encode_rsa_sig(rsa.sign(self.rsa_priv, c_hash))
+            return denom.encode_rsa_sig(rsa.sign(self._rsa, c_hash))
         # A deterministic nonce per (key, message), as RFC 6979 does: never
         # the same r for two messages, which would reveal the key.
         r_seed = sha512(b"taler-ops cs nonce" + self.cs_priv + bytes(c_hash))[:32]
@@ -67,7 +76,7 @@ class DenominationKey:
         if cipher != self.cipher:
             raise ValueError("planchet of another cipher")
         if cipher == denom.RSA:
-            return denom.encode_rsa_sig(self.rsa_priv.sign_raw(int.from_bytes(payload, "big")),
+            return denom.encode_rsa_sig(self._rsa.sign_raw(int.from_bytes(payload, "big")),
                                         blinded=True)
         c, nonce = (payload[:32], payload[32:64]), payload[64:96]
         b, s_b = cs.sign_blinded(self.cs_priv, cs.r_derive(self.cs_priv, nonce, melt), c, nonce)
@@ -84,14 +93,14 @@ class DenominationKey:
             # The same values as blind → sign → unblind, with one private-key
             # operation and no inverse: for h = FDH(msg) and blinding factor r,
             # blinded = h·r^e, its signature (h·r^e)^d = h^d·r, unblinded h^d.
-            pub = self.rsa_priv.public
+            pub = self._rsa.public
             h, r = rsa.fdh(pub, msg), rsa.blinding_factor(pub, bks)
             if h is None or r is None:
                 raise ValueError("malicious RSA key")
             blinded = h * rsa._powmod(r, pub.e, pub.n) % pub.n
             coin_ev = denom.encode_rsa_planchet(blinded)
             ewv = denom.encode_ewv(denom.RSA)
-            unblinded = self.rsa_priv.sign_raw(h)
+            unblinded = self._rsa.sign_raw(h)
             blind_sig_int = unblinded * r % pub.n
             coin_sig = denom.encode_rsa_sig(unblinded)
             return Planchet(coin_ev, ewv, coin_ev_hash(self.denom_pub_hash, denom.RSA,

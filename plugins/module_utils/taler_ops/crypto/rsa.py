@@ -26,8 +26,11 @@ try:
     def _gcd(a: int, b: int) -> int:
         return int(_gmp.gcd(a, b))
 except ImportError:  # pragma: no cover - gmpy2 is a dependency; stay correct without it
-    _powmod = pow
-    _gcd = math.gcd
+    def _powmod(b: int, e: int, m: int) -> int:
+        return pow(b, e, m)
+
+    def _gcd(a: int, b: int) -> int:
+        return math.gcd(a, b)
 
 FDH_LABEL = b"RSA-FDA FTpsW!"
 BLIND_XTS = b"Blinding KDF extractor HMAC key"

@@ -50,6 +50,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 import psycopg
 from psycopg import sql
@@ -60,8 +62,47 @@ from ..errors import DatabaseNotReady
 log = logging.getLogger("taler_ops.link")
 
 WHAT = "ingres database (link keeper)"
-DEFAULTS = {"interval": 5.0, "stable": 60.0, "retry": 5.0, "retry_max": 300.0,
-            "max_strikes": 3, "stuck_retry": 3600.0}
+
+
+class Overrides(TypedDict, total=False):
+    """The keeper's settings a caller may change (see the module docstring)."""
+    interval: float
+    stable: float
+    retry: float
+    retry_max: float
+    max_strikes: int
+    stuck_retry: float
+
+
+class Settings(Overrides, total=True):
+    pass
+
+
+DEFAULTS: Settings = {"interval": 5.0, "stable": 60.0, "retry": 5.0, "retry_max": 300.0,
+                      "max_strikes": 3, "stuck_retry": 3600.0}
+
+# What the keeper last made of a subscription (logged as event=<phase>).
+Phase = Literal["healthy", "healing", "probing", "waiting", "stuck", "unknown",
+                "operator-disabled"]
+
+
+class SubState(TypedDict):
+    """The keeper's memory of one subscription (kept in --state across restarts)."""
+    name: str
+    phase: Phase | None
+    errors: int | None            # the error count while last seen enabled: the baseline
+    strikes: int
+    retry_at: NotRequired[float | None]   # when to enable it again (None: never)
+    enabled_at: NotRequired[float]
+    origin_at_enable: NotRequired[int]
+    failed_at: NotRequired[float]
+    origin_at_failure: NotRequired[int]
+
+
+class Report(TypedDict):
+    checked_at: float
+    checks: int
+    subscriptions: dict[str, SubState]    # by subscription oid
 
 _SUBS = """
 SELECT s.oid, s.subname, s.subenabled, s.subdisableonerr,
@@ -77,7 +118,7 @@ SELECT s.oid, s.subname, s.subenabled, s.subdisableonerr,
 """
 
 
-def read_subscriptions(conn):
+def read_subscriptions(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
     rows = cur.execute(_SUBS).fetchall()
     for r in rows:
@@ -89,7 +130,8 @@ def read_subscriptions(conn):
 class Keeper:
     """Decisions for the subscriptions of one ingres database; ``check()`` is one round."""
 
-    def __init__(self, uri, subscription=None, state_path=None, clock=time.time, **settings):
+    def __init__(self, uri: str, subscription: str | None = None, state_path: str | None = None,
+                 clock: Callable[[], float] = time.time, **settings: Unpack[Overrides]) -> None:
         unknown = set(settings) - set(DEFAULTS)
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}")
@@ -97,9 +139,9 @@ class Keeper:
         self.only = subscription
         self.state_path = state_path
         self.clock = clock
-        self.s = dict(DEFAULTS, **settings)
-        self.conn = None
-        self.subs = {}          # subscription oid (str) -> state dict
+        self.s: Settings = {**DEFAULTS, **settings}
+        self.conn: psycopg.Connection[Any] | None = None
+        self.subs: dict[str, SubState] = {}     # subscription oid (str) -> state
         self.checks = 0
         if state_path and os.path.exists(state_path):
             try:
@@ -109,11 +151,11 @@ class Keeper:
                 log.warning("event=state-ignored path=%s reason=%s", state_path, exc)
 
     # -- persistence and reporting ------------------------------------------------
-    def report(self):
+    def report(self) -> Report:
         return {"checked_at": self.clock(), "checks": self.checks,
                 "subscriptions": self.subs}
 
-    def _save(self):
+    def _save(self) -> None:
         if not self.state_path:
             return
         tmp = f"{self.state_path}.tmp"
@@ -121,17 +163,18 @@ class Keeper:
             json.dump(self.report(), fh, indent=1, sort_keys=True)
         os.replace(tmp, self.state_path)
 
-    def close(self):
+    def close(self) -> None:
         close_quietly(self.conn)
         self.conn = None
 
     # -- one round -------------------------------------------------------------------
-    def check(self):
+    def check(self) -> Report:
         """Look at every subscription once, act where needed; returns the report."""
         if self.conn is None or self.conn.closed:
             self.conn = connect(self.uri, WHAT, autocommit=True, connect_timeout=5)
+        conn = self.conn
         try:
-            rows = read_subscriptions(self.conn)
+            rows = read_subscriptions(conn)
             seen = set()
             for row in rows:
                 if self.only and row["subname"] != self.only:
@@ -141,7 +184,7 @@ class Keeper:
                 st = self.subs.setdefault(key, {"name": row["subname"], "phase": None,
                                                 "errors": None, "strikes": 0})
                 st["name"] = row["subname"]
-                self._one(row, st)
+                self._one(conn, row, st)
             for key in set(self.subs) - seen:   # dropped subscriptions
                 del self.subs[key]
         except psycopg.OperationalError:
@@ -151,14 +194,15 @@ class Keeper:
         self._save()
         return self.report()
 
-    def _set_phase(self, st, phase, level=logging.INFO, **detail):
+    def _set_phase(self, st: SubState, phase: Phase, level: int = logging.INFO,
+                   **detail: object) -> None:
         if st.get("phase") != phase:
             extra = " ".join(f"{k}={v}" for k, v in detail.items())
             log.log(level, "event=%s subscription=%s%s", phase, st["name"],
                     f" {extra}" if extra else "")
         st["phase"] = phase
 
-    def _one(self, row, st):
+    def _one(self, conn: psycopg.Connection[Any], row: dict[str, Any], st: SubState) -> None:
         now = self.clock()
         phase = st.get("phase")
         if row["subenabled"]:
@@ -206,8 +250,9 @@ class Keeper:
             self._set_phase(st, phase, logging.WARNING, strikes=st["strikes"],
                             retry_in=f"{delay:g}s")
         if phase in ("waiting", "stuck"):
-            if st.get("retry_at") is not None and now >= st["retry_at"]:
-                self.conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(
+            retry_at = st.get("retry_at")
+            if retry_at is not None and now >= retry_at:
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(
                     sql.Identifier(row["subname"])))
                 st["enabled_at"] = now
                 st["origin_at_enable"] = row["origin"]
@@ -221,10 +266,13 @@ class Keeper:
         self._set_phase(st, "operator-disabled")
 
 
-def run(uri, stop=None, once=False, on_check=None, **kwargs):
+def run(uri: str, stop: threading.Event | None = None, once: bool = False,
+        on_check: Callable[[Report], object] | None = None, subscription: str | None = None,
+        state_path: str | None = None, clock: Callable[[], float] = time.time,
+        **settings: Unpack[Overrides]) -> Report | None:
     """Check until ``stop`` is set (or once); unreachable ingres is retried, never fatal."""
     stop = stop or threading.Event()
-    keeper = Keeper(uri, **kwargs)
+    keeper = Keeper(uri, subscription, state_path, clock, **settings)
     report = None
     try:
         while True:
@@ -246,6 +294,6 @@ def run(uri, stop=None, once=False, on_check=None, **kwargs):
         keeper.close()
 
 
-def stuck(report):
-    return sorted(st["name"] for st in (report or {}).get("subscriptions", {}).values()
-                  if st.get("phase") == "stuck")
+def stuck(report: Report | None) -> list[str]:
+    subs = report["subscriptions"] if report else {}
+    return sorted(st["name"] for st in subs.values() if st.get("phase") == "stuck")

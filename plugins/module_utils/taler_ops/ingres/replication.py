@@ -6,21 +6,30 @@ upgrade playbook's drain step (publisher WAL position confirmed by the
 subscription).
 """
 
+from typing import Any, NotRequired, TypedDict
+
 import psycopg
 
-from ..db import connect
+from ..db import connect, one_row
 from ..errors import DatabaseNotReady
 
 
-def instance(uri, what):
+class Instance(TypedDict):
+    up: bool
+    version: NotRequired[str]         # when up
+    in_recovery: NotRequired[bool]    # when up: a hot standby
+    error: NotRequired[str]           # when down: why
+
+
+def instance(uri: str, what: str) -> Instance:
     """Is the server up, and what is it: {up, version, in_recovery} or {up: False, error}."""
     try:
         conn = connect(uri, what, autocommit=True, connect_timeout=5)
     except DatabaseNotReady as exc:
         return {"up": False, "error": str(exc)}
     with conn:
-        version, recovery = conn.execute(
-            "SELECT current_setting('server_version'), pg_is_in_recovery()").fetchone()
+        version, recovery = one_row(conn.execute(
+            "SELECT current_setting('server_version'), pg_is_in_recovery()"))
     return {"up": True, "version": version, "in_recovery": recovery}
 
 
@@ -41,7 +50,7 @@ SELECT s.slot_name, s.slot_type, s.database, s.active, s.wal_status,
 """
 
 
-def publisher_slots(conn, slot_name=None):
+def publisher_slots(conn: psycopg.Connection[Any], slot_name: str | None = None) -> list[dict[str, Any]]:
     """Replication slots on the exchange primary: state, retained WAL and lag in bytes."""
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
     return cur.execute(_SLOTS, {"slot": slot_name}).fetchall()
@@ -80,28 +89,28 @@ SELECT r.pid AS receiver_pid, r.status, r.slot_name, r.sender_host, r.sender_por
 """
 
 
-def wal_receiver(conn):
+def wal_receiver(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """A hot standby's WAL receiver and replay position (run on the standby)."""
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-    return cur.execute(_WAL_RECEIVER).fetchone()
+    return one_row(cur.execute(_WAL_RECEIVER))    # the LEFT JOIN makes it one row, always
 
 
-def subscriptions(conn):
+def subscriptions(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """Subscriptions of the ingres database with their apply worker's state and errors."""
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
     return cur.execute(_SUBSCRIPTIONS).fetchall()
 
 
-def current_wal_lsn(conn):
+def current_wal_lsn(conn: psycopg.Connection[Any]) -> str:
     """Where the publisher's WAL ends, commits still in WAL buffers included.
 
     pg_current_wal_lsn() is the *write* position: with asynchronous commit it can
     lie before the last commit, and a drain check against it passes too early.
     """
-    return conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+    return str(one_row(conn.execute("SELECT pg_current_wal_insert_lsn()::text"))[0])
 
 
-def slot_confirmed(conn, slot_name, lsn):
+def slot_confirmed(conn: psycopg.Connection[Any], slot_name: str, lsn: str) -> bool:
     """Has the subscriber confirmed everything up to ``lsn`` (publisher side)?
 
     A physical slot has no confirmed_flush_lsn: its restart_lsn is what the
@@ -113,7 +122,7 @@ def slot_confirmed(conn, slot_name, lsn):
     return bool(row and row[0])
 
 
-def standby_replayed(conn, lsn):
+def standby_replayed(conn: psycopg.Connection[Any], lsn: str) -> bool:
     """Has the hot standby (``conn``) replayed the primary's WAL up to ``lsn``?
 
     What the sync reads on a standby is what was replayed, so this, not the

@@ -9,7 +9,12 @@ Taler's own SQL files can get it afterwards.  Databases made by an older
 taler-ops keep their rows: the tables are moved out of ``exchange``.
 """
 
+from typing import Any, Literal, NamedTuple
+
+import psycopg
 from psycopg import sql
+
+from ..db import one_row
 
 SCHEMA = "taler_ops"
 SETUP = f"{SCHEMA}.database_setup"
@@ -18,7 +23,17 @@ HALTS = f"{SCHEMA}.sync_halts"
 HOLES = f"{SCHEMA}.sync_holes"
 CUTS = f"{SCHEMA}.sync_cuts"
 TABLES = ("database_setup", "sync_watermarks", "sync_halts", "sync_holes", "sync_cuts")
-ROLES = ("primary", "ingres", "safe-copy")
+# What a database is (recorded at creation; GC and the sync read it).
+Role = Literal["primary", "ingres", "safe-copy"]
+ROLES: tuple[Role, ...] = ("primary", "ingres", "safe-copy")
+
+
+class Setup(NamedTuple):
+    """The database_setup row: what the database is and how it was laid out."""
+    role: Role
+    partitions: int | None      # dbinit -P; None: plain tables
+    foreign_keys: bool
+
 
 _DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -79,17 +94,19 @@ _DDL = [
 ]
 
 
-def _move_legacy(conn):
+def _move_legacy(conn: psycopg.Connection[Any]) -> None:
     """Tables an older taler-ops created in schema exchange move here, rows and all."""
     for name in TABLES:
-        old = conn.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-                           (f"exchange.{name}", f"{SCHEMA}.{name}")).fetchone()
+        old = one_row(conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (f"exchange.{name}", f"{SCHEMA}.{name}")))
         if old[0] and not old[1]:
             conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
                 sql.Identifier("exchange", name), sql.Identifier(SCHEMA)))
 
 
-def create(conn, role, partitions, foreign_keys):
+def create(conn: psycopg.Connection[Any], role: Role, partitions: int | None,
+           foreign_keys: bool) -> None:
     """Idempotent: schema, tables and the one database_setup row (kept if present)."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     _move_legacy(conn)
@@ -100,23 +117,25 @@ def create(conn, role, partitions, foreign_keys):
         "ON CONFLICT (singleton) DO NOTHING", (role, partitions, foreign_keys))
 
 
-def exists(conn):
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (SETUP,)).fetchone()[0]
+def exists(conn: psycopg.Connection[Any]) -> bool:
+    return bool(one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (SETUP,)))[0])
 
 
-def read_setup(conn):
+def read_setup(conn: psycopg.Connection[Any]) -> Setup | None:
     """(role, partitions, foreign_keys) of an exchange database, or None before create()."""
     if not exists(conn):
         legacy = conn.execute("SELECT to_regclass('exchange.database_setup') IS NOT NULL")
-        if not legacy.fetchone()[0]:
+        if not one_row(legacy)[0]:
             return None
         # Not migrated yet (dbinit moves it): still readable, e.g. on a hot standby.
-        return conn.execute(
+        row = conn.execute(
             "SELECT role, partitions, foreign_keys FROM exchange.database_setup").fetchone()
-    return conn.execute(f"SELECT role, partitions, foreign_keys FROM {SETUP}").fetchone()
+    else:
+        row = conn.execute(f"SELECT role, partitions, foreign_keys FROM {SETUP}").fetchone()
+    return None if row is None else Setup(*row)
 
 
-def drop(conn):
+def drop(conn: psycopg.Connection[Any]) -> None:
     """The exchange's bookkeeping; the schema too once nothing else is left in it.
 
     An auditor database may share the database (and schema taler_ops, for the
@@ -125,8 +144,8 @@ def drop(conn):
     for name in TABLES:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
             sql.Identifier(SCHEMA, name)))
-    left = conn.execute(
+    left = one_row(conn.execute(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s", (SCHEMA,)).fetchone()[0]
+        "WHERE n.nspname = %s", (SCHEMA,)))[0]
     if not left:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")

@@ -5,22 +5,71 @@ registration in ``_v.patches``; a whole run holds an advisory lock so racing
 runs apply every patch once and both succeed.  ``check`` only reads.
 """
 
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+
 import psycopg
 from psycopg import sql
 
 from . import auditor_schema, bookkeeping, exchange_schema, gc, registry, taler_sql, versioning
-from ..db import connect
+from ..db import connect, one_row
 from ..errors import CreateError, DatabaseNotReady, TalerOpsError, UsageError
-from .state import (AUDITOR_WHAT, EXCHANGE_WHAT, auditor_flavour, exchange_flavour, legacy_model, read_setup,
-                    refuse_legacy, schema_exists)
+from .bookkeeping import Role, Setup
+from .exchange_schema import Patch
+from .state import (AUDITOR_WHAT, EXCHANGE_WHAT, AuditorFlavour, Flavour, auditor_flavour, exchange_flavour,
+                    legacy_model, read_setup, refuse_legacy, schema_exists)
 
 
-def _pending(conn, patches, prefix):
+class SetupDict(TypedDict):
+    role: Role
+    partitions: int | None
+    foreign_keys: bool
+
+
+class ExchangeResult(TypedDict):
+    """What exchange-dbinit did (or, with check, would do)."""
+    patches_before: list[str]
+    pending: list[str]
+    applied: list[str]
+    reset: bool
+    gc: gc.GcResult | None
+    # Set before every return, once known.
+    patches_after: NotRequired[list[str]]
+    setup: NotRequired[SetupDict | None]
+    # A database built from Taler's SQL files only.
+    flavour: NotRequired[Literal["taler"]]
+    unfinished_table_actions: NotRequired[int]
+    warnings: NotRequired[list[str]]
+    not_copied: NotRequired[taler_sql.NotCopied]
+
+
+class ExchangeDropResult(TypedDict):
+    patches_before: list[str]
+    patches_after: list[str]
+    applied: list[str]
+    pending: list[str]
+    dropped: bool
+    setup: None
+
+
+class AuditorResult(TypedDict):
+    """What auditor-dbinit did (or, with check, would do)."""
+    patches_before: list[str]
+    pending: list[str]
+    applied: list[str]
+    restarted: bool
+    dropped: bool
+    patches_after: NotRequired[list[str]]      # set before every return
+    flavour: NotRequired[Literal["taler"]]     # built from Taler's SQL files
+
+
+def _pending(conn: psycopg.Connection[Any], patches: Sequence[Patch], prefix: str) -> list[Patch]:
     have = set(versioning.applied(conn, prefix))
     return [p for p in patches if p.name not in have]
 
 
-def _apply(conn, patches, render, what):
+def _apply(conn: psycopg.Connection[Any], patches: Sequence[Patch],
+           render: Callable[[str], Sequence[versioning.Statement]], what: str) -> list[str]:
     applied = []
     for patch in patches:
         try:
@@ -32,7 +81,7 @@ def _apply(conn, patches, render, what):
     return applied
 
 
-def serial_indexes(conn, role):
+def serial_indexes(conn: psycopg.Connection[Any], role: Role) -> list[str]:
     """On the model's ingres and safe copies, an index led by each replicated table's serial.
 
     The sync reads the ingres copy and checks the safe copy by serial range, batch
@@ -48,11 +97,11 @@ def serial_indexes(conn, role):
     for entry in registry.REPLICATED:
         # A table of a later patch than the database has (stopped at an earlier
         # patch level, e.g. before model-exchange-0002) has no serial to index yet.
-        if conn.execute(
+        if one_row(conn.execute(
                 "SELECT to_regclass(%s) IS NULL OR EXISTS (SELECT 1 FROM pg_index i"
                 " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
                 " WHERE i.indrelid = to_regclass(%s) AND a.attname = %s)",
-                (entry.qualified, entry.qualified, entry.serial)).fetchone()[0]:
+                (entry.qualified, entry.qualified, entry.serial)))[0]:
             continue
         name = f"taler_ops_{entry.name}_by_serial"
         conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON {entry.qualified} ("{entry.serial}")')
@@ -60,8 +109,9 @@ def serial_indexes(conn, role):
     return created
 
 
-def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None, role=None,
-                    now_us=None, sql_dir=None):
+def exchange_dbinit(uri: str, check: bool = False, reset: bool = False, run_gc: bool = False,
+                    partitions: int | None = None, role: Role | None = None,
+                    now_us: int | None = None, sql_dir: str | None = None) -> ExchangeResult:
     """Bring an exchange database to the current schema; returns a result dict.
 
     ``sql_dir``: the directory of Taler's exchange SQL files ([exchangedb-postgres]
@@ -84,8 +134,8 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         before = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         setup = read_setup(conn)
         pending = _pending(conn, exchange_schema.PATCHES, exchange_schema.PATCH_PREFIX)
-        result = {"patches_before": before, "pending": [p.name for p in pending],
-                  "applied": [], "reset": False, "gc": None}
+        result: ExchangeResult = {"patches_before": before, "pending": [p.name for p in pending],
+                                  "applied": [], "reset": False, "gc": None}
         if not reset:
             versioning.refuse_unknown(before, exchange_schema.PATCHES, EXCHANGE_WHAT)
         if check:
@@ -105,9 +155,9 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
             foreign_keys = partitions is None and role != "ingres"
         versioning.ensure_versioning(conn)
 
-        def render(name):
-            stmts = exchange_schema.render(name, partitions, foreign_keys,
-                                           inline_foreign_keys=role != "ingres")
+        def render(name: str) -> list[versioning.Statement]:
+            stmts: list[versioning.Statement] = list(exchange_schema.render(
+                name, partitions, foreign_keys, inline_foreign_keys=role != "ingres"))
             if name == exchange_schema.PATCHES[0].name:
                 # The role is recorded in the same transaction as the schema it describes.
                 stmts = stmts + [lambda c: bookkeeping.create(c, role, partitions, foreign_keys)]
@@ -128,8 +178,9 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
         conn.close()
 
 
-def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partitions, role,
-                           now_us):
+def _taler_exchange_dbinit(conn: psycopg.Connection[Any], sql_dir: str | None, flavour: Flavour | None,
+                           check: bool, reset: bool, run_gc: bool, partitions: int | None,
+                           role: Role | None, now_us: int | None) -> ExchangeResult:
     """exchange-dbinit on Taler's own schema: Taler's files, taler-ops' bookkeeping beside."""
     prefix = taler_sql.EXCHANGE_PREFIX
     if sql_dir:
@@ -145,10 +196,12 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
     before = taler_sql.registered(conn, prefix)
     setup = read_setup(conn)
     pending = [n for n, _ in taler_sql.pending(conn, sql_dir, prefix)] if sql_dir else []
-    result = {"flavour": "taler", "patches_before": before, "pending": pending,
-              "unfinished_table_actions": taler_sql.unfinished_table_actions(conn) or 0,
-              "applied": [], "reset": False, "gc": None, "warnings": [],
-              "not_copied": {"tables": [], "columns": []}}
+    result: ExchangeResult = {
+        "flavour": "taler", "patches_before": before, "pending": pending,
+        "unfinished_table_actions": taler_sql.unfinished_table_actions(conn) or 0,
+        "applied": [], "reset": False, "gc": None, "warnings": [],
+        "not_copied": {"tables": [], "columns": []}}
+    warnings: list[str] = result["warnings"]
     if check:
         return _checked(result, setup, partitions, role, reset)
     if reset:
@@ -157,11 +210,12 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
             if flavour in ("model", "legacy"):
                 _drop_exchange_model(conn)
         if flavour == "taler":
+            assert sql_dir, "-r without SQL_DIR is refused above"
             # Taler's dbinit only logs a failing drop.sql and goes on; so do we, visibly.
             try:
                 taler_sql.exchange_drop(conn, sql_dir, EXCHANGE_WHAT)
             except CreateError as exc:
-                result["warnings"].append(str(exc))
+                warnings.append(str(exc))
         result["reset"] = True
         setup, flavour = None, None
     if setup is not None:
@@ -172,7 +226,7 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
         if flavour == "taler":
             found = taler_partitions(conn)
             if partitions is not None and partitions != found:
-                _refuse_changed_layout((role, found, found is None), partitions, None)
+                _refuse_changed_layout(Setup(role, found, found is None), partitions, None)
             partitions = found
         foreign_keys = partitions is None
     if sql_dir:
@@ -197,12 +251,12 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
     return result
 
 
-def _registry_columns():
+def _registry_columns() -> dict[str, set[str]]:
     return {e.name: {c.name for c in e.copy_columns + e.mutable_columns}
             for e in registry.REPLICATED}
 
 
-def taler_partitions(conn):
+def taler_partitions(conn: psycopg.Connection[Any]) -> int | None:
     """The -P a Taler-built database was created with (None: plain tables with FKs).
 
     Read from ``exchange.reserves``, which every mode partitions except NULL.
@@ -220,7 +274,8 @@ def taler_partitions(conn):
     return 0 if default else int(parts)
 
 
-def _checked(result, setup, partitions, role, reset):
+def _checked(result: ExchangeResult, setup: Setup | None, partitions: int | None,
+             role: Role | None, reset: bool) -> ExchangeResult:
     """--check: what is pending, and whether the asked layout matches; nothing changes."""
     if setup is not None and not reset:
         _refuse_changed_layout(setup, partitions, role)
@@ -229,14 +284,14 @@ def _checked(result, setup, partitions, role, reset):
     return result
 
 
-def _setup_dict(setup):
+def _setup_dict(setup: Setup | None) -> SetupDict | None:
     if setup is None:
         return None
     role, partitions, foreign_keys = setup
     return {"role": role, "partitions": partitions, "foreign_keys": foreign_keys}
 
 
-def _refuse_changed_layout(setup, partitions, role):
+def _refuse_changed_layout(setup: Setup, partitions: int | None, role: Role | None) -> None:
     have_role, have_partitions, _ = setup
     if role is not None and role != have_role:
         raise TalerOpsError(
@@ -249,13 +304,13 @@ def _refuse_changed_layout(setup, partitions, role):
             f"creation, refusing -P {partitions} (recreate it with -r if that is really meant)")
 
 
-def _drop_exchange(conn):
+def _drop_exchange(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         bookkeeping.drop(conn)
         _drop_exchange_model(conn)
 
 
-def _drop_exchange_model(conn):
+def _drop_exchange_model(conn: psycopg.Connection[Any]) -> None:
     if versioning.has_versioning(conn):
         names = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
         if legacy_model(conn):   # the earlier model's registrations under Taler's names
@@ -264,7 +319,7 @@ def _drop_exchange_model(conn):
     conn.execute("DROP SCHEMA IF EXISTS exchange CASCADE")
 
 
-def exchange_drop(uri):
+def exchange_drop(uri: str) -> ExchangeDropResult:
     """Drop the exchange schema and unregister its patches (dbinit -r without re-creating)."""
     conn = connect(uri, EXCHANGE_WHAT, autocommit=True)
     try:
@@ -278,7 +333,8 @@ def exchange_drop(uri):
         conn.close()
 
 
-def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, sql_dir=None):
+def auditor_dbinit(uri: str, check: bool = False, restart: bool = False, drop: bool = False,
+                   recreate: bool = True, sql_dir: str | None = None) -> AuditorResult:
     conn = connect(uri, AUDITOR_WHAT, autocommit=True)
     try:
         versioning.lock(conn)
@@ -287,8 +343,8 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, s
             return _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate)
         before = versioning.applied(conn, auditor_schema.PATCH_PREFIX)
         pending = _pending(conn, auditor_schema.PATCHES, auditor_schema.PATCH_PREFIX)
-        result = {"patches_before": before, "pending": [p.name for p in pending],
-                  "applied": [], "restarted": False, "dropped": False}
+        result: AuditorResult = {"patches_before": before, "pending": [p.name for p in pending],
+                                 "applied": [], "restarted": False, "dropped": False}
         if not drop:
             versioning.refuse_unknown(before, auditor_schema.PATCHES, AUDITOR_WHAT)
         if check:
@@ -320,7 +376,8 @@ def auditor_dbinit(uri, check=False, restart=False, drop=False, recreate=True, s
         conn.close()
 
 
-def _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate):
+def _taler_auditor_dbinit(conn: psycopg.Connection[Any], sql_dir: str | None, flavour: AuditorFlavour | None,
+                          check: bool, restart: bool, drop: bool, recreate: bool) -> AuditorResult:
     """auditor-dbinit with Taler's files: -r runs restart.sql, -R drop.sql (as Taler's)."""
     prefix = taler_sql.AUDITOR_PREFIX
     if not sql_dir:
@@ -336,9 +393,9 @@ def _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate
             "the auditor database holds taler-ops' built-in model schema, not Taler's: "
             "refusing to apply Taler's SQL files over it (recreate it with -R)")
     before = taler_sql.registered(conn, prefix)
-    result = {"flavour": "taler", "patches_before": before, "applied": [],
-              "pending": [n for n, _ in taler_sql.pending(conn, sql_dir, prefix)],
-              "restarted": False, "dropped": False}
+    result: AuditorResult = {"flavour": "taler", "patches_before": before, "applied": [],
+                             "pending": [n for n, _ in taler_sql.pending(conn, sql_dir, prefix)],
+                             "restarted": False, "dropped": False}
     if check:
         result["patches_after"] = before
         return result
@@ -367,7 +424,7 @@ def _taler_auditor_dbinit(conn, sql_dir, flavour, check, restart, drop, recreate
     return result
 
 
-def _audit_state_tables(conn):
+def _audit_state_tables(conn: psycopg.Connection[Any]) -> list[str]:
     """The auditor tables a restart clears: those Taler's restart.sql clears, which exist."""
     rows = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -376,31 +433,31 @@ def _audit_state_tables(conn):
     return [t for t in auditor_schema.RESTART_CLEARS if t in have]
 
 
-def _bookkeeping_tables(conn):
+def _bookkeeping_tables(conn: psycopg.Connection[Any]) -> list[str]:
     """taler-ops' own audit state in the auditor database (schema taler_ops), as present."""
     return [t for t in auditor_schema.TALER_OPS_TABLES
-            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
+            if one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)))[0]]
 
 
-def _create_audit_bookkeeping(conn):
+def _create_audit_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         for stmt in auditor_schema.TALER_OPS_DDL:
             conn.execute(stmt)
 
 
-def _drop_audit_bookkeeping(conn):
+def _drop_audit_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     """Only the audit's tables: schema taler_ops may also hold an exchange's bookkeeping."""
     for name in auditor_schema.TALER_OPS_TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def _clear_audit_bookkeeping(conn):
+def _clear_audit_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     names = _bookkeeping_tables(conn)
     if names:
         conn.execute(f"TRUNCATE {', '.join(names)}")
 
 
-def auditor_has_audit_state(uri):
+def auditor_has_audit_state(uri: str) -> bool | None:
     """None without an auditor schema, else whether a restart would clear any row."""
     conn = connect(uri, AUDITOR_WHAT, autocommit=True)
     try:
@@ -410,14 +467,14 @@ def auditor_has_audit_state(uri):
         names += [sql.Identifier(*n.split(".")) for n in _bookkeeping_tables(conn)]
         for name in names:
             query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name)
-            if conn.execute(query).fetchone()[0]:
+            if one_row(conn.execute(query))[0]:
                 return True
         return False
     finally:
         conn.close()
 
 
-def _restart_auditor(conn):
+def _restart_auditor(conn: psycopg.Connection[Any]) -> bool:
     """Empty what Taler's restart.sql empties, and the audit's own per-coin state.
 
     The merchants' deposit confirmations and the exchange's signing keys stay;

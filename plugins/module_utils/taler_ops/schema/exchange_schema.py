@@ -11,12 +11,14 @@ inline survive.  tests/test_taler_schema_identity.py compares the result with a
 database built from Taler's own files.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Tuple
 
 from . import bookkeeping
 from .exchange_tables import TABLES
-from .spec import FIRST_PATCH, KYC_AUTH_PATCH, PATCH_PREFIX
+from .spec import FIRST_PATCH, KYC_AUTH_PATCH, Column, KeyKind, Table
+from .spec import PATCH_PREFIX as PATCH_PREFIX  # part of this module's interface (see PATCHES)
 
 SCHEMA = "exchange"
 MAX_AMOUNT_VALUE = 2 ** 52   # Taler's TALER_AMOUNT_MAX_VALUE
@@ -26,7 +28,7 @@ AMOUNT_FRAC_BASE = 100_000_000
 ROLES = bookkeeping.ROLES
 
 
-def amount_units(expr):
+def amount_units(expr: str) -> str:
     """SQL numeric of a taler_amount expression in 1e-8 units (exact; NULL stays NULL)."""
     return f"(({expr}).val::numeric * {AMOUNT_FRAC_BASE} + ({expr}).frac)"
 
@@ -44,11 +46,11 @@ PATCHES = (Patch(FIRST_PATCH), Patch(KYC_AUTH_PATCH, requires=(FIRST_PATCH,)))
 assert all(p.name.startswith(PATCH_PREFIX) for p in PATCHES)
 
 
-def _q(name):
+def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _column_sql(col):
+def _column_sql(col: Column) -> str:
     parts = [_q(col.name), col.sql_type]
     if col.default and col.default.startswith("GENERATED"):
         parts.append(col.default)
@@ -67,21 +69,24 @@ def _column_sql(col):
     return " ".join(parts)
 
 
-def _cols(names):
+def _cols(names: Iterable[str]) -> str:
     return ", ".join(_q(n) for n in names)
 
 
-def _born_with_table(col, table):
+def _born_with_table(col: Column, table: Table) -> bool:
     """A column older than its table (the default ``since``) is created with it."""
     return col.since <= table.since
 
 
-def _create_table(table, partitions):
+def _create_table(table: Table, partitions: int | None) -> list[str]:
     qualified = f"{SCHEMA}.{_q(table.name)}"
     body = [_column_sql(c) for c in table.columns if _born_with_table(c, table)]
-    partitioned = partitions is not None and table.partition_key is not None
+    partition_key = table.partition_key if partitions is not None else None
+    partitioned = partition_key is not None
     on_master = list(table.master_keys)
-    inline, twins, key_on_parts = [], [], []
+    inline: list[tuple[KeyKind, Tuple[str, ...]]] = []
+    twins: list[tuple[KeyKind, Tuple[str, ...]]] = []
+    key_on_parts: list[tuple[KeyKind, Tuple[str, ...]]] = []
     for kind, cols in table.keys:
         if partitioned:
             if cols in table.unpartitioned_only_keys:
@@ -96,12 +101,12 @@ def _create_table(table, partitions):
         (twins if any(c == cols for _, c in inline) else inline).append((kind, cols))
     body += [f"{kind} ({_cols(cols)})" for kind, cols in inline]
     stmt = f"CREATE TABLE {qualified} (\n    " + ",\n    ".join(body) + "\n)"
-    if partitioned:
-        stmt += f" PARTITION BY HASH ({_q(table.partition_key)})"
+    if partition_key is not None:
+        stmt += f" PARTITION BY HASH ({_q(partition_key)})"
     out = [stmt] + [f"ALTER TABLE {qualified} ADD {kind} ({_cols(cols)})" for kind, cols in twins]
     if table.comment:
         out.append(f"COMMENT ON TABLE {qualified} IS '" + table.comment.replace("'", "''") + "'")
-    if not partitioned:
+    if partitions is None or partition_key is None:    # not partitioned
         return out
     if partitions == 0:
         parts = [(f"{table.name}_default", 1, 0)]
@@ -115,7 +120,7 @@ def _create_table(table, partitions):
     return out
 
 
-def _index_fk_columns(table):
+def _index_fk_columns(table: Table) -> list[str]:
     """Index FK columns that no key starts with: GC cascades and child look-ups need it."""
     keys = [k for _, k in table.keys]
     out = []
@@ -127,14 +132,14 @@ def _index_fk_columns(table):
     return out
 
 
-def _foreign_keys(table, inline_only=False):
+def _foreign_keys(table: Table, inline_only: bool = False) -> list[str]:
     return [
         f"ALTER TABLE {SCHEMA}.{_q(table.name)} ADD FOREIGN KEY ({_cols(fk.columns)}) "
         f"REFERENCES {SCHEMA}.{_q(fk.table)} ({_cols(fk.ref_columns)}) ON DELETE {fk.on_delete}"
         for fk in table.foreign_keys if fk.inline or not inline_only]
 
 
-def _model_types():
+def _model_types() -> list[str]:
     """Types and functions Taler's patches define that the model's tables use."""
     return [
         # Taler's GNUnet hash code domain (32 bytes, as Taler declares it).
@@ -150,7 +155,7 @@ $$""",
     ]
 
 
-def _preamble():
+def _preamble() -> list[str]:
     return [
         f"CREATE SCHEMA {SCHEMA}",
         f"COMMENT ON SCHEMA {SCHEMA} IS 'GNU Taler exchange database (taler-ops)'",
@@ -160,7 +165,8 @@ def _preamble():
     ]
 
 
-def render(patch_name, partitions=None, foreign_keys=True, inline_foreign_keys=None):
+def render(patch_name: str, partitions: int | None = None, foreign_keys: bool = True,
+           inline_foreign_keys: bool | None = None) -> list[str]:
     """The statements of one exchange patch, in order.
 
     ``inline_foreign_keys``: create the foreign keys Taler declares inline (on
@@ -169,7 +175,7 @@ def render(patch_name, partitions=None, foreign_keys=True, inline_foreign_keys=N
     """
     if inline_foreign_keys is None:
         inline_foreign_keys = foreign_keys or partitions is not None
-    out = []
+    out: list[str] = []
     if patch_name == FIRST_PATCH:
         out += _preamble()
         out += _model_types()

@@ -26,11 +26,13 @@ the ingres copy is fed by logical replication (which does not carry DDL): the
 table ``kycauths_in``, as Taler's exchange-0005 adds it.
 """
 
+from typing import Final
+
 from .spec import (KYC_AUTH_PATCH, DerivedHash, Table, amount, blob, boolean, fk, hashcode, int2,
                    int4, int8, key32, key64, serial, text, timestamp)
 
-_RESTRICT = "RESTRICT"
-_NO_ACTION = "NO ACTION"
+_RESTRICT: Final = "RESTRICT"
+_NO_ACTION: Final = "NO ACTION"
 _FALSE = "false"
 
 TABLES = (

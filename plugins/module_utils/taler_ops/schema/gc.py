@@ -34,17 +34,27 @@ collected by Taler's own exchange_do_gc.
 
 import contextlib
 import time
+from collections.abc import Iterator
+from typing import Any, Literal, NotRequired, TypedDict
 
 import psycopg
 from psycopg import sql
 
 from .. import locks
-from ..errors import TalerOpsError
+from ..errors import DatabaseNotReady, TalerOpsError
+from .bookkeeping import Role
 from .exchange_schema import amount_units
 from .exchange_tables import TABLES
 from .state import assert_exchange_current, exchange_flavour, read_setup
 
 TEN_YEARS_US = 10 * 365 * 24 * 3600 * 1_000_000
+
+
+class GcResult(TypedDict):
+    role: Role
+    now: int                      # µs since the epoch: what the rules compared with
+    deleted: dict[str, int]       # table -> rows deleted (tables without deletions left out)
+    rules: NotRequired[Literal["taler"]]   # collected by Taler's own exchange_do_gc
 
 
 _DERIVED_BALANCE = f"""
@@ -110,11 +120,11 @@ _STEPS = (
 )
 
 
-def current_time_us():
+def current_time_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-def _counts(conn):
+def _counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     query = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {}, count(*) FROM {}").format(sql.Literal(t.name),
                                                       sql.Identifier("exchange", t.name))
@@ -122,10 +132,14 @@ def _counts(conn):
     return dict(conn.execute(query).fetchall())
 
 
-def collect(conn, now_us=None, dry_run=False):
+def collect(conn: psycopg.Connection[Any], now_us: int | None = None, dry_run: bool = False) -> GcResult:
     """Run the GC rules in one transaction; returns {table: rows deleted} (cascades included)."""
     assert_exchange_current(conn)
-    role = read_setup(conn)[0]
+    setup = read_setup(conn)
+    if setup is None:
+        raise DatabaseNotReady("the exchange database has no taler_ops.database_setup; "
+                               "run exchange-dbinit first")
+    role = setup.role
     if role == "primary" and exchange_flavour(conn) == "taler":
         return _collect_as_taler(conn, now_us, dry_run)
     if role not in _RESERVE_RULE:
@@ -141,7 +155,7 @@ def collect(conn, now_us=None, dry_run=False):
 
 
 @contextlib.contextmanager
-def _sync_excluded(conn):
+def _sync_excluded(conn: psycopg.Connection[Any]) -> Iterator[None]:
     if not locks.try_hold(conn, locks.SYNC):
         raise TalerOpsError("garbage collection refused: a taler-ops sync is running on this "
                             "safe copy; stop it (or wait for its pass to end) and retry")
@@ -151,7 +165,7 @@ def _sync_excluded(conn):
         locks.release(conn, locks.SYNC)
 
 
-def _collect_as_taler(conn, now_us, dry_run):
+def _collect_as_taler(conn: psycopg.Connection[Any], now_us: int | None, dry_run: bool) -> GcResult:
     """A Taler-built primary is collected by Taler's own exchange_do_gc, as its dbinit -g does."""
     now = now_us if now_us is not None else current_time_us()
     try:
@@ -172,7 +186,8 @@ def _collect_as_taler(conn, now_us, dry_run):
             "deleted": {t: before[t] - after[t] for t in before if before[t] != after[t]}}
 
 
-def _collect(conn, role, now, params, dry_run):
+def _collect(conn: psycopg.Connection[Any], role: Role, now: int, params: dict[str, int],
+             dry_run: bool) -> GcResult:
     with conn.transaction():
         # Deleting fires Taler's own triggers on a Taler-built copy (recoup_by_reserve,
         # coin_history, ...); they name their tables without a schema.

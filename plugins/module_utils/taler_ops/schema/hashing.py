@@ -18,6 +18,9 @@ copy and halts on a mismatch).
 
 import hashlib
 import re
+from collections.abc import Callable
+
+from .spec import DerivedHash, Rule
 
 # -- payto validation and normalisation (TALER_payto_validate / _normalize) --------
 
@@ -31,7 +34,7 @@ MR MT MU NI NL NO OM PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM SO ST SV TL TN
 YE""".split())
 
 
-def iban_valid(iban):
+def iban_valid(iban: str) -> bool:
     """Taler's check: 4..34 characters, a known country, mod-97 = 1 (upper case only)."""
     if not 4 <= len(iban) <= 34 or iban[:2] not in _IBAN_COUNTRIES:
         return False
@@ -46,17 +49,17 @@ def iban_valid(iban):
     return int("".join(digits)) % 97 == 1
 
 
-def iban_check_digits(country, bban):
+def iban_check_digits(country: str, bban: str) -> str:
     """The two check digits that make ``country + dd + bban`` a valid IBAN."""
     rest = "".join(ch if ch.isdigit() else str(ord(ch) - 55) for ch in bban + country) + "00"
     return f"{98 - int(rest) % 97:02d}"
 
 
-def _has_param(query, name):
+def _has_param(query: str, name: str) -> bool:
     return any(p.lower().startswith(name + "=") for p in query.split("&"))
 
 
-def payto_invalid(uri):
+def payto_invalid(uri: str) -> str | None:
     """Why Taler rejects ``uri`` (a short reason), or None when it is valid."""
     if uri[:len(_PAYTO)].lower() != _PAYTO:
         return "not a payto:// URI"
@@ -84,7 +87,7 @@ def payto_invalid(uri):
     return None
 
 
-def _case_until(text, n_slashes, fold):
+def _case_until(text: str, n_slashes: int, fold: Callable[[str], str]) -> str:
     """Apply ``fold`` to the characters before the n-th '/'."""
     out, seen = [], 0
     for ch in text:
@@ -93,15 +96,15 @@ def _case_until(text, n_slashes, fold):
     return "".join(out)
 
 
-def _ascii_lower(text):
+def _ascii_lower(text: str) -> str:
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
 
 
-def _ascii_upper(text):
+def _ascii_upper(text: str) -> str:
     return "".join(chr(ord(c) - 32) if "a" <= c <= "z" else c for c in text)
 
 
-def normalize_payto(uri):
+def normalize_payto(uri: str) -> str | None:
     """Taler's normalized payto URI, or None when Taler has none (invalid URI)."""
     if payto_invalid(uri) is not None:
         return None
@@ -121,44 +124,44 @@ def normalize_payto(uri):
     return base
 
 
-def full_payto_hash(uri):
+def full_payto_hash(uri: str) -> bytes:
     return hashlib.sha512(uri.encode("utf-8") + b"\0").digest()[:32]
 
 
-def normalized_payto_hash(uri):
+def normalized_payto_hash(uri: str) -> bytes | None:
     norm = normalize_payto(uri)
     return None if norm is None else full_payto_hash(norm)
 
 
-def denom_pub_hash(denom_pub):
+def denom_pub_hash(denom_pub: bytes) -> bytes:
     d = bytes(denom_pub)
     return hashlib.sha512(d[4:8] + d[0:4] + d[8:]).digest()
 
 
-def coin_ev_hash(coin_ev, denom_pub_hash_of_row):
+def coin_ev_hash(coin_ev: bytes, denom_pub_hash_of_row: bytes) -> bytes:
     ev = bytes(coin_ev)
     return hashlib.sha512(bytes(denom_pub_hash_of_row) + ev[0:4] + ev[8:]).digest()
 
 
-def _as_bytes(value):
+def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 # -- SQL forms ---------------------------------------------------------------
 # They never contain '%': the sync runs them in statements with psycopg parameters.
 
-def _sql_full(text_sql):
+def _sql_full(text_sql: str) -> str:
     return f"substring(sha512(convert_to({text_sql}, 'UTF8') || '\\x00'::bytea) from 1 for 32)"
 
 
-def _sql_normalize(u):
+def _sql_normalize(u: str) -> str:
     """Taler's per-method normalisation without validation (validation: _sql_valid)."""
     base = f"split_part({u}, '?', 1)"
     segs = f"string_to_array({base}, '/')"
     n = f"cardinality({segs})"
     method = f"lower(split_part({base}, '/', 3))"
     # lower-case before the k-th '/': the first k segments, then the rest as is.
-    def until(k):
+    def until(k: int) -> str:
         return (f"lower(array_to_string(({segs})[1:{k}], '/')) || "
                 f"CASE WHEN {n} > {k} THEN '/' || array_to_string(({segs})[{k + 1}:], '/') "
                 f"ELSE '' END")
@@ -171,7 +174,7 @@ def _sql_normalize(u):
             f"ELSE {base} END")
 
 
-def _sql_iban_valid(iban):
+def _sql_iban_valid(iban: str) -> str:
     """TALER_iban_validate in SQL: length, country, mod-97 computed digit by digit."""
     countries = ", ".join(f"'{c}'" for c in sorted(_IBAN_COUNTRIES))
     rotated = f"(substr({iban}, 5) || substr({iban}, 1, 4))"
@@ -184,7 +187,7 @@ def _sql_iban_valid(iban):
             f"THEN mod(({digits})::numeric, 97) = 1 ELSE FALSE END)")
 
 
-def _sql_valid(u):
+def _sql_valid(u: str) -> str:
     base = f"split_part({u}, '?', 1)"
     query = f"substr({u}, length({base}) + 2)"
     has_name = f"position('&receiver-name=' in '&' || lower({query})) > 0"
@@ -205,12 +208,13 @@ def _sql_valid(u):
             f"ELSE TRUE END)")
 
 
-def _sql_normalized_hash(u):
+def _sql_normalized_hash(u: str) -> str:
     return f"CASE WHEN {_sql_valid(u)} THEN {_sql_full(_sql_normalize(u))} END"
 
 
-# rule -> (Python form, SQL form); a parent-dependent rule takes the parent's value too.
-RULES = {
+# rule -> (Python form, SQL form); a parent-dependent rule takes the parent's value too,
+# so each form takes one or two arguments.
+RULES: dict[Rule, tuple[Callable[..., bytes | None], Callable[..., str]]] = {
     "denom_pub_hash": (denom_pub_hash,
                        lambda c: f"sha512(substring({c} from 5 for 4) || "
                                  f"substring({c} from 1 for 4) || substring({c} from 9))"),
@@ -223,21 +227,22 @@ RULES = {
 }
 
 
-def compute(rule, value, parent_value=None):
+def compute(rule: Rule, value: str | bytes, parent_value: bytes | None = None) -> bytes | None:
     fn = RULES[rule][0]
     return fn(value) if parent_value is None else fn(value, parent_value)
 
 
-def sql_expression(rule, column_sql, parent_sql=None):
+def sql_expression(rule: Rule, column_sql: str, parent_sql: str | None = None) -> str:
     fn = RULES[rule][1]
     return fn(column_sql) if parent_sql is None else fn(column_sql, parent_sql)
 
 
-def _q(name):
+def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def derived_expression(derived, row_alias=None, schema="exchange"):
+def derived_expression(derived: DerivedHash, row_alias: str | None = None,
+                       schema: str = "exchange") -> str:
     """The SQL recomputing a DerivedHash for the current row (``row_alias`` qualifies
     its columns).  A parent-dependent rule reads the parent's value with a scalar
     subquery, so the expression fits any SELECT over the table."""

@@ -5,11 +5,11 @@ rules cannot disagree.  Every later component (generator, sync, audit, verify,
 GC, status) reads tables through this module.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Tuple
 
 from .exchange_tables import TABLES, TALER_SYNC_ORDER
-from .spec import Column, DerivedHash, ForeignKey
+from .spec import Column, DerivedHash, ForeignKey, Table
 
 SCHEMA = "exchange"
 
@@ -27,39 +27,39 @@ class Entry:
     # False where Taler's schema does not make the serial unique by itself
     # (reserves_open_deposits, policy_fulfillments): the sync must check it.
     serial_unique: bool = True
-    spec: object = None                  # the Table it was derived from
+    spec: Table = field(kw_only=True)    # the Table it was derived from
 
     @property
-    def first_seen_columns(self):
+    def first_seen_columns(self) -> Tuple[Column, ...]:
         """Copied once as first seen; the exchange may change them later (not final)."""
         return tuple(c for c in self.copy_columns if c.first_seen)
 
     @property
-    def compared_columns(self):
+    def compared_columns(self) -> Tuple[Column, ...]:
         """What verify compares: the copied columns the exchange never changes."""
         return tuple(c for c in self.copy_columns if not c.first_seen)
 
-    def enforced_keys(self, partitions):
+    def enforced_keys(self, partitions: int | None) -> set[Tuple[str, ...]]:
         """Keys (serial included) whose uniqueness the schema enforces table-wide
         with this partitioning (None: unpartitioned).  The sync checks the others."""
         return self.spec.enforced_keys(partitions)
 
     @property
-    def copy_column_names(self):
+    def copy_column_names(self) -> Tuple[str, ...]:
         return tuple(c.name for c in self.copy_columns)
 
     @property
-    def qualified(self):
+    def qualified(self) -> str:
         return f"{SCHEMA}.{self.name}"
 
-    def column(self, name):
+    def column(self, name: str) -> Column:
         for col in self.copy_columns + self.mutable_columns:
             if col.name == name:
                 return col
         raise KeyError(f"{self.name}.{name}")
 
 
-def _entry(table):
+def _entry(table: Table) -> Entry:
     ser = table.column(table.serial)
     others = tuple(c for c in table.columns if c.name != table.serial and not c.mutable)
     return Entry(
@@ -76,12 +76,13 @@ def _entry(table):
     )
 
 
-def _copy_order(tables):
+def _copy_order(tables: list[Table]) -> list[Table]:
     """Parents before children; otherwise Taler's order (fixes taler-facts §8.6)."""
     by_name = {t.name: t for t in tables}
     base = [n for n in TALER_SYNC_ORDER if n in by_name]
     base += [t.name for t in tables if t.name not in base]
-    done, order = set(), []
+    done: set[str] = set()
+    order: list[str] = []
     while len(order) < len(base):
         for name in base:
             if name in done:
@@ -106,7 +107,7 @@ TALER_SYNC_TABLES = tuple(e.name for e in REPLICATED if e.taler_sync)
 ALL_TABLES = tuple(t.name for t in TABLES)
 
 
-def entry(name):
+def entry(name: str) -> Entry:
     try:
         return BY_NAME[name]
     except KeyError:

@@ -22,9 +22,13 @@ error just as ON_ERROR_STOP does, and every patch file registers itself in
 
 import os
 import re
+from collections.abc import Collection, Mapping
+from typing import Any, TypedDict
 
 import psycopg
+from psycopg.abc import Params
 
+from ..db import one_row
 from ..errors import ConfigError, CreateError, DatabaseNotReady
 
 EXCHANGE_PREFIX = "exchange-"
@@ -35,7 +39,13 @@ MAX_PATCH = 9999
 _META_COMMAND = re.compile(r"^\s*\\", re.MULTILINE)
 
 
-def check_sql_dir(sql_dir, prefix, what):
+class NotCopied(TypedDict):
+    """What a release added that taler-ops' registry does not copy (see not_copied)."""
+    tables: list[str]
+    columns: list[str]
+
+
+def check_sql_dir(sql_dir: str | None, prefix: str, what: str) -> str:
     """The directory must exist and hold at least versioning.sql and the first patch."""
     if not sql_dir:
         raise ConfigError(f"no SQL directory given for the {what}")
@@ -48,7 +58,7 @@ def check_sql_dir(sql_dir, prefix, what):
     return sql_dir
 
 
-def patch_files(sql_dir, prefix):
+def patch_files(sql_dir: str, prefix: str) -> list[tuple[str, str]]:
     """[(patch name, path)] in order, up to the first missing file (Taler's rule)."""
     out = []
     for i in range(1, MAX_PATCH + 1):
@@ -60,11 +70,11 @@ def patch_files(sql_dir, prefix):
     return out
 
 
-def has_versioning(conn):
-    return conn.execute("SELECT to_regnamespace('_v') IS NOT NULL").fetchone()[0]
+def has_versioning(conn: psycopg.Connection[Any]) -> bool:
+    return bool(one_row(conn.execute("SELECT to_regnamespace('_v') IS NOT NULL"))[0])
 
 
-def registered(conn, prefix):
+def registered(conn: psycopg.Connection[Any], prefix: str) -> list[str]:
     """Registered patch names with ``prefix``, e.g. exchange-0001 (not model-exchange-0001)."""
     if not has_versioning(conn):
         return []
@@ -73,12 +83,12 @@ def registered(conn, prefix):
     return [r[0] for r in rows]
 
 
-def pending(conn, sql_dir, prefix):
+def pending(conn: psycopg.Connection[Any], sql_dir: str, prefix: str) -> list[tuple[str, str]]:
     have = set(registered(conn, prefix))
     return [(n, p) for n, p in patch_files(sql_dir, prefix) if n not in have]
 
 
-def run_file(conn, path, what):
+def run_file(conn: psycopg.Connection[Any], path: str, what: str) -> None:
     """Execute one of Taler's SQL files; CreateError names the file and the reason."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -96,7 +106,7 @@ def run_file(conn, path, what):
         raise CreateError(f"loading {path} into the {what} failed: {reason}") from None
 
 
-def _recover(conn):
+def _recover(conn: psycopg.Connection[Any]) -> None:
     """A failed file may leave its own BEGIN open (aborted): end it."""
     try:
         conn.execute("ROLLBACK")
@@ -104,7 +114,7 @@ def _recover(conn):
         pass
 
 
-def _call(conn, statement, params, what):
+def _call(conn: psycopg.Connection[Any], statement: str, params: Params | None, what: str) -> None:
     try:
         conn.execute(statement, params)
     except psycopg.Error as exc:
@@ -113,27 +123,27 @@ def _call(conn, statement, params, what):
         raise CreateError(f"{statement.split('(')[0]} on the {what} failed: {reason}") from None
 
 
-def ensure_versioning(conn, sql_dir, what):
+def ensure_versioning(conn: psycopg.Connection[Any], sql_dir: str, what: str) -> None:
     if not has_versioning(conn):
         run_file(conn, os.path.join(sql_dir, "versioning.sql"), what)
 
 
-def unfinished_table_actions(conn):
+def unfinished_table_actions(conn: psycopg.Connection[Any]) -> int | None:
     """Queued table actions not yet run by exchange_do_create_tables (None: not Taler-built,
     or not readable by this role: least-privilege roles such as the sync's may not read
     Taler's queue, and rely on their own check of the tables and columns they use)."""
-    readable = conn.execute(
+    readable = one_row(conn.execute(
         "SELECT to_regclass('exchange.exchange_tables') IS NOT NULL AND "
-        "has_table_privilege('exchange.exchange_tables', 'SELECT')").fetchone()[0]
+        "has_table_privilege('exchange.exchange_tables', 'SELECT')"))[0]
     if not readable:
         return None
-    return conn.execute(
-        "SELECT count(*) FROM exchange.exchange_tables WHERE NOT finished").fetchone()[0]
+    return int(one_row(conn.execute(
+        "SELECT count(*) FROM exchange.exchange_tables WHERE NOT finished"))[0])
 
 
-def exchange_catalog(conn):
+def exchange_catalog(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
     """{table: {column, ...}} of schema exchange's tables (partitions left out)."""
-    out = {}
+    out: dict[str, set[str]] = {}
     for rel, att in conn.execute(
             """SELECT c.relname, a.attname FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'exchange'
@@ -143,7 +153,8 @@ def exchange_catalog(conn):
     return out
 
 
-def not_copied(before, after, replicated):
+def not_copied(before: Mapping[str, set[str]], after: Mapping[str, set[str]],
+               replicated: Mapping[str, Collection[str]]) -> NotCopied:
     """What a release added that taler-ops' registry does not copy.
 
     ``before``/``after``: exchange_catalog() around the migration; ``replicated``:
@@ -158,7 +169,7 @@ def not_copied(before, after, replicated):
     return {"tables": tables, "columns": columns}
 
 
-def exchange_build(conn, sql_dir, partitions, what):
+def exchange_build(conn: psycopg.Connection[Any], sql_dir: str, partitions: int | None, what: str) -> list[str]:
     """Apply every pending exchange patch, procedures and the queued table actions.
 
     ``partitions``: None = plain tables with foreign keys (Taler's default);
@@ -179,12 +190,12 @@ def exchange_build(conn, sql_dir, partitions, what):
     return applied
 
 
-def exchange_drop(conn, sql_dir, what):
+def exchange_drop(conn: psycopg.Connection[Any], sql_dir: str, what: str) -> None:
     """Taler's drop.sql: unregisters exchange-* patches, drops schema exchange, keeps _v."""
     run_file(conn, os.path.join(sql_dir, "drop.sql"), what)
 
 
-def auditor_build(conn, sql_dir, what):
+def auditor_build(conn: psycopg.Connection[Any], sql_dir: str, what: str) -> list[str]:
     ensure_versioning(conn, sql_dir, what)
     applied = []
     for name, path in pending(conn, sql_dir, AUDITOR_PREFIX):
@@ -199,15 +210,15 @@ def auditor_build(conn, sql_dir, what):
     return applied
 
 
-def auditor_restart(conn, sql_dir, what):
+def auditor_restart(conn: psycopg.Connection[Any], sql_dir: str, what: str) -> None:
     run_file(conn, os.path.join(sql_dir, "restart.sql"), what)
 
 
-def auditor_drop(conn, sql_dir, what):
+def auditor_drop(conn: psycopg.Connection[Any], sql_dir: str, what: str) -> None:
     run_file(conn, os.path.join(sql_dir, "drop.sql"), what)
 
 
-def check_current(conn, prefix, sql_dir, what):
+def check_current(conn: psycopg.Connection[Any], prefix: str, sql_dir: str | None, what: str) -> None:
     """For runtime components on a Taler-built database: exit 5 unless it is complete.
 
     A patch can be registered while its queued tables are not created yet

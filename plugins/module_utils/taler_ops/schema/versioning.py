@@ -7,8 +7,18 @@ Concurrent dbinit runs are serialised with an advisory lock, so two of them
 racing both succeed and each patch is applied once.
 """
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import psycopg
+
 from .. import locks
+from ..db import one_row
 from ..errors import DatabaseNotReady
+from .exchange_schema import Patch
+
+# A patch's statement: SQL, or a function that runs its own statements on the connection.
+Statement = str | Callable[[psycopg.Connection[Any]], None]
 
 VERSIONING_SQL = r"""
 CREATE SCHEMA IF NOT EXISTS _v;
@@ -67,27 +77,27 @@ $$;
 """
 
 
-def lock(conn):
+def lock(conn: psycopg.Connection[Any]) -> None:
     """Session-level advisory lock held for a whole dbinit run."""
     locks.hold(conn, locks.DBINIT)
 
 
-def unlock(conn):
+def unlock(conn: psycopg.Connection[Any]) -> None:
     locks.release(conn, locks.DBINIT)
 
 
-def has_versioning(conn):
-    row = conn.execute("SELECT to_regclass('_v.patches') IS NOT NULL").fetchone()
+def has_versioning(conn: psycopg.Connection[Any]) -> bool:
+    row = one_row(conn.execute("SELECT to_regclass('_v.patches') IS NOT NULL"))
     return bool(row[0])
 
 
-def ensure_versioning(conn):
+def ensure_versioning(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         if not has_versioning(conn):
             conn.execute(VERSIONING_SQL)
 
 
-def applied(conn, prefix):
+def applied(conn: psycopg.Connection[Any], prefix: str) -> list[str]:
     if not has_versioning(conn):
         return []
     rows = conn.execute(
@@ -96,7 +106,7 @@ def applied(conn, prefix):
     return [r[0] for r in rows]
 
 
-def apply_patch(conn, patch, statements):
+def apply_patch(conn: psycopg.Connection[Any], patch: Patch, statements: Sequence[Statement]) -> bool:
     """Apply one patch atomically; False if it was already applied (by a racing run)."""
     with conn.transaction():
         conn.execute("LOCK TABLE _v.patches IN EXCLUSIVE MODE")
@@ -112,12 +122,12 @@ def apply_patch(conn, patch, statements):
     return True
 
 
-def unregister(conn, names):
+def unregister(conn: psycopg.Connection[Any], names: Iterable[str]) -> None:
     for name in names:
         conn.execute("SELECT _v.unregister_patch(%s)", (name,))
 
 
-def refuse_unknown(have, patches, what):
+def refuse_unknown(have: Iterable[str], patches: Sequence[Patch], what: str) -> None:
     """An older taler-ops must not upgrade, GC, read or vouch for a schema it does not know."""
     unknown = sorted(set(have) - {p.name for p in patches})
     if unknown:
@@ -126,7 +136,7 @@ def refuse_unknown(have, patches, what):
             "schema is newer than this tool; upgrade taler-ops")
 
 
-def check_current(conn, patches, what):
+def check_current(conn: psycopg.Connection[Any], patches: Sequence[Patch], what: str) -> None:
     """Raise DatabaseNotReady unless exactly ``patches`` (and none newer) are applied."""
     # "model-exchange-0001" -> "model-exchange-": the flavour's prefix, so the
     # patches of another flavour (Taler's "exchange-NNNN") are not counted here.
