@@ -66,25 +66,24 @@ def _handler(args: argparse.Namespace) -> int:
     progress = None if args.json else workload.tty_progress()
     try:
         if bulk_mode:
-            result = workload.bulk(uri, args.rows, seed=args.seed, inject=kinds,
-                                   record_path=args.record, now_us=args.now, progress=progress,
-                                   keys=keys, auditor_uri=auditor_uri)
+            inserted = workload.bulk(uri, args.rows, seed=args.seed, inject=kinds,
+                                     record_path=args.record, now_us=args.now, progress=progress,
+                                     keys=keys, auditor_uri=auditor_uri)
+            summary = f"inserted {sum(inserted.values())} rows into {len(inserted)} tables"
+            result: object = inserted
         else:
-            result = workload.live(uri, args.rate, args.duration, seed=args.seed,
-                                   gc_every=args.gc_every, inject=kinds,
-                                   record_path=args.record, progress=progress, keys=keys)
+            stats = workload.live(uri, args.rate, args.duration, seed=args.seed,
+                                  gc_every=args.gc_every, inject=kinds,
+                                  record_path=args.record, progress=progress, keys=keys)
+            summary = (f"inserted {sum(stats['inserted'].values())} rows "
+                       f"({stats['rows_per_second']} rows/s) in {stats['transactions']} "
+                       f"transactions; updated {sum(stats['updated'].values())} rows; "
+                       f"GC deleted {sum(stats['deleted'].values())} rows")
+            result = stats
     finally:
         if progress is not None:
             progress.done()
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    elif bulk_mode:
-        print(f"inserted {sum(result.values())} rows into {len(result)} tables")
-    else:
-        print(f"inserted {sum(result['inserted'].values())} rows "
-              f"({result['rows_per_second']} rows/s) in {result['transactions']} transactions; "
-              f"updated {sum(result['updated'].values())} rows; "
-              f"GC deleted {sum(result['deleted'].values())} rows")
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else summary)
     if kinds and not args.json:
         print(f"planted {len(kinds)} misbehaviour(s)"
               + (f", recorded in {args.record}" if args.record else ""))

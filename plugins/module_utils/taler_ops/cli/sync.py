@@ -126,10 +126,10 @@ def _sync(args: argparse.Namespace) -> int:
             _print_pass(result, progress, args.json)
             export()
 
-        result = sync.run_daemon(src_uri, dst_uri, args.batch, progress=progress, stop=stop,
+        totals = sync.run_daemon(src_uri, dst_uri, args.batch, progress=progress, stop=stop,
                                  on_pass=on_pass, hole_horizon=args.hole_horizon,
                                  max_delay=args.max_delay, wakeup=not args.no_wakeup)
-        print(f"stopped: copied {result['copied']} rows in {result['passes']} pass(es)")
+        print(f"stopped: copied {totals['copied']} rows in {totals['passes']} pass(es)")
         return 0
     except sync.SyncHalt as halt:
         _MetricsExporter(args.metrics_textfile, src_uri, dst_uri)(force=True)

@@ -30,7 +30,7 @@ from ..schema import hashing
 from ..schema.exchange_schema import AMOUNT_FRAC_BASE, MAX_AMOUNT_VALUE
 from ..errors import TalerOpsError
 from ..schema.exchange_tables import TABLES
-from ..schema.spec import HASHCODE, Column, Table
+from ..schema.spec import HASHCODE, Column, Rule, Table
 from ..schema.registry import REPLICATED
 
 SCHEMA = "exchange"
@@ -46,7 +46,7 @@ Row = tuple[Any, ...]
 # A derived column's rule: (its index, rule, source index, parent-dependent part:
 # (index of the column naming the parent, (parent table, key column, value column))).
 ParentLookup = tuple[str, str, str]
-DerivedRule = tuple[int, str, int, tuple[int, ParentLookup] | None]
+DerivedRule = tuple[int, Rule, int, tuple[int, ParentLookup] | None]
 
 
 def amount_record(units: int) -> bytes:

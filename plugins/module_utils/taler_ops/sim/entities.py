@@ -8,6 +8,7 @@ from typing import TypedDict
 from ..crypto.mint import DenominationKey
 from ..schema import hashing
 from ..schema.registry import BY_NAME
+from ..schema.spec import Rule
 from .units import Rand
 
 ACCOUNT_SECTION = "exchange-account-1"
@@ -19,11 +20,10 @@ Customer = tuple[bytes, str]
 
 # -- bank accounts -------------------------------------------------------------
 
-def _rule(table: str, column: str) -> str:
+def _rule(table: str, column: str) -> Rule:
     for d in BY_NAME[table].derived:
         if d.column == column:
-            rule: str = d.rule
-            return rule
+            return d.rule
     raise KeyError(f"{table}.{column} is not a derived column")
 
 
@@ -32,13 +32,15 @@ _H_PAYTO_RULE = _rule("wire_targets", "wire_target_h_payto")
 
 def h_payto(payto: str) -> bytes:
     """wire_target_h_payto of a payto URI, by the registry's rule (the full payto hash)."""
-    h: bytes = hashing.compute(_H_PAYTO_RULE, payto)
+    h = hashing.compute(_H_PAYTO_RULE, payto)
+    assert h is not None, "a hash rule maps a value to a hash"
     return h
 
 
 def h_normalized_payto(payto: str) -> bytes:
     """The normalized payto hash: what KYC tables and account_merges hold (§2.5)."""
-    h: bytes = hashing.normalized_payto_hash(payto)
+    h = hashing.normalized_payto_hash(payto)
+    assert h is not None, f"the simulator's payto URIs normalize: {payto}"
     return h
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import psycopg
 
 from ..db import connect
-from ..errors import TalerOpsError, UsageError
+from ..errors import DatabaseNotReady, TalerOpsError, UsageError
+from ..schema.bookkeeping import Setup
 from ..schema.state import assert_exchange_current, exchange_flavour, read_setup
 from .copywriter import CopyWriter, may_skip_fk_triggers
 from .entities import DepositConfirmation
@@ -44,7 +45,9 @@ def open_exchange(uri: str, *,
                 "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' "
                 "AND conrelid = 'exchange.coin_deposits'::regclass)").fetchone()
             assert row is not None, "EXISTS returns one row"
-            setup = ("primary", None, row[0])
+            setup = Setup("primary", None, bool(row[0]))
+        if setup is None:
+            raise DatabaseNotReady(f"the {WHAT} has no taler-ops setup row: run exchange-dbinit")
     except BaseException:
         conn.close()
         raise

@@ -173,7 +173,8 @@ def _verify(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], block_si
             now_us: int, max_findings: int, tables: Collection[str] | None) -> Report:
     for conn, what in ((src, "verify source"), (dst, "safe copy")):
         state.assert_exchange_current(conn, what)
-    role = state.read_setup(dst)[0]
+    setup = state.read_setup(dst)
+    role = setup.role if setup is not None else None
     if role != "safe-copy":
         raise ConfigError(f"the destination database was created as {role!r}, not 'safe-copy'")
     marks: dict[str, int] = {}
