@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pg_subscription
-short_description: Create, converge, refresh or drop a PostgreSQL logical-replication subscription
+short_description: Create, converge, enable, disable, refresh or drop a PostgreSQL logical-replication subscription
 description:
   - Ensures a subscription exists in the connected database with the given publications,
     connection and parameters, or is absent.
@@ -16,6 +16,10 @@ description:
     O(publications) and O(connection), and on newer servers O(origin), O(password_required),
     O(run_as_owner) (PostgreSQL 16) and O(failover) (PostgreSQL 17) - so a changed setting is
     applied, not ignored.
+  - Every option left out of the task is left as it is on an existing subscription; a new one
+    gets the default each option names. So an existing subscription is paused, resumed or
+    refreshed by its O(name) alone (O(enabled), O(state=refresh)), without restating its
+    O(connection) and O(publications), which only its creation needs.
   - The options newer servers add are used only when the task sets them, and only when the
     connected server has them (C(server_version_num)); asking for one on an older server fails
     the task with the version it needs. Left unset, the statements are those of PostgreSQL 15.
@@ -43,21 +47,29 @@ options:
   state:
     description:
       - C(present) creates or converges the subscription.
-      - C(refresh) does the same and then runs C(ALTER SUBSCRIPTION ... REFRESH PUBLICATION),
-        which fetches tables added to the publications (with O(copy_data)). Reports C(changed)
-        because the refresh ran. Not needed right after creation, and not possible while disabled.
+      - C(refresh) does the same and then runs C(ALTER SUBSCRIPTION ... REFRESH PUBLICATION)
+        when the publications on the publisher list tables the subscription does not have (it
+        fetches them, with O(copy_data)) or no longer list tables it has (it drops them from the
+        subscription); the module asks the publisher, as for O(validate_publisher). With
+        O(validate_publisher=false), or when the publisher cannot be asked in check mode, it
+        cannot know and always refreshes. Reports C(changed) only when the refresh ran (would
+        run). Not needed right after creation, and not possible while disabled.
       - C(absent) drops it, with its replication slot on the publisher unless O(drop_slot=false).
     type: str
     choices: [present, absent, refresh]
     default: present
   publications:
-    description: Publications on the publisher to subscribe to (the complete list).
+    description:
+      - Publications on the publisher to subscribe to (the complete list).
+      - Required to create the subscription; omit to leave an existing one's.
     type: list
     elements: str
   connection:
     description:
       - How the subscriber's server connects to the publisher. Keys left out are not put into
         the connection string.
+      - Required to create the subscription; omit to leave an existing one's (the stored
+        connection is then also what O(state=refresh) asks the publisher with).
     type: dict
     suboptions:
       host:
@@ -102,9 +114,10 @@ options:
         description: Further libpq keywords; an unknown keyword fails the task.
         type: dict
   enabled:
-    description: Whether the subscription replicates.
+    description:
+      - Whether the subscription replicates (C(ALTER SUBSCRIPTION ... ENABLE) or C(DISABLE)).
+      - Omit to leave it (a new subscription is enabled).
     type: bool
-    default: true
   slot_name:
     description:
       - Replication slot on the publisher; a new subscription creates it (default the
@@ -115,24 +128,27 @@ options:
       - Omit to leave it.
     type: str
   synchronous_commit:
-    description: C(synchronous_commit) of the apply worker.
+    description:
+      - C(synchronous_commit) of the apply worker.
+      - Omit to leave it (a new subscription gets C(off)).
     type: str
     choices: ['off', 'local', 'remote_write', 'remote_apply', 'on']
-    default: 'off'
   binary:
-    description: Request the binary format for the data transfer.
+    description:
+      - Request the binary format for the data transfer.
+      - Omit to leave it (a new subscription gets C(false)).
     type: bool
-    default: false
   streaming:
     description:
       - Stream large in-progress transactions. C(true) or C(false); C(parallel) (apply them with
         parallel workers) needs PostgreSQL 16 or later.
+      - Omit to leave it (a new subscription gets C(false)).
     type: raw
-    default: false
   disable_on_error:
-    description: Disable the subscription on an apply error instead of retrying forever.
+    description:
+      - Disable the subscription on an apply error instead of retrying forever.
+      - Omit to leave it (a new subscription gets C(false)).
     type: bool
-    default: false
   origin:
     description:
       - C(none) replicates only changes that originated on the publisher (no changes it applied
@@ -177,8 +193,9 @@ options:
   validate_publisher:
     description:
       - Connect to the publisher from the managed host to check the connection and the
-        publications before creating the subscription or changing them. Turn off only when
-        the managed host cannot reach the publisher the way the server does.
+        publications before creating the subscription or changing them, and to find out
+        whether O(state=refresh) has anything to fetch. Turn off only when the managed host
+        cannot reach the publisher the way the server does.
     type: bool
     default: true
 attributes:
@@ -221,15 +238,22 @@ EXAMPLES = r"""
       options: -crow_security=off
     disable_on_error: true
 
-- name: Pick up tables added to the publication
+- name: Pause the subscription (nothing else about it changes)
   pg_subscription:
     login_host: /run/taler-ops/ingres
     login_port: 5442
     login_db: taler-ingres
     name: taler_ingres
+    enabled: false
+
+- name: Resume it and pick up tables added to its publications (if there are any)
+  pg_subscription:
+    login_host: /run/taler-ops/ingres
+    login_port: 5442
+    login_db: taler-ingres
+    name: taler_ingres
+    enabled: true
     state: refresh
-    publications: [taler_auditor]
-    connection: "{{ ingres_connection }}"
 """
 
 RETURN = r"""
@@ -265,7 +289,9 @@ worker:
   type: dict
   sample: {pid: 4242, received_lsn: 0/1A2B3C8, latest_end_time: "2026-11-27 10:00:00+00"}
 refreshed:
-  description: Whether C(REFRESH PUBLICATION) ran (would run, in check mode).
+  description:
+    - Whether C(REFRESH PUBLICATION) ran (would run, in check mode), or a changed O(publications)
+      refreshed the subscription with C(SET PUBLICATION).
   returned: always
   type: bool
 queries:
@@ -368,7 +394,11 @@ def view(state, password_note=None):
 
 
 def validate_publisher(module, params, publications):
-    """Connect like the subscriber will and check the publications; fail clearly otherwise."""
+    """Connect like the subscriber will and check the publications; fail clearly otherwise.
+
+    Returns the tables the publications list (``schema.table`` texts), what a refresh would
+    subscribe to; None when that is unknown (a problem only warned about in check mode).
+    """
     from ansible.module_utils.taler_ops.db import connect
     from ansible.module_utils.taler_ops.errors import TalerOpsError
     import psycopg
@@ -376,7 +406,10 @@ def validate_publisher(module, params, publications):
     params.setdefault("connect_timeout", str(module.params["connect_timeout"]))
     name = module.params["name"]
 
+    problems = []
+
     def problem(msg, **extra):
+        problems.append(msg)
         if module.check_mode:
             module.warn(msg + " (check mode: assuming earlier tasks would have fixed it)")
         else:
@@ -387,7 +420,7 @@ def validate_publisher(module, params, publications):
     except TalerOpsError as exc:
         problem(f"subscription {name!r}: " + mask_password(str(exc), params.get("password")),
                 exit_code=exc.exit_code)
-        return
+        return None
     try:
         found = {r[0] for r in conn.execute(
             "SELECT pubname FROM pg_publication WHERE pubname = ANY(%s)", (publications,))}
@@ -400,10 +433,13 @@ def validate_publisher(module, params, publications):
             " WHERE pubname = ANY(%s) AND NOT (has_schema_privilege(schemaname, 'USAGE')"
             " AND has_table_privilege(format('%%I.%%I', schemaname, tablename), 'SELECT'))"
             " ORDER BY 1, 2", (publications,))]
+        published = {qualified_text(s, t) for s, t in conn.execute(
+            "SELECT DISTINCT schemaname, tablename FROM pg_publication_tables"
+            " WHERE pubname = ANY(%s)", (publications,))}
     except psycopg.Error as exc:
         problem(f"subscription {name!r}: reading the publisher's publications failed: "
                 + error_text(exc))
-        return
+        return None
     finally:
         conn.close()
     missing = [p for p in publications if p not in found]
@@ -422,6 +458,7 @@ def validate_publisher(module, params, publications):
     if level != "logical":
         problem(f"subscription {name!r}: the publisher ({where}) runs with "
                 f"wal_level={level}; logical replication needs wal_level=logical")
+    return None if problems else published
 
 
 def read_progress(session, oid):
@@ -450,13 +487,14 @@ def main():
         state=dict(type="str", choices=["present", "absent", "refresh"], default="present"),
         publications=dict(type="list", elements="str"),
         connection=dict(type="dict", options=conn_spec),
-        enabled=dict(type="bool", default=True),
+        # None: left as it is (a new subscription gets SUBSCRIPTION_CREATE_DEFAULTS).
+        enabled=dict(type="bool"),
         slot_name=dict(type="str"),
-        synchronous_commit=dict(type="str", default="off",
+        synchronous_commit=dict(type="str",
                                 choices=["off", "local", "remote_write", "remote_apply", "on"]),
-        binary=dict(type="bool", default=False),
-        streaming=dict(type="raw", default=False),
-        disable_on_error=dict(type="bool", default=False),
+        binary=dict(type="bool"),
+        streaming=dict(type="raw"),
+        disable_on_error=dict(type="bool"),
         origin=dict(type="str", choices=["none", "any"]),
         password_required=dict(type="bool"),
         run_as_owner=dict(type="bool"),
@@ -467,16 +505,16 @@ def main():
         drop_slot=dict(type="bool", default=True),
         validate_publisher=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
-                           required_if=[("state", "present", ("publications", "connection")),
-                                        ("state", "refresh", ("publications", "connection"))])
+    # publications and connection are required only to create: checked once the catalog is read.
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     require_psycopg(module)
     from psycopg import sql
 
     p = module.params
     name = p["name"]
     try:
-        p["streaming"] = normalize_streaming(p["streaming"])
+        if p["streaming"] is not None:
+            p["streaming"] = normalize_streaming(p["streaming"])
     except ValueError as exc:
         module.fail_json(msg=f"subscription {name!r}: {exc}")
     session = Session(module, "subscriber database")
@@ -500,17 +538,25 @@ def main():
                     session.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub))
                 session.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sub))
             session.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub))
+    elif p["publications"] == []:
+        module.fail_json(msg=f"subscription {name!r}: publications must not be empty")
+    elif before is None and not (p["publications"] and p["connection"]):
+        # Nothing to enable, disable or refresh; in check mode an earlier task may create it.
+        session.missing(f"subscription {name!r} does not exist; creating it needs "
+                        + " and ".join(k for k in ("publications", "connection") if not p[k]))
     else:
-        want_conn = desired_connection(module)
-        publications = sorted(set(p["publications"]))
-        if not publications:
-            module.fail_json(msg=f"subscription {name!r}: publications must not be empty")
-        want = subscription_want(p)
+        given_conn = desired_connection(module) if p["connection"] else None
+        want = subscription_want(p, creating=before is None)
+        # What the task leaves out stays as it is.
+        want_conn = given_conn if given_conn is not None else before["connection"]
+        publications = (sorted(set(p["publications"])) if p["publications"] is not None
+                        else before["publications"])
         conn_changed = before is not None and before["connection"] != want_conn
         pubs_changed = before is not None and before["publications"] != publications
         refresh = p["state"] == "refresh" and before is not None
+        published = None
         if p["validate_publisher"] and (before is None or conn_changed or pubs_changed or refresh):
-            validate_publisher(module, want_conn, publications)
+            published = validate_publisher(module, want_conn, publications)
 
         if before is None:
             options = subscription_create_options(want, p["copy_data"], p["create_slot"])
@@ -520,6 +566,7 @@ def main():
                                               publications, options))
         else:
             enabled = before["enabled"]
+            want_enabled = want.get("enabled", enabled)
             changed_params = subscription_changed_options(want, before)
             # slot_name and (PostgreSQL 17) failover change only on a disabled subscription
             slot_change = any(k in changed_params for k in SUBSCRIPTION_SET_WHEN_DISABLED)
@@ -535,7 +582,7 @@ def main():
                     password_note = MASK + " (new)"
             if changed_params:
                 session.execute(subscription_set_sql(name, changed_params))
-            if want["enabled"] and not enabled:
+            if want_enabled and not enabled:
                 session.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sub))
                 enabled = True
             if pubs_changed:
@@ -546,7 +593,7 @@ def main():
                 session.execute(sql.SQL("ALTER SUBSCRIPTION {} SET PUBLICATION {} WITH {}").format(
                     sub, sql.SQL(", ").join(sql.Identifier(x) for x in publications),
                     with_options(opts)))
-            if not want["enabled"] and enabled:
+            if not want_enabled and enabled:
                 session.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub))
                 enabled = False
             if refresh and pubs_changed and enabled:
@@ -555,9 +602,13 @@ def main():
                 if not enabled:
                     session.fail(f"subscription {name!r} is disabled; PostgreSQL refreshes only "
                                  "enabled subscriptions (set enabled: true)")
-                session.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH {}").format(
-                    sub, with_options({"copy_data": p["copy_data"]})))
-                result["refreshed"] = True
+                subscribed, _ = read_progress(session, before["oid"])
+                # Unknown (not asked, or not answering in check mode): refresh to be sure.
+                if published is None or published != set(subscribed):
+                    session.execute(sql.SQL(
+                        "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH {}").format(
+                            sub, with_options({"copy_data": p["copy_data"]})))
+                    result["refreshed"] = True
         if p["owner"] and (before is None or before["owner"] != p["owner"]):
             session.execute(sql.SQL("ALTER SUBSCRIPTION {} OWNER TO {}").format(
                 sub, sql.Identifier(p["owner"])))

@@ -519,6 +519,113 @@ def test_subscription_lifecycle(pg):
     publisher.psql("postgres", "SELECT pg_drop_replication_slot('ingres')")
 
 
+def test_subscription_enable_disable_refresh_by_name(pg):
+    """Issue 19 item 2: an existing subscription is paused, resumed and refreshed by its name
+    alone, as upgrade.yml does; what the task leaves out (connection, publications, the other
+    options) stays as it is, and a refresh runs only when the publisher lists other tables."""
+    publisher, subscriber = pg
+    # Own tables and publication: the other tests' subscriptions left rows in exchange.reserves
+    # that an initial copy would collide with.
+    for cluster, db in ((publisher, "exch"), (subscriber, "ingres")):
+        cluster.psql(db, "CREATE TABLE IF NOT EXISTS exchange.paused_a (id bigint PRIMARY KEY);"
+                         " CREATE TABLE IF NOT EXISTS exchange.paused_b (id bigint PRIMARY KEY)")
+    ensure_replication_role(publisher, {"pg_publication": dict(
+        login(publisher, "exch"), name="paused", tables=["exchange.paused_a"])})
+    publisher.psql("exch", "INSERT INTO exchange.paused_a VALUES (1); "
+                           "INSERT INTO exchange.paused_b VALUES (1)")
+    base = dict(login(subscriber, "ingres"), name="paused")
+    created = run_module("pg_subscription", dict(
+        base, publications=["paused"], connection=publisher_connection(publisher),
+        synchronous_commit="local", binary=True, disable_on_error=True))
+    assert created.ok, created
+    assert wait_for(lambda: one(subscriber, "ingres", "SELECT count(*) FROM exchange.paused_a") == 1)
+    stored = one(subscriber, "ingres", "SELECT subconninfo FROM pg_subscription WHERE subname = 'paused'")
+    settings = ("SELECT ARRAY[subsynccommit, subbinary::text, substream::text, subdisableonerr::text,"
+                " subenabled::text, array_to_string(subpublications, ',')]"
+                " FROM pg_subscription WHERE subname = 'paused'")
+
+    # Pause: reported in check mode, done once, quiet after; nothing else is touched.
+    pause = dict(base, enabled=False)
+    run = run_tasks([dict({"pg_subscription": pause}, check_mode=True),
+                     {"pg_subscription": pause}, {"pg_subscription": pause}], diff=True)
+    assert run.ok, run
+    check, paused, again = run.results
+    assert check["changed"] and check["queries"] == ['ALTER SUBSCRIPTION "paused" DISABLE']
+    assert check["subscription"]["enabled"] is False  # predicted
+    assert paused["queries"] == check["queries"]  # so check mode did not disable it
+    assert paused["diff"]["before"]["enabled"] is True and paused["diff"]["after"]["enabled"] is False
+    assert paused["subscription"]["publications"] == ["paused"]
+    assert not again["changed"] and again["queries"] == []
+    assert one(subscriber, "ingres", settings) == ["local", "true", "false", "true", "false", "paused"]
+    assert one(subscriber, "ingres", "SELECT subconninfo FROM pg_subscription "
+                                     "WHERE subname = 'paused'") == stored
+    assert wait_for(lambda: one(subscriber, "ingres", "SELECT count(*) FROM pg_stat_subscription "
+                                                      "WHERE subname = 'paused' AND pid IS NOT NULL") == 0)
+    publisher.psql("exch", "INSERT INTO exchange.paused_a VALUES (2)")
+
+    # A refresh needs an enabled subscription: said so, nothing done.
+    refused = run_module("pg_subscription", dict(base, state="refresh"))
+    assert not refused.ok and "is disabled; PostgreSQL refreshes only enabled" in refused.result["msg"]
+
+    # The publication gains a table: resume and refresh by name; the stored connection (and
+    # its password) is what the module asks the publisher with, and nothing of it is shown.
+    resume = dict(base, enabled=True, state="refresh")
+    run = run_tasks([
+        {"pg_publication": dict(login(publisher, "exch"), name="paused",
+                                tables=["exchange.paused_a", "exchange.paused_b"])},
+        dict({"pg_subscription": resume}, check_mode=True),
+        {"pg_subscription": resume}, {"pg_subscription": resume}],
+        verbosity=3, callback="taler_json")
+    assert run.ok, run
+    assert_no_secret(run.stdout + run.stderr)
+    _, check, resumed, again = run.results
+    assert check["changed"] and check["refreshed"]
+    assert check["queries"] == ['ALTER SUBSCRIPTION "paused" ENABLE',
+                                'ALTER SUBSCRIPTION "paused" REFRESH PUBLICATION WITH (copy_data = true)']
+    assert "exchange.paused_b" not in check["tables"]
+    assert resumed["queries"] == check["queries"] and resumed["refreshed"]
+    assert "exchange.paused_b" in resumed["tables"]
+    assert not again["changed"] and not again["refreshed"] and again["queries"] == []
+    assert one(subscriber, "ingres", settings) == ["local", "true", "false", "true", "true", "paused"]
+    assert wait_for(lambda: one(subscriber, "ingres", "SELECT count(*) FROM exchange.paused_b") == 1)
+    assert wait_for(lambda: one(subscriber, "ingres", "SELECT count(*) FROM exchange.paused_a") == 2)
+
+    # A table leaves the publication: the refresh drops it from the subscription.
+    run = run_tasks([
+        {"pg_publication": dict(login(publisher, "exch"), name="paused", tables=["exchange.paused_a"])},
+        {"pg_subscription": dict(base, state="refresh")}])
+    assert run.ok, run
+    assert run.result["refreshed"] and list(run.result["tables"]) == ["exchange.paused_a"]
+    # Without asking the publisher the module cannot know: it refreshes.
+    blind = run_module("pg_subscription", dict(base, state="refresh", validate_publisher=False))
+    assert blind.ok and blind.result["changed"] and blind.result["refreshed"]
+
+    # The stored password no longer works: the error says so and holds no trace of it.
+    run = run_tasks([
+        {"pg_role": dict(login(publisher, "exch"), name="repl", password=NEW_PASSWORD)},
+        dict({"pg_subscription": dict(base, state="refresh")}, ignore_errors=True)],
+        verbosity=3, callback="taler_json")
+    assert run.result.get("failed") and 'password authentication failed for user "repl"' in \
+        run.result["msg"], run.result
+    assert_no_secret(run.stdout + run.stderr)
+
+    # By name alone nothing can be created: said so, except in check mode (an earlier task
+    # would create it).
+    ghost = dict(login(subscriber, "ingres"), name="ghost", enabled=False)
+    missing = run_module("pg_subscription", ghost)
+    assert not missing.ok
+    assert "subscription 'ghost' does not exist; creating it needs publications and connection" \
+        in missing.result["msg"]
+    check = run_module("pg_subscription", ghost, check=True)
+    assert check.ok and not check.result["changed"] and check.result["subscription"] is None
+    assert any("'ghost' does not exist" in w for w in check.result["warnings"])
+
+    # Dropping the slot connects with the stored password: give the role it back first.
+    ensure_replication_role(publisher)
+    gone = run_module("pg_subscription", dict(base, state="absent"))
+    assert gone.ok and gone.result["changed"], gone
+
+
 def test_subscription_bad_input_fails_clearly(pg):
     publisher, subscriber = pg
     base = dict(login(subscriber, "ingres"), name="broken")

@@ -24,6 +24,10 @@ SUBSCRIPTION_NEWER_OPTIONS = {
 SUBSCRIPTION_PARAMETERS = ["slot_name", "synchronous_commit", "binary", "streaming",
                            "disable_on_error", "origin", "password_required", "run_as_owner",
                            "failover"]
+# What CREATE states for the options a task leaves unset (PostgreSQL's own defaults, written
+# out so the statement says what the subscription gets); an existing one keeps its values.
+SUBSCRIPTION_CREATE_DEFAULTS = {"enabled": True, "synchronous_commit": "off", "binary": False,
+                                "streaming": False, "disable_on_error": False}
 # ALTER SUBSCRIPTION ... SET refuses these on an enabled subscription.
 SUBSCRIPTION_SET_WHEN_DISABLED = ("slot_name", "failover")
 STREAMING_PARALLEL_SINCE = 160000
@@ -103,15 +107,14 @@ def streaming_from_catalog(text):
             "p": "parallel"}.get(text, text)
 
 
-def subscription_want(params):
-    """What the task asks for, as {option: value}; unset newer options are left out."""
-    want = {
-        "enabled": params["enabled"],
-        "synchronous_commit": params["synchronous_commit"],
-        "binary": params["binary"],
-        "streaming": params["streaming"],
-        "disable_on_error": params["disable_on_error"],
-    }
+def subscription_want(params, creating=False):
+    """What the task asks for, as {option: value}.
+
+    Unset options (``None``) are left out, so an existing subscription keeps them; a new
+    one gets SUBSCRIPTION_CREATE_DEFAULTS for the basic ones (``creating``).
+    """
+    want = dict(SUBSCRIPTION_CREATE_DEFAULTS) if creating else {}
+    want.update((k, params[k]) for k in SUBSCRIPTION_CREATE_DEFAULTS if params.get(k) is not None)
     if params.get("slot_name") is not None:
         want["slot_name"] = "NONE" if params["slot_name"].upper() == "NONE" else params["slot_name"]
     for option in SUBSCRIPTION_NEWER_OPTIONS:

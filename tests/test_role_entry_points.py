@@ -1,0 +1,226 @@
+"""Roles are used through their declared entry points only (issue 19 item 2).
+
+What a playbook needs from a role (stop the sync, grant privileges, pause the subscription,
+remove a service, ...) is an entry point of that role: a task file in its tasks/ listed in
+its meta/argument_specs.yml, whose options are documented and validated there.  Reads the
+YAML of playbooks/, molecule/ and roles/ and fails when
+
+- an include_role/import_role names a tasks_from that is not a declared entry point of that
+  role (an internal task file, a file name with its extension, which would bypass the entry
+  point's argument validation, or a templated name), or a role that does not exist;
+- a play, a task or a role call sets a ``__<role>_`` variable of another role, one that
+  role's files use (its internals, which it may rename at will);
+- a declared entry point has no task file, or a required option has a default somewhere
+  (a placeholder would hide that the caller forgot it).
+"""
+
+import functools
+import os
+import re
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROLES_DIR = os.path.join(ROOT, "roles")
+ROLE_ACTIONS = {f"{prefix}{verb}_role" for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+                for verb in ("include", "import")}
+TASK_LISTS = ("tasks", "pre_tasks", "post_tasks", "handlers", "block", "rescue", "always")
+# Keys of a play's `roles:` entry that are not role parameters.
+ROLE_ENTRY_KEYWORDS = {"role", "name", "tags", "when", "vars", "become", "become_user",
+                       "delegate_to", "environment", "tasks_from"}
+
+
+class _Loader(yaml.SafeLoader):
+    """Plain YAML, with Ansible's tags (!vault, !unsafe) read as their text."""
+
+
+_Loader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_scalar(node)
+                              if isinstance(node, yaml.ScalarNode) else None)
+
+
+def _load(path):
+    with open(path) as fh:
+        return yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _roles():
+    return sorted(d for d in os.listdir(ROLES_DIR) if os.path.isdir(os.path.join(ROLES_DIR, d)))
+
+
+def _entry_points(role):
+    path = os.path.join(ROLES_DIR, role, "meta", "argument_specs.yml")
+    return (_load(path) or {}).get("argument_specs", {}) if os.path.exists(path) else {}
+
+
+def _tasks(items):
+    """Every task dict in a task list, blocks' tasks included."""
+    for task in items or []:
+        if not isinstance(task, dict):
+            continue
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(task.get(key))
+
+
+def _plays_and_tasks(doc):
+    """(plays, tasks) of a playbook or a task file."""
+    if not isinstance(doc, list):
+        return [], []
+    plays = [d for d in doc if isinstance(d, dict) and ("hosts" in d or "import_playbook" in d)]
+    if plays:
+        tasks = [t for p in plays for key in TASK_LISTS[:4] for t in _tasks(p.get(key))]
+        return plays, tasks
+    return [], list(_tasks(doc))
+
+
+@functools.lru_cache(maxsize=None)
+def _internals(role):
+    """The role's internal variables: every ``__<role>_*`` name its files use."""
+    names = set()
+    pattern = re.compile(rf"\b__{re.escape(role)}_\w+")
+    for base, _dirs, files in os.walk(os.path.join(ROLES_DIR, role)):
+        for f in files:
+            with open(os.path.join(base, f), errors="replace") as fh:
+                names.update(pattern.findall(fh.read()))
+    return frozenset(names)
+
+
+def _internal_var(name, own_role=None):
+    """The role whose internal variable ``name`` is, unless it is ``own_role``'s own."""
+    if not isinstance(name, str) or not name.startswith("__"):
+        return None
+    for role in _roles():
+        if role != own_role and name in _internals(role):
+            return role
+    return None
+
+
+def problems(doc, own_role=None):
+    """What the rules above find in one loaded YAML document (a playbook or a task file)."""
+    found = []
+    plays, tasks = _plays_and_tasks(doc)
+
+    def check_vars(where, mapping):
+        for key in (mapping or {}) if isinstance(mapping, dict) else []:
+            role = _internal_var(key, own_role)
+            if role:
+                found.append(f"{where} sets {key}, an internal variable of role {role}")
+
+    for play in plays:
+        where = f"play {play.get('name', '?')!r}"
+        check_vars(where, play.get("vars"))
+        for entry in play.get("roles") or []:
+            if isinstance(entry, dict):
+                name = entry.get("role") or entry.get("name")
+                check_vars(f"{where}, role {name}", entry.get("vars"))
+                check_vars(f"{where}, role {name}",
+                           {k: v for k, v in entry.items() if k not in ROLE_ENTRY_KEYWORDS})
+                if "tasks_from" in entry:
+                    found.append(f"{where}, role {name}: tasks_from in a roles: entry")
+    for task in tasks:
+        where = f"task {task.get('name', '?')!r}"
+        check_vars(where, task.get("vars"))
+        for module in ("set_fact", "ansible.builtin.set_fact", "ansible.legacy.set_fact"):
+            check_vars(where, task.get(module))
+        for action in ROLE_ACTIONS & set(task):
+            args = task[action] if isinstance(task[action], dict) else {"name": task[action]}
+            name, tasks_from = args.get("name"), args.get("tasks_from")
+            if tasks_from is None:
+                continue  # main, the role's default entry point
+            if not isinstance(name, str) or "{{" in name:
+                found.append(f"{where}: tasks_from {tasks_from!r} of a templated role name {name!r}")
+                continue
+            if name not in _roles():
+                found.append(f"{where}: no role {name!r}")
+                continue
+            declared = _entry_points(name)
+            if tasks_from not in declared:
+                found.append(f"{where}: {name} has no entry point {tasks_from!r} (declared: "
+                             f"{', '.join(sorted(declared))}); tasks_from names one exactly, "
+                             "without .yml, so that its options are validated")
+    return found
+
+
+def _yaml_files(top):
+    for base, dirs, files in os.walk(os.path.join(ROOT, top)):
+        dirs[:] = [d for d in dirs if d not in ("templates", "files")]
+        for f in sorted(files):
+            if f.endswith((".yml", ".yaml")):
+                yield os.path.join(base, f)
+
+
+def _own_role(path):
+    rel = os.path.relpath(path, ROLES_DIR)
+    return None if rel.startswith("..") else rel.split(os.sep)[0]
+
+
+def test_playbooks_and_roles_use_only_declared_entry_points():
+    found = []
+    for top in ("playbooks", "molecule", "roles"):
+        for path in _yaml_files(top):
+            if os.path.basename(path) == "argument_specs.yml":
+                continue
+            doc = _load(path)
+            found += [f"{os.path.relpath(path, ROOT)}: {p}"
+                      for p in problems(doc, own_role=_own_role(path))]
+    assert not found, "\n".join(found)
+
+
+def test_declared_entry_points_have_task_files_and_required_options_no_default():
+    found = []
+    for role in _roles():
+        defaults_path = os.path.join(ROLES_DIR, role, "defaults", "main.yml")
+        defaults = (_load(defaults_path) or {}) if os.path.exists(defaults_path) else {}
+        for entry, spec in _entry_points(role).items():
+            if not os.path.exists(os.path.join(ROLES_DIR, role, "tasks", f"{entry}.yml")):
+                found.append(f"{role}: entry point {entry} has no tasks/{entry}.yml")
+            for option, opt in (spec.get("options") or {}).items():
+                if not option.startswith(f"{role}_"):
+                    found.append(f"{role}: entry point {entry} option {option} lacks the role prefix")
+                if opt.get("required") and ("default" in opt or option in defaults):
+                    found.append(f"{role}: required option {option} has a default")
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("snippet,expected", [
+    # An internal task file, with or without its extension, and a templated one.
+    ([{"name": "t", "ansible.builtin.include_role": {"name": "sync_service",
+                                                     "tasks_from": "service_systemd.yml"}}],
+     "sync_service has no entry point 'service_systemd.yml'"),
+    ([{"name": "t", "include_role": {"name": "sync_service", "tasks_from": "privileges.yml"}}],
+     "sync_service has no entry point 'privileges.yml'"),
+    ([{"name": "t", "ansible.builtin.import_role": {"name": "sync_service",
+                                                    "tasks_from": "service_{{ mgr }}.yml"}}],
+     "has no entry point 'service_{{ mgr }}.yml'"),
+    ([{"name": "t", "ansible.builtin.include_role": {"name": "{{ r }}", "tasks_from": "absent"}}],
+     "templated role name"),
+    ([{"name": "t", "ansible.builtin.include_role": {"name": "no_such_role", "tasks_from": "x"}}],
+     "no role 'no_such_role'"),
+    # Another role's internals set from outside.
+    ([{"name": "t", "ansible.builtin.include_role": {"name": "sync_service", "tasks_from": "service"},
+       "vars": {"__sync_service_ingres_conf": "/x"}}],
+     "sets __sync_service_ingres_conf, an internal variable of role sync_service"),
+    ([{"hosts": "all", "name": "p", "vars": {"__pg_instance_unit": "x"}, "tasks": []}],
+     "sets __pg_instance_unit"),
+    ([{"hosts": "all", "name": "p", "roles": [{"role": "ingres", "__ingres_streaming": True}]}],
+     "sets __ingres_streaming"),
+    ([{"name": "t", "ansible.builtin.set_fact": {"__safe_copy_uri": "x"}}], "sets __safe_copy_uri"),
+    ([{"name": "b", "block": [{"name": "t", "ansible.builtin.include_role": {
+        "name": "ingres", "tasks_from": "link_keeper"}}]}],
+     "ingres has no entry point 'link_keeper'"),
+])
+def test_the_check_finds_what_it_is_meant_to(snippet, expected):
+    found = problems(snippet)
+    assert any(expected in p for p in found), found
+
+
+def test_the_check_lets_declared_entry_points_and_own_internals_pass():
+    fine = [{"name": "t", "ansible.builtin.include_role": {"name": "sync_service",
+                                                           "tasks_from": "service"},
+             "vars": {"sync_service_state": "stopped", "__upgrade_local": 1}},
+            {"name": "u", "ansible.builtin.include_role": {"name": "sync_service"}}]
+    assert problems(fine) == []
+    # A role's own internals are its business.
+    assert problems([{"name": "t", "ansible.builtin.set_fact": {"__ingres_x": 1}}],
+                    own_role="ingres") == []
