@@ -20,11 +20,15 @@ parts are re-exported for them.
 
 import datetime
 import json
+from collections.abc import Callable
 
 import psycopg
 
 from . import report_spec as spec
 from .report_charts import charts
+from .report_model import (AuditorRaw, Balance, HistoricDenomination, History, HistoryPoint,
+                           HistoryRows, Model, MoneyEntry, PendingDenomination, ProgressEntry,
+                           Since, SyncState)
 from .report_read import auditor_part, one_line, sync_part
 from .report_render import render_html, render_json, render_text
 from .report_values import amount, crockford, parse_amount, time_us, tstamp
@@ -39,7 +43,7 @@ REPORT_FORMAT = 1
 DEFAULT_MAX_ROWS = 5000
 
 
-def load_since(path):
+def load_since(path: str) -> Since:
     """Per-table row_id marks from an earlier JSON report (``--since``)."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -50,8 +54,9 @@ def load_since(path):
         raise UsageError(f"--since {path}: not a taler-ops report in JSON: {exc}") from None
 
 
-def collect(auditor_uri, exchange_uri=None, currency=None, exchange_url=None,
-            since=None, max_rows=DEFAULT_MAX_ROWS, now=None):
+def collect(auditor_uri: str, exchange_uri: str | None = None, currency: str | None = None,
+            exchange_url: str | None = None, since: Since | None = None,
+            max_rows: int = DEFAULT_MAX_ROWS, now: datetime.datetime | None = None) -> Model:
     """The report's data model (a JSON-able dict)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     try:
@@ -63,24 +68,24 @@ def collect(auditor_uri, exchange_uri=None, currency=None, exchange_url=None,
     except psycopg.Error as exc:
         raise TalerOpsError(f"cannot read the auditor database ({describe(auditor_uri)}): "
                             f"{one_line(exc)}") from None
-    sync = sync_part(exchange_uri) if exchange_uri else \
+    sync: SyncState = sync_part(exchange_uri) if exchange_uri else \
         {"available": False, "reason": "no [exchangedb-postgres] CONFIG in the configuration"}
     return build_model(raw, sync, currency=currency, exchange_url=exchange_url,
                        auditor_db=describe(auditor_uri), since=since, now=now)
 
 
-def _progress(rows, sync):
+def _progress(rows: list[tuple[str, int]], sync: SyncState) -> list[ProgressEntry]:
     marks = {t["table"]: t for t in sync.get("tables", [])} if sync.get("available") else {}
     out = []
     for key, offset in rows:
-        helper = spec.helper_of(key)
         table = spec.progress_table(key)
-        entry = {"key": key, "helper": helper, "table": table, "next": offset}
         if key in spec.COUNTERS:
-            entry["covered"] = f"counter {offset}"
+            covered = f"counter {offset}"
         else:
-            entry["covered"] = f"1 … {offset - 1}" if offset > 1 else "none yet"
-        mark = marks.get(table)
+            covered = f"1 … {offset - 1}" if offset > 1 else "none yet"
+        entry: ProgressEntry = {"key": key, "helper": spec.helper_of(key), "table": table,
+                                "next": offset, "covered": covered}
+        mark = marks.get(table) if table is not None else None
         if mark is not None:
             entry["synced"] = mark["last_serial"]
             entry["behind"] = max(0, mark["last_serial"] - max(offset - 1, 0))
@@ -88,11 +93,15 @@ def _progress(rows, sync):
     return out
 
 
-def build_model(raw, sync, currency, exchange_url, auditor_db, since, now):
+def build_model(raw: AuditorRaw, sync: SyncState, currency: str | None,
+                exchange_url: str | None, auditor_db: str, since: Since | None,
+                now: datetime.datetime) -> Model:
     cur = currency
     sections = raw["sections"]
     totals = {spec.LOSS: 0, spec.RISK: 0, spec.ISSUE: 0}
-    losses, risks, issues = [], [], []
+    losses: list[MoneyEntry] = []
+    risks: list[MoneyEntry] = []
+    issues: list[MoneyEntry] = []
     for sec in sections:
         for m in sec["measures"]:
             units_ = parse_amount(m["amount"])
@@ -100,8 +109,8 @@ def build_model(raw, sync, currency, exchange_url, auditor_db, since, now):
             if units_:
                 {spec.LOSS: losses, spec.RISK: risks, spec.ISSUE: issues}[m["category"]].append(
                     {"label": m["label"], "table": sec["table"], "amount": m["amount"]})
-    balances = []
-    by_cat = {}
+    balances: list[Balance] = []
+    by_cat: dict[str, int] = {}
     for key, value in raw["balances"]:
         cat = spec.balance_category(key)
         balances.append({"key": key, "helper": spec.helper_of(key), "category": cat,
@@ -109,24 +118,24 @@ def build_model(raw, sync, currency, exchange_url, auditor_db, since, now):
         if value is not None:
             by_cat[cat] = by_cat.get(cat, 0) + int(value)
     pending_risk = sum(int(p[4]) for p in raw["pending"])
-    denominations = {}
+    # by hash: (revenue in units, to sort by, and the entry)
+    denominations: dict[bytes, tuple[int, HistoricDenomination]] = {}
     for h, ts, rev, loss in raw["historic"]:
-        denominations[bytes(h)] = {"denomination": crockford(h), "expired": time_us(ts),
-                                   "revenue": amount(rev, cur), "loss": amount(loss, cur),
-                                   "_rev": int(rev)}
-    pending = []
+        denominations[bytes(h)] = (int(rev), {
+            "denomination": crockford(h), "expired": time_us(ts), "revenue": amount(rev, cur),
+            "loss": amount(loss, cur)})
+    pending: list[PendingDenomination] = []
     for h, bal, loss, issued, risk, recoup in raw["pending"]:
         pending.append({"denomination": crockford(h), "balance": amount(bal, cur),
                         "loss": amount(loss, cur), "issued": issued, "risk": amount(risk, cur),
                         "recoup_loss": amount(recoup, cur)})
-    historic = sorted(denominations.values(), key=lambda d: (-d["_rev"], d["denomination"]))
-    for d in historic:
-        del d["_rev"]
+    historic = [d for _, d in sorted(denominations.values(),
+                                     key=lambda e: (-e[0], e[1]["denomination"]))]
     res = raw["reserves"]
     purses = raw["purses"]
     open_findings = sum(s["open"] for s in sections)
     suppressed = sum(s["suppressed"] for s in sections)
-    model = {
+    model: Model = {
         "format": REPORT_FORMAT,
         "generated": now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
         "audited": {
@@ -172,15 +181,13 @@ def build_model(raw, sync, currency, exchange_url, auditor_db, since, now):
                 "target": amount(purses[2], cur)},
         },
         "sync": sync,
-        "history": _history_model(raw.get("history"), cur),
+        "history": _history_model(raw["history"], cur),
     }
     return model
 
 
-def _history_model(hist, cur):
-    if hist is None:
-        return {"available": False, "reason": "not read", "recorded": 0, "points": []}
-    points = []
+def _history_model(hist: HistoryRows, cur: str | None) -> History:
+    points: list[HistoryPoint] = []
     for (run_id, started, ended, runs, examined, n_open, n_supp, by_table, loss, risk, issue,
          revenue, sync_copy, sync_beyond) in hist["rows"]:
         points.append({
@@ -198,4 +205,4 @@ def _history_model(hist, cur):
             "points": points}
 
 
-RENDERERS = {"html": render_html, "json": render_json, "text": render_text}
+RENDERERS: dict[str, Callable[[Model], str]] = {"html": render_html, "json": render_json, "text": render_text}

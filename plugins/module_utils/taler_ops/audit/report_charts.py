@@ -6,11 +6,17 @@ of the audit's run history; every number comes from the report's model.
 
 import datetime
 import html
+from collections.abc import Callable, Sequence
 
+from .report_model import Model
 from .report_values import amount, parse_amount
 
+# (name, one value per label or time (None: no bar, a gap), css class or suffix)
+Series = tuple[str, Sequence[int | None], str]
 
-def hbar_chart(title, labels, series, value_fmt=str, width=640):
+
+def hbar_chart(title: str, labels: list[str], series: list[Series],
+               value_fmt: Callable[[int], str] = str, width: int = 640) -> str:
     """Horizontal bars: one group per label, one bar per series (name, values, css class)."""
     n = len(labels)
     if not n:
@@ -47,7 +53,8 @@ def hbar_chart(title, labels, series, value_fmt=str, width=640):
     return "".join(parts)
 
 
-def _legend(parts, series, left, height, css_prefix=""):
+def _legend(parts: list[str], series: list[Series], left: int, height: int,
+            css_prefix: str = "") -> None:
     """One coloured square and name per series, along the chart's bottom edge."""
     ly, x = height - 8, left
     for name, _, css in series:
@@ -57,12 +64,13 @@ def _legend(parts, series, left, height, css_prefix=""):
         x += 14 + 7 * len(name) + 16
 
 
-def _epoch(text):
+def _epoch(text: str) -> float:
     return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%SZ").replace(
         tzinfo=datetime.timezone.utc).timestamp()
 
 
-def step_chart(title, times, series, value_fmt=str, width=640):
+def step_chart(title: str, times: list[str], series: list[Series],
+               value_fmt: Callable[[float], str] = str, width: int = 640) -> str:
     """Values over time as steps (a value holds until the next run): ``times`` are
     'YYYY-MM-DD HH:MM:SSZ' strings, series (name, values, css suffix); None is a gap."""
     if not times:
@@ -72,20 +80,21 @@ def step_chart(title, times, series, value_fmt=str, width=640):
     plot_w = width - left - right
     xs = [_epoch(t) for t in times]
     x0, x1 = xs[0], xs[-1]
-    xpos = ((lambda x: left + plot_w * (x - x0) / (x1 - x0)) if x1 > x0
-            else (lambda x: left + plot_w / 2))
+    xpos: Callable[[float], float] = (
+        (lambda x: left + plot_w * (x - x0) / (x1 - x0)) if x1 > x0
+        else (lambda x: left + plot_w / 2))
     peak = max([v for _, values, _ in series for v in values if v is not None] + [0]) or 1
-    ypos = lambda v: top + plot_h * (1 - v / peak)
+    ypos: Callable[[float], float] = lambda v: top + plot_h * (1 - v / peak)
     esc = html.escape
     parts = [f'<svg class="chart timechart" xmlns="http://www.w3.org/2000/svg" role="img" '
              f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
              f'<title>{esc(title)}</title>',
              f'<text x="0" y="16" class="chart-title">{esc(title)}</text>']
-    for v in (0, peak / 2, peak):
-        y = ypos(v)
+    for level in (0, peak / 2, peak):
+        y = ypos(level)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
                      f'class="grid"/>')
-        label = value_fmt(int(v) if v == int(v) else v)
+        label = value_fmt(int(level) if level == int(level) else level)
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
                      f'class="chart-value">{esc(str(label))}</text>')
     axis_y = top + plot_h + 16
@@ -114,11 +123,10 @@ def step_chart(title, times, series, value_fmt=str, width=640):
     return "".join(parts)
 
 
-def history_charts(model):
+def history_charts(model: Model) -> dict[str, str]:
     """Findings, losses and the sync's staleness over the recorded audit runs."""
-    h = model.get("history") or {}
     out = {"findings_time": "", "losses_time": "", "sync_time": ""}
-    points = h.get("points") or []
+    points = model["history"]["points"]
     if not points:
         return out
     cur = model["audited"]["currency"]
@@ -140,9 +148,10 @@ def history_charts(model):
     return out
 
 
-def charts(model):
+def charts(model: Model) -> dict[str, str]:
+    """Every chart of the HTML form, by name (empty: nothing to draw)."""
     cur = model["audited"]["currency"]
-    fmt_amount = lambda v: amount(v, cur)
+    fmt_amount: Callable[[int], str] = lambda v: amount(v, cur)
     out = {"findings": "", "losses": "", "revenue": ""}
     out.update(history_charts(model))
     kinds = [s for s in model["sections"] if s["open"] or s["suppressed"]]
@@ -161,11 +170,11 @@ def charts(model):
              ("risk", [m[1] if m[2] == "bar-risk" else None for m in money], "bar-risk")],
             value_fmt=fmt_amount)
     r = model["revenue"]
-    denoms = {}
+    denoms: dict[str, list[int | None]] = {}
     for d in r["historic_denominations"]:
         denoms.setdefault(d["denomination"], [None, None])[0] = parse_amount(d["revenue"])
-    for d in r["pending_denominations"]:
-        denoms.setdefault(d["denomination"], [None, None])[1] = parse_amount(d["balance"])
+    for p in r["pending_denominations"]:
+        denoms.setdefault(p["denomination"], [None, None])[1] = parse_amount(p["balance"])
     if denoms:
         names = sorted(denoms, key=lambda k: (-(denoms[k][0] or 0), -(denoms[k][1] or 0), k))[:40]
         title = "Revenue per denomination" + (f" (top {len(names)} of {len(denoms)})"

@@ -6,28 +6,36 @@ the HTML template lives in templates/ beside this module (package data).
 
 import json
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .report_charts import charts
+from .report_model import Model
 from .report_values import parse_amount
 from ..errors import TalerOpsError
 
+if TYPE_CHECKING:
+    # Imported when the HTML form is rendered: JSON and text work without Jinja2.
+    import jinja2
 
-def render_json(model):
+
+def render_json(model: Model) -> str:
     return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def _fmt(value):
+def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def _table_lines(headers, rows, indent="  "):
+def _table_lines(headers: list[str], rows: Sequence[Sequence[object]],
+                 indent: str = "  ") -> list[str]:
     cells = [[_fmt(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda r: indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+    line: Callable[[list[str]], str] = lambda r: indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return [line(headers)] + [line(r) for r in cells]
 
 
-def summary_figures(model):
+def summary_figures(model: Model) -> list[tuple[str, str | int]]:
     """(label, value) of the summary, in the order all three forms show them."""
     s = model["summary"]
     return [("open findings", s["findings_open"]),
@@ -44,7 +52,7 @@ def summary_figures(model):
 TEXT_HISTORY_ROWS = 12
 
 
-def history_lines(model):
+def history_lines(model: Model) -> list[str]:
     """A short table of the history: evenly spaced points, always the newest."""
     h = model["history"]
     if not h["available"]:
@@ -62,7 +70,7 @@ def history_lines(model):
           p["risk_total"], p["at_issue_total"], p["sync_age_seconds"]] for p in points])
 
 
-def render_text(model):
+def render_text(model: Model) -> str:
     a, s = model["audited"], model["summary"]
     out = [f"Taler auditor report — generated {model['generated']}", ""]
     out.append("What was audited")
@@ -81,12 +89,13 @@ def render_text(model):
                             [[p["key"], p["helper"], p["table"], p["covered"], p["next"],
                               p.get("synced"), p.get("behind")] for p in a["progress"]])
     out += ["", "Summary"]
-    for label, value in summary_figures(model):
-        out.append(f"  {label:<34} {_fmt(value)}")
-    for title, key in (("Losses", "losses"), ("Risk", "risks"), ("At issue", "at_issue")):
-        if s[key]:
+    for label, figure in summary_figures(model):
+        out.append(f"  {label:<34} {_fmt(figure)}")
+    for title, entries in (("Losses", s["losses"]), ("Risk", s["risks"]),
+                           ("At issue", s["at_issue"])):
+        if entries:
             out.append(f"  {title}:")
-            out += [f"    {e['label']:<50} {e['amount']}  ({e['table']})" for e in s[key]]
+            out += [f"    {e['label']:<50} {e['amount']}  ({e['table']})" for e in entries]
     if s["unreadable_tables"]:
         out.append("  unreadable: " + ", ".join(s["unreadable_tables"]))
     for sec in model["sections"]:
@@ -148,7 +157,7 @@ def render_text(model):
     return "\n".join(out) + "\n"
 
 
-def _environment():
+def _environment() -> "jinja2.Environment":
     try:
         import jinja2
     except ImportError:
@@ -160,13 +169,15 @@ def _environment():
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters["dash"] = _fmt
-    env.filters["units"] = lambda v: "" if v is None else parse_amount(v)
-    env.filters["shortkey"] = lambda v: "-" if v is None else (
+    units: Callable[[str | None], int | str] = lambda v: "" if v is None else parse_amount(v)
+    shortkey: Callable[[str | None], str] = lambda v: "-" if v is None else (
         v if len(v) <= 16 else v[:13] + "…")
+    env.filters["units"] = units
+    env.filters["shortkey"] = shortkey
     return env
 
 
-def render_html(model):
+def render_html(model: Model) -> str:
     env = _environment()
     from markupsafe import Markup
     svg = {k: Markup(v) for k, v in charts(model).items()}
