@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from ..schema.exchange_schema import AMOUNT_FRAC_BASE as FRAC_BASE
-from ..schema.exchange_schema import amount_units as num  # noqa: F401 (used by the checks)
+from ..schema.exchange_schema import amount_units
 
 if TYPE_CHECKING:
     # Only for annotations: QueryNoTemplate is newer than the oldest psycopg 3 that
@@ -31,6 +31,8 @@ MAX_SERIAL = 2 ** 63 - 1
 Conn = psycopg.Connection[Any]
 # A database row; its columns are the query's.
 Row = tuple[Any, ...]
+# SQL: a taler_amount expression as numeric 1e-8 units (the checks' short name).
+num = amount_units
 
 class Kind(NamedTuple):
     """Where a kind of finding goes: Taler's report table, as Taler's helper writes it.
