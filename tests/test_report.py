@@ -564,8 +564,8 @@ def test_the_installed_package_ships_the_template():
     import tomllib
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
         project = tomllib.load(fh)
-    data = project["tool"]["setuptools"]["package-data"]["taler_ops"]
-    templates = os.path.join(ROOT, "plugins", "module_utils", "taler_ops", "templates")
+    data = project["tool"]["setuptools"]["package-data"]["taler_ops.audit"]
+    templates = os.path.join(ROOT, "plugins", "module_utils", "taler_ops", "audit", "templates")
     import fnmatch
     shipped = [n for n in os.listdir(templates) if any(fnmatch.fnmatch(f"templates/{n}", p)
                                                        for p in data)]

@@ -30,9 +30,14 @@ A session-level advisory lock on the auditor database keeps two audits from
 working on the same progress points at once.
 """
 
+from __future__ import annotations
+
 import contextlib
 import datetime
 import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 import psycopg
 from psycopg import IsolationLevel, sql
@@ -42,25 +47,71 @@ from . import aggregation, coins, deposits, history, purses, reserves
 from . import internal as internal_checks
 from . import signatures as signature_checks
 from ..schema import registry
-from .common import KINDS, Check, fmt, num, units
+from .common import KINDS, AmountJSON, Check, Conn, fmt, num, units
 from .. import locks
 from ..db import connect, describe
 from ..schema.state import (AUDITOR_WHAT, EXCHANGE_WHAT, assert_auditor_current,
                             assert_exchange_current, auditor_flavour, read_setup)
 from ..errors import DatabaseNotReady, TalerOpsError, UsageError
 
-CHECKS = (reserves, coins, aggregation, purses, deposits, signature_checks)
+if TYPE_CHECKING:
+    from ..config import TalerConfig
+    from ..crypto.context import SignatureContext
 
 
-def current_time_us():
+class CheckModule(Protocol):
+    """A check: a module with its name and ``run(check)``, which fills the Check."""
+    NAME: str
+
+    def run(self, check: Check) -> None: ...
+
+
+CHECKS: tuple[CheckModule, ...] = (reserves, coins, aggregation, purses, deposits,
+                                   signature_checks)
+
+
+class CheckReport(TypedDict):
+    progress_before: dict[str, int]
+    progress_after: dict[str, int]
+    rows_examined: dict[str, int]
+    new_findings: int
+    skipped: str | None
+
+
+class RunReport(TypedDict):
+    """One run's report (``--report``, the Ansible module's result)."""
+    exchange: str
+    auditor: str
+    auditor_flavour: str
+    role: str
+    internal: bool
+    dry_run: bool
+    now: int
+    bounded_by: str
+    currency: str | None
+    checks: dict[str, CheckReport]
+    rows_examined: int
+    progress_moved: bool
+    findings: list[dict[str, Any]]      # common.report_entry: kind, tables, serial, details
+    new_findings_by_kind: dict[str, int]
+    open_findings_by_kind: dict[str, int]
+    balances: dict[str, str | AmountJSON]
+    # added once the run is over
+    seconds: NotRequired[float]
+    complete: NotRequired[bool]
+
+
+def current_time_us() -> int:
     return int(time.time() * 1_000_000)
 
 
 class Audit:
     """An open pair of connections; ``run_once`` may be called repeatedly."""
 
-    def __init__(self, exchange_uri, auditor_uri, internal=False, currency=None, settle=0.0,
-                 signatures=None, auditor_pub=None):
+    def __init__(self, exchange_uri: str, auditor_uri: str, internal: bool = False,
+                 currency: str | None = None, settle: float = 0.0,
+                 signatures: SignatureContext | None = None,
+                 auditor_pub: bytes | None = None) -> None:
         self.internal = internal
         # [auditor] PUBLIC_KEY (32 bytes) for the denominations-without-signatures
         # report of the coins check (None: skipped)
@@ -71,9 +122,9 @@ class Audit:
         self.currency = currency
         self.exchange = describe(exchange_uri)
         self.auditor = describe(auditor_uri)
-        self.ex = connect(exchange_uri, EXCHANGE_WHAT)
+        self.ex: Conn = connect(exchange_uri, EXCHANGE_WHAT)
         try:
-            self.aud = connect(auditor_uri, AUDITOR_WHAT, autocommit=True)
+            self.aud: Conn = connect(auditor_uri, AUDITOR_WHAT, autocommit=True)
         except TalerOpsError:
             self.ex.close()
             raise
@@ -83,7 +134,7 @@ class Audit:
             self.close()
             raise
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         for conn in (self.ex, self.aud):
             # Only schema-qualified names are used; nothing added to other schemas
             # of a database can shadow the functions the checks call.
@@ -95,7 +146,7 @@ class Audit:
         if setup is None:
             raise DatabaseNotReady("the exchange database has no taler_ops.database_setup; "
                                    "run exchange-dbinit first")
-        self.role = setup[0]
+        self.role: str = setup[0]
         if self.internal and self.role == "safe-copy":
             raise UsageError(
                 "-i (internal audit) is refused on a safe copy: it compares the exchange's "
@@ -105,23 +156,25 @@ class Audit:
         self.ex.read_only = True
         assert_auditor_current(self.aud)
         # Both write the same Taler tables; the report says which one this is.
-        self.auditor_flavour = auditor_flavour(self.aud)
+        self.auditor_flavour: str = auditor_flavour(self.aud)
         if not locks.try_hold(self.aud, locks.AUDIT):
             raise TalerOpsError("another audit is running against this auditor database "
                                 f"({self.auditor}); refusing to run a second one")
 
-    def close(self):
+    def close(self) -> None:
         for conn in (getattr(self, "ex", None), getattr(self, "aud", None)):
             if conn is not None and not conn.closed:
                 conn.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Audit:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
-    def run_once(self, now_us=None, dry_run=False, stop=None):
+    def run_once(self, now_us: int | None = None, dry_run: bool = False,
+                 stop: Callable[[], bool] | None = None) -> RunReport:
         """One incremental run of every check; returns the report as a dict.
 
         ``dry_run`` runs everything in one auditor transaction and rolls it back
@@ -131,9 +184,9 @@ class Audit:
         mods = CHECKS + ((internal_checks,) if self.internal else ())
         started = time.monotonic()
         started_at = datetime.datetime.now(datetime.timezone.utc)
-        done = []
-        outer = (self.aud.transaction(force_rollback=True) if dry_run
-                 else contextlib.nullcontext())
+        done: list[Check] = []
+        outer: contextlib.AbstractContextManager[Any] = (
+            self.aud.transaction(force_rollback=True) if dry_run else contextlib.nullcontext())
         try:
             bounds = sync_cut(self.ex, self.role)
             if bounds is None and self.settle > 0:
@@ -165,7 +218,7 @@ class Audit:
         report["complete"] = len(done) == len(mods)
         return report
 
-    def _settled_maxima(self):
+    def _settled_maxima(self) -> dict[str, int]:
         """Serials handed out before commit: 101 may be visible while 100 is in flight.
 
         Read every table's largest serial, wait ``settle`` seconds (longer than
@@ -177,11 +230,11 @@ class Audit:
         time.sleep(self.settle)
         return maxima
 
-    def _report(self, checks, now, dry_run):
+    def _report(self, checks: list[Check], now: int, dry_run: bool) -> RunReport:
         findings = []
         for check in checks:
             findings.extend(check.report_findings())
-        new_by_kind = {}
+        new_by_kind: dict[str, int] = {}
         for f in findings:
             new_by_kind[f["kind"]] = new_by_kind.get(f["kind"], 0) + 1
         return {
@@ -200,7 +253,7 @@ class Audit:
                                 "progress_after": c.progress,
                                 "rows_examined": c.examined,
                                 "new_findings": len(c.findings),
-                                "skipped": getattr(c, "skipped", None)} for c in checks},
+                                "skipped": c.skipped} for c in checks},
             "rows_examined": sum(sum(c.examined.values()) for c in checks),
             "progress_moved": any(c.moved for c in checks),
             "findings": findings,
@@ -210,7 +263,7 @@ class Audit:
         }
 
 
-def signature_context(cfg):
+def signature_context(cfg: TalerConfig) -> SignatureContext | None:
     """The signatures check's SignatureContext from the Taler configuration, or None
     when [exchange] MASTER_PUBLIC_KEY is not set (the check is then skipped and its
     progress points stay); a malformed key or currency is a ConfigError (exit 6)."""
@@ -220,7 +273,7 @@ def signature_context(cfg):
     return SignatureContext.from_config(cfg)
 
 
-def auditor_public_key(cfg):
+def auditor_public_key(cfg: TalerConfig) -> bytes | None:
     """``[auditor] PUBLIC_KEY`` (Crockford base32) as 32 bytes, or None when not set;
     a malformed key is a ConfigError (exit 6)."""
     from ..crypto import crockford
@@ -234,7 +287,7 @@ def auditor_public_key(cfg):
         raise ConfigError(f"{cfg.describe()}: [auditor] PUBLIC_KEY: {exc}") from None
 
 
-def sync_cut(ex, role):
+def sync_cut(ex: Conn, role: str) -> dict[str, int] | None:
     """Per-table upper bounds for a safe copy: the last complete sync pass; else None.
 
     The sync commits table by table, in copy order, so a snapshot taken in the
@@ -259,7 +312,7 @@ def sync_cut(ex, role):
         "SELECT table_name, complete_serial FROM taler_ops.sync_watermarks")}
 
 
-def table_maxima(ex):
+def table_maxima(ex: Conn) -> dict[str, int]:
     query = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {}, max({}) FROM {}").format(
             sql.Literal(e.name), sql.Identifier(e.serial), sql.Identifier("exchange", e.name))
@@ -267,13 +320,13 @@ def table_maxima(ex):
     return {name: top or 0 for name, top in ex.execute(query)}
 
 
-def balances(aud):
+def balances(aud: Conn) -> dict[str, int]:
     return {k: units(v) for k, v in aud.execute(
         f"SELECT balance_key, {num('balance_value')} FROM auditor.auditor_balances "
         "ORDER BY balance_key")}
 
 
-def open_findings_by_kind(aud):
+def open_findings_by_kind(aud: Conn) -> dict[str, int]:
     """Unsuppressed rows of Taler's report tables, by the kind of finding they hold."""
     query = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {}, count(*) FROM {} WHERE NOT suppressed AND ({})").format(
@@ -282,15 +335,18 @@ def open_findings_by_kind(aud):
     return {kind: n for kind, n in aud.execute(query) if n}
 
 
-def run(exchange_uri, auditor_uri, internal=False, currency=None, now_us=None, dry_run=False,
-        settle=0.0, signatures=None, auditor_pub=None):
+def run(exchange_uri: str, auditor_uri: str, internal: bool = False, currency: str | None = None,
+        now_us: int | None = None, dry_run: bool = False, settle: float = 0.0,
+        signatures: SignatureContext | None = None, auditor_pub: bytes | None = None) -> RunReport:
     """One run (``-t``); returns the report dict."""
     with Audit(exchange_uri, auditor_uri, internal=internal, currency=currency,
                settle=settle, signatures=signatures, auditor_pub=auditor_pub) as audit:
         return audit.run_once(now_us=now_us, dry_run=dry_run)
 
 
-def run_until_stopped(audit, stop, on_report, poll_min=0.5, poll_max=10.0, now_us=None):
+def run_until_stopped(audit: Audit, stop: Callable[[], bool],
+                      on_report: Callable[[RunReport], None], poll_min: float = 0.5,
+                      poll_max: float = 10.0, now_us: int | None = None) -> None:
     """Run, then wait for new data by polling, until ``stop()`` is true.
 
     Polling rather than LISTEN: the exchange tables are often a replicated copy,
@@ -311,7 +367,7 @@ def run_until_stopped(audit, stop, on_report, poll_min=0.5, poll_max=10.0, now_u
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
 
 
-def summary(report):
+def summary(report: RunReport) -> str:
     """A short human summary of one run's report."""
     lines = [f"audit of the exchange database ({report['exchange']}, {report['role']})"
              + (", internal checks" if report["internal"] else "")
@@ -334,12 +390,12 @@ def summary(report):
     return "\n".join(lines)
 
 
-def fmt_plain(value):
+def fmt_plain(value: AmountJSON) -> str:
     frac = f"{value['frac']:08d}".rstrip("0")
     return f"{value['val']}" + (f".{frac}" if frac else "")
 
 
-def database_error(exc):
+def database_error(exc: psycopg.Error) -> TalerOpsError:
     """A psycopg error during a run, as the audit's own failure (exit 1)."""
     reason = " ".join(str(exc).split())
     if isinstance(exc, psycopg.OperationalError):

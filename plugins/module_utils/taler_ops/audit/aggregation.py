@@ -25,7 +25,7 @@ paid: new aggregation_tracking rows (Taler's key wire_aggregation_id) settle
 the pending deposits they name.
 """
 
-from .common import Units, num, units
+from .common import Check, Units, num, scalar, units
 
 NAME = "aggregation"
 
@@ -122,7 +122,7 @@ SELECT bd.batch_deposit_serial_id, bd.wire_deadline, bd.wire_target_h_payto,
 """
 
 
-def run(check):
+def run(check: Check) -> None:
     check.load_progress(PROGRESS_KEYS)
     for key in BALANCE_KEYS:
         check.add(key, 0)
@@ -132,7 +132,7 @@ def run(check):
     _lags(check)
 
 
-def _wire_outs(check):
+def _wire_outs(check: Check) -> None:
     params = {"p": check.next_serial(P_WIRE_OUT), "hi": check.hi("wire_out")}
     for rows in check.stream(_WIRE_OUTS, params):
         for (serial, executed, h_payto, payto, claimed, deposits, refunds, batches, unknown,
@@ -180,7 +180,7 @@ def _wire_outs(check):
         check.processed(P_WIRE_OUT, rows[-1][0])
 
 
-def _aggregation_rows(check):
+def _aggregation_rows(check: Check) -> None:
     params = {"p": check.progress_before[P_WIRE_OUT], "hi": check.hi("wire_out")}
     for rows in check.stream(_AGGREGATION_ROWS, params):
         for row_id, wire_out, wrong_target, early, deposited, executed in rows:
@@ -194,7 +194,7 @@ def _aggregation_rows(check):
                                          f"before the deposit it pays was made ({deposited})")
 
 
-def _paid(check):
+def _paid(check: Check) -> None:
     """Pending-deposit findings of deposits paid since, deleted (Taler's transfer helper)."""
     params = {"p": check.next_serial(P_PAID), "hi": check.hi("aggregation_tracking")}
     for rows in check.stream(_PAID, params):
@@ -202,23 +202,22 @@ def _paid(check):
         cur = check.aud.execute(
             "DELETE FROM auditor.auditor_pending_deposits "
             "WHERE batch_deposit_serial_id = ANY(%s)", (batches,))
-        check.settled = getattr(check, "settled", 0) + cur.rowcount
+        check.settled += cur.rowcount
         check.count("aggregation_tracking", len(rows))
         check.processed(P_PAID, rows[-1][0])
 
 
-def _lags(check):
+def _lags(check: Check) -> None:
     start = check.next_serial(P_LAG)
     hi = check.hi("batch_deposits")
-    top = check.ex.execute("SELECT max(batch_deposit_serial_id) FROM exchange.batch_deposits "
-                           "WHERE batch_deposit_serial_id BETWEEN %s AND %s",
-                           (start, hi)).fetchone()[0]
+    top = scalar(check.ex, "SELECT max(batch_deposit_serial_id) FROM exchange.batch_deposits "
+                 "WHERE batch_deposit_serial_id BETWEEN %s AND %s", (start, hi))
     if top is None:
         return
     reported = {r[0] for r in check.aud.execute(
         "SELECT batch_deposit_serial_id FROM auditor.auditor_pending_deposits "
         "WHERE batch_deposit_serial_id >= %s", (start,)).fetchall()}
-    first_open = None
+    first_open: int | None = None
     examined = 0
     for rows in check.stream(_OPEN_DEPOSITS, {"p": start, "hi": hi}):
         for serial, deadline, h_payto, _aggregated, amount in rows:

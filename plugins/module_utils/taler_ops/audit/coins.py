@@ -19,7 +19,9 @@ Withdrawals (reserves_out) are checked against their denomination's validity
 window (C3) and, with fresh coins from refresh reveals, raise the escrow.
 """
 
-from .common import REVOKED_SPEND, Units, num, split, text_amount, units
+from collections.abc import Iterable
+
+from .common import REVOKED_SPEND, Check, Conn, Units, num, split, text_amount, units
 from .coins_checks import BALANCE_KEYS as CHECKS_BALANCE_KEYS
 from .coins_checks import denominations_without_sigs, emergencies, refreshes_hanging
 from ..schema.auditor_schema import AUDIT_COINS
@@ -58,7 +60,8 @@ _COIN = f"""kc.denominations_serial, {num('d.coin')}, {{fee}},
        d.denom_pub_hash"""
 
 
-def _coin_query(select, table_sql, coin_join, where, fee="NULL::numeric"):
+def _coin_query(select: str, table_sql: str, coin_join: str, where: str,
+                fee: str = "NULL::numeric") -> str:
     return (f"SELECT {select}, {_COIN.format(fee=fee)} FROM {table_sql} "
             f"LEFT JOIN exchange.known_coins kc ON {coin_join} "
             "LEFT JOIN exchange.denominations d "
@@ -130,16 +133,16 @@ SELECT rrc.rrc_serial, {num('d.coin')}, d.denom_pub_hash
 class _Coin:
     __slots__ = ("denom", "spent", "refunded", "dirty")
 
-    def __init__(self, denom, spent=0, refunded=0, dirty=True):
+    def __init__(self, denom: int, spent: int = 0, refunded: int = 0, dirty: bool = True) -> None:
         self.denom, self.spent, self.refunded, self.dirty = denom, spent, refunded, dirty
 
 
 class _Coins:
-    def __init__(self, aud):
+    def __init__(self, aud: Conn) -> None:
         self.aud = aud
-        self.known = {}
+        self.known: dict[bytes, _Coin] = {}
 
-    def load(self, pubs):
+    def load(self, pubs: Iterable[bytes | None]) -> None:
         want = [bytes(p) for p in set(pubs) if p is not None and bytes(p) not in self.known]
         if not want:
             return
@@ -149,7 +152,7 @@ class _Coins:
                 (want,)).fetchall():
             self.known[bytes(pub)] = _Coin(denom, units(spent), units(refunded), dirty=False)
 
-    def get(self, pub, denom):
+    def get(self, pub: bytes, denom: int) -> _Coin:
         pub = bytes(pub)
         coin = self.known.get(pub)
         if coin is None:
@@ -157,13 +160,13 @@ class _Coins:
         coin.dirty = True
         return coin
 
-    def trim(self):
+    def trim(self) -> None:
         """Bound memory on a large backlog: store and forget (same transaction)."""
         if len(self.known) > CACHE_LIMIT:
             self.write()
             self.known.clear()
 
-    def write(self):
+    def write(self) -> None:
         rows = [(pub, c.denom, c.spent, c.refunded)
                 for pub, c in self.known.items() if c.dirty]
         for c in self.known.values():
@@ -181,7 +184,8 @@ class _Coins:
 class _Denom:
     __slots__ = ("balance", "loss", "issued", "risk", "recoup_loss")
 
-    def __init__(self, balance=0, loss=0, issued=0, risk=0, recoup_loss=0):
+    def __init__(self, balance: int = 0, loss: int = 0, issued: int = 0, risk: int = 0,
+                 recoup_loss: int = 0) -> None:
         self.balance, self.loss, self.issued = balance, loss, issued
         self.risk, self.recoup_loss = risk, recoup_loss
 
@@ -192,11 +196,11 @@ class _Denoms:
     Few denominations exist, so all touched ones stay in memory until the write.
     """
 
-    def __init__(self, aud):
+    def __init__(self, aud: Conn) -> None:
         self.aud = aud
-        self.known = {}
+        self.known: dict[bytes, _Denom] = {}
 
-    def get(self, h_denom):
+    def get(self, h_denom: bytes) -> _Denom:
         h = bytes(h_denom)
         d = self.known.get(h)
         if d is None:
@@ -209,7 +213,7 @@ class _Denoms:
                                         units(row[4])) if row else _Denom())
         return d
 
-    def write(self):
+    def write(self) -> None:
         rows = [(h, *split(max(d.balance, 0)), *split(d.loss), d.issued, *split(d.risk),
                  *split(d.recoup_loss)) for h, d in self.known.items()]
         if not rows:
@@ -227,7 +231,7 @@ class _Denoms:
                      recoup_loss = EXCLUDED.recoup_loss""", rows)
 
 
-def run(check):
+def run(check: Check) -> None:
     check.load_progress(PROGRESS_KEYS)
     for key in BALANCE_KEYS:
         check.add(key, 0)
@@ -250,7 +254,7 @@ def run(check):
     _book_escrow(check)
 
 
-def _book_escrow(check):
+def _book_escrow(check: Check) -> None:
     """Spends of coins whose issue the audit never saw (e.g. collected before the
     first audit) would push the escrow below zero; that part is booked apart."""
     delta = check.balance_deltas.get(B_ESCROW, 0)
@@ -266,14 +270,14 @@ def _book_escrow(check):
         check.add(B_UNEXPLAINED, short)
 
 
-def _issued(denoms, h_denom, value):
+def _issued(denoms: _Denoms, h_denom: bytes, value: int) -> None:
     d = denoms.get(h_denom)
     d.issued += 1
     d.balance += value
     d.risk += value
 
 
-def _withdrawals(check, denoms):
+def _withdrawals(check: Check, denoms: _Denoms) -> None:
     for rows in check.stream(_WITHDRAWALS, {"p": check.next_serial(P_WITHDRAW),
                                                 "hi": check.hi("reserves_out")}):
         for serial, executed, valid_from, expire_withdraw, value, h_denom, reserve_pub in rows:
@@ -292,7 +296,7 @@ def _withdrawals(check, denoms):
         check.processed(P_WITHDRAW, rows[-1][0])
 
 
-def _reveals(check, denoms):
+def _reveals(check: Check, denoms: _Denoms) -> None:
     for rows in check.stream(_REVEALS, {"p": check.next_serial(P_REVEAL),
                                             "hi": check.hi("refresh_revealed_coins")}):
         for serial, value, h_denom in rows:
@@ -307,8 +311,9 @@ def _reveals(check, denoms):
         check.processed(P_REVEAL, rows[-1][0])
 
 
-def _apply(check, coins, denoms, key, table, operation, query, fee_key, credit,
-           forbidden_if_revoked, move_progress):
+def _apply(check: Check, coins: _Coins, denoms: _Denoms, key: str, table: str, operation: str,
+           query: str, fee_key: str | None, credit: bool, forbidden_if_revoked: bool,
+           move_progress: bool) -> None:
     for rows in check.stream(query, {"p": check.next_serial(key), "hi": check.hi(table)}):
         coins.load(r[1] for r in rows)
         for serial, pub, amount, denom, value, fee, revoked, h_denom in rows:

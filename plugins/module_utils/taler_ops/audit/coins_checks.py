@@ -11,7 +11,10 @@ is first seen and updated (amounts, counts) when it grows, so one misbehaviour
 is one finding however many runs follow.
 """
 
-from .common import Units, num, units
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .common import Check, Units, num, units
 
 B_EMERGENCY_RISK = "coins_reported_emergency_risk_by_amount"
 B_EMERGENCY_LOSS = "coins_emergencies_loss"
@@ -35,7 +38,14 @@ SELECT rc.melt_serial_id, {num('rc.amount_with_fee')}
  ORDER BY 1"""
 
 
-def refreshes_hanging(check, first_melt):
+class PendingTotals(Protocol):
+    """A denomination's running totals, as coins._Denom keeps them."""
+    issued: int
+    risk: int
+    loss: int
+
+
+def refreshes_hanging(check: Check, first_melt: int) -> None:
     """Melts from ``first_melt`` (the melt pass's progress point) up to the cut whose
     reveal is not in the exchange database: Taler's coins helper reports them when
     it processes the melt (no grace: its refresh_session_cb looks the reveal up at
@@ -49,7 +59,7 @@ def refreshes_hanging(check, first_melt):
             check.add(B_REFRESH_HANGING, units(amount))
 
 
-def _denomination_info(check, hashes):
+def _denomination_info(check: Check, hashes: list[bytes]) -> dict[bytes, list[Any]]:
     return {bytes(h): rest for h, *rest in check.ex.execute(
         f"""SELECT denom_pub_hash, denominations_serial, valid_from, expire_deposit,
                    expire_legal, {num('coin')}
@@ -57,7 +67,7 @@ def _denomination_info(check, hashes):
         (hashes,)).fetchall()}
 
 
-def emergencies(check, touched):
+def emergencies(check: Check, touched: Mapping[bytes, PendingTotals]) -> None:
     """Taler's report_emergency_by_amount / _by_count for the denominations touched.
 
     By value: a spend the denomination's outstanding balance could not cover
@@ -98,7 +108,8 @@ def emergencies(check, touched):
             _by_count(check, h, d, serial, n_known, start, deposit_end, value, by_count.get(h))
 
 
-def _by_value(check, h, d, serial, start, deposit_end, value, old):
+def _by_value(check: Check, h: bytes, d: PendingTotals, serial: int, start: int,
+              deposit_end: int, value: int, old: tuple[int, int, int] | None) -> None:
     if old is None:
         check.finding("emergency", denompub_h=h, denom_risk=Units(d.risk),
                       denom_loss=Units(d.loss), deposit_start=start, deposit_end=deposit_end,
@@ -117,7 +128,8 @@ def _by_value(check, h, d, serial, start, deposit_end, value, old):
     check.add(B_EMERGENCY_LOSS, d.loss - old_loss)
 
 
-def _by_count(check, h, d, serial, n_known, start, deposit_end, value, old):
+def _by_count(check: Check, h: bytes, d: PendingTotals, serial: int, n_known: int, start: int,
+              deposit_end: int, value: int, old: tuple[int, int, int, int] | None) -> None:
     loss = value * (n_known - d.issued)
     if old is None:
         check.finding("emergency_by_count", denompub_h=h, num_issued=d.issued,
@@ -139,12 +151,12 @@ def _by_count(check, h, d, serial, n_known, start, deposit_end, value, old):
     check.add(B_EMERGENCY_LOSS_COUNT, loss - old_loss)
 
 
-def denominations_without_sigs(check):
+def denominations_without_sigs(check: Check) -> None:
     """Denominations in use (a row in auditor_denomination_pending: coins of them
     issued or spent) for which the exchange database holds no auditor_denom_sigs
     row of this auditor ([auditor] PUBLIC_KEY); reported once per denomination
     (the table's primary key).  Skipped without the key."""
-    auditor_pub = getattr(check, "auditor_pub", None)
+    auditor_pub = check.auditor_pub
     if auditor_pub is None:
         return
     used = [bytes(h) for (h,) in check.aud.execute(

@@ -7,15 +7,32 @@ the auditor transaction that also moves the check's progress points, so a
 crash loses a whole increment or nothing.
 """
 
-import itertools
-from typing import NamedTuple, Optional
+from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, Optional, TypedDict
+
+import psycopg
 from psycopg import sql
 
 from ..schema.exchange_schema import AMOUNT_FRAC_BASE as FRAC_BASE
-from ..schema.exchange_schema import amount_units as num  # noqa: F401 (used by the checks)
+from ..schema.exchange_schema import amount_units
+
+if TYPE_CHECKING:
+    # Only for annotations: QueryNoTemplate is newer than the oldest psycopg 3 that
+    # the managed hosts may run this code with.
+    from psycopg.abc import Params, QueryNoTemplate as Query
+    from ..crypto.context import SignatureContext
 
 MAX_SERIAL = 2 ** 63 - 1
+# A connection whose rows are tuples of whatever the query selects.
+Conn = psycopg.Connection[Any]
+# A database row; its columns are the query's.
+Row = tuple[Any, ...]
+# SQL: a taler_amount expression as numeric 1e-8 units (the checks' short name).
+num = amount_units
 
 class Kind(NamedTuple):
     """Where a kind of finding goes: Taler's report table, as Taler's helper writes it.
@@ -37,7 +54,7 @@ class Kind(NamedTuple):
 REVOKED_SPEND = "coin of a revoked denomination spent"
 _IS_REVOKED = f"diagnostic LIKE '{REVOKED_SPEND}%'"
 
-KINDS = {
+KINDS: dict[str, Kind] = {
     "reserve_balance_insufficient":
         Kind("auditor_reserve_balance_insufficient_inconsistency", None, None),
     "reserve_balance_summary_wrong":
@@ -89,65 +106,92 @@ class Units(int):
     """An amount in 1e-8 units; stored as auditor.taler_amount, reported as a string."""
 
 
-def units(value):
+class AmountJSON(TypedDict):
+    """An amount without a currency, as the run's report shows it."""
+    val: int
+    frac: int
+    negative: NotRequired[bool]
+
+
+def one_row(conn: Conn, query: Query, params: Params | None = None) -> Row:
+    """The row of a query that always returns one (an aggregate without GROUP BY)."""
+    row: Row | None = conn.execute(query, params).fetchone()
+    assert row is not None, "an aggregate query returned no row"
+    return row
+
+
+def scalar(conn: Conn, query: Query, params: Params | None = None) -> Any:
+    """The one value of a query returning one row of one column."""
+    return one_row(conn, query, params)[0]
+
+
+def units(value: int | Decimal | None) -> int:
     """An int of 1e-8 units from SQL's numeric (None -> 0)."""
     return 0 if value is None else int(value)
 
 
-def split(amount):
+def split(amount: int) -> tuple[int, int]:
     if amount < 0:
         raise ValueError(f"negative amount {amount} cannot be stored as a taler_amount")
     return divmod(int(amount), FRAC_BASE)
 
 
-def fmt(amount, currency=None):
+def fmt(amount: int | Decimal, currency: str | None = None) -> str | AmountJSON:
     """'KUDOS:1.5' with a currency, {"val", "frac"} without one."""
+    if currency:
+        return text_amount(amount, currency)
+    val, frac = divmod(abs(int(amount)), FRAC_BASE)
+    if amount < 0:
+        return {"val": -val, "frac": frac, "negative": True}
+    return {"val": val, "frac": frac}
+
+
+def text_amount(amount: int | Decimal, currency: str | None = None) -> str:
+    """'KUDOS:1.5' with a currency, '1.5' without one (diagnostics, the report)."""
     sign = "-" if amount < 0 else ""
     val, frac = divmod(abs(int(amount)), FRAC_BASE)
-    if not currency:
-        if sign:
-            return {"val": -val, "frac": frac, "negative": True}
-        return {"val": val, "frac": frac}
     text = f"{sign}{val}"
     if frac:
         text += "." + f"{frac:08d}".rstrip("0")
-    return f"{currency}:{text}"
+    return f"{currency}:{text}" if currency else text
 
 
-def text_amount(amount, currency=None):
-    """'KUDOS:1.5' with a currency, '1.5' without one (for diagnostics)."""
-    shown = fmt(amount, currency or "X")
-    return shown if currency else shown.split(":", 1)[1]
-
-
-def findings_table_of(kind):
+def findings_table_of(kind: str) -> str:
     return KINDS[kind].table
 
 
 class Check:
     """One check's increment: progress points read and moved, balance deltas, findings."""
 
-    def __init__(self, name, ex, aud, now_us, currency=None, bounds=None):
+    def __init__(self, name: str, ex: Conn, aud: Conn, now_us: int, currency: str | None = None,
+                 bounds: dict[str, int] | None = None) -> None:
         self.name = name
         self.ex = ex          # exchange connection inside its REPEATABLE READ snapshot
         self.aud = aud        # auditor connection inside the check's transaction
         self.now_us = now_us
         self.currency = currency
-        self.progress_before = {}
-        self.progress = {}
-        self.balance_deltas = {}
-        self.findings = []    # (kind, columns) to insert
-        self.examined = {}    # exchange table -> rows examined
+        self.progress_before: dict[str, int] = {}
+        self.progress: dict[str, int] = {}
+        self.balance_deltas: dict[str, int] = {}
+        self.findings: list[tuple[str, dict[str, Any]]] = []    # (kind, columns) to insert
+        self.examined: dict[str, int] = {}    # exchange table -> rows examined
         self.bounds = bounds  # {table: last serial of a consistent cut}, None: no bound
+        # Given by the run (None: the check or report that needs it is skipped).
+        self.signatures: SignatureContext | None = None
+        self.auditor_pub: bytes | None = None     # [auditor] PUBLIC_KEY
+        # Set by a check that did not run, saying why (the run's report shows it).
+        self.skipped: str | None = None
+        # Pending-deposit findings the aggregation check deleted (paid since); not reported.
+        self.settled = 0
 
-    def hi(self, table):
+    def hi(self, table: str) -> int:
         """Highest serial of ``table`` this run may examine (see audit.sync_cut)."""
         if self.bounds is None:
             return MAX_SERIAL
         return self.bounds.get(table, 0)
 
     # -- progress points ("next serial to process", as Taler's helpers) --------
-    def load_progress(self, keys):
+    def load_progress(self, keys: tuple[str, ...]) -> None:
         # Not through Taler's auditor_do_get_auditor_progress: its body names the
         # table unqualified, and the audit runs with search_path pg_catalog only.
         rows = self.aud.execute(
@@ -158,30 +202,30 @@ class Check:
             self.progress_before[key] = found.get(key, 0)
             self.progress[key] = found.get(key, 0)
 
-    def next_serial(self, key):
+    def next_serial(self, key: str) -> int:
         return self.progress[key]
 
-    def processed(self, key, serial):
+    def processed(self, key: str, serial: int | None) -> None:
         """Rows up to ``serial`` are done: the next run starts after it."""
         if serial is not None and serial + 1 > self.progress[key]:
             self.progress[key] = serial + 1
 
-    def count(self, table, n=1):
+    def count(self, table: str, n: int = 1) -> None:
         self.examined[table] = self.examined.get(table, 0) + n
 
     @property
-    def moved(self):
+    def moved(self) -> bool:
         return self.progress != self.progress_before
 
     # -- balances ---------------------------------------------------------------
-    def add(self, key, amount):
+    def add(self, key: str, amount: int) -> None:
         if amount:
             self.balance_deltas[key] = self.balance_deltas.get(key, 0) + int(amount)
         else:
             self.balance_deltas.setdefault(key, 0)
 
     # -- findings ---------------------------------------------------------------
-    def finding(self, kind, **columns):
+    def finding(self, kind: str, **columns: Any) -> None:
         """A finding of ``kind`` with the columns of its Taler report table (KINDS).
 
         ``_table`` and ``_serial`` name the exchange row where Taler's table has
@@ -190,11 +234,12 @@ class Check:
         """
         self.findings.append((kind, columns))
 
-    def report_findings(self):
+    def report_findings(self) -> list[dict[str, Any]]:
         return [report_entry(kind, cols, self.currency) for kind, cols in self.findings]
 
     # -- exchange reads -----------------------------------------------------------
-    def stream(self, query, params=None, size=5000):
+    def stream(self, query: Query, params: Params | None = None,
+               size: int = 5000) -> Iterator[list[Row]]:
         """Rows of an exchange query in batches, through a server-side cursor."""
         name = f"taler_ops_audit_{next(_cursor_names)}"
         with self.ex.cursor(name=name) as cur:
@@ -207,12 +252,12 @@ class Check:
                 yield rows
 
     # -- writing, inside the auditor transaction -------------------------------------
-    def write(self):
+    def write(self) -> None:
         self._write_balances()
         self._write_findings()
         self._write_progress()
 
-    def _write_balances(self):
+    def _write_balances(self) -> None:
         keys = [k for k, v in self.balance_deltas.items()]
         if not keys:
             return
@@ -231,8 +276,8 @@ class Check:
                 "VALUES (%s, ROW(%s, %s)::auditor.taler_amount) ON CONFLICT (balance_key) "
                 "DO UPDATE SET balance_value = EXCLUDED.balance_value", rows)
 
-    def _write_findings(self):
-        by_table = {}
+    def _write_findings(self) -> None:
+        by_table: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
         for kind, cols in self.findings:
             if cols.get("_stored"):
                 continue            # the row is already there (deposit confirmations)
@@ -251,7 +296,7 @@ class Check:
                 sql.SQL(", ").join(placeholders))
             params = []
             for row in rows:
-                values = []
+                values: list[Any] = []
                 for name in names:
                     value = row[name]
                     values.extend(split(value) if isinstance(value, Units) else (value,))
@@ -259,7 +304,7 @@ class Check:
             with self.aud.cursor() as cur:
                 cur.executemany(query, params)
 
-    def _write_progress(self):
+    def _write_progress(self) -> None:
         rows = [(k, v) for k, v in self.progress.items() if v != self.progress_before[k]]
         if rows:
             with self.aud.cursor() as cur:
@@ -269,7 +314,7 @@ class Check:
                     "SET progress_offset = EXCLUDED.progress_offset", rows)
 
 
-def report_entry(kind, cols, currency=None):
+def report_entry(kind: str, cols: dict[str, Any], currency: str | None = None) -> dict[str, Any]:
     """A finding as the JSON report shows it: kind, table, serial and the details."""
     info = KINDS[kind]
     table_col, serial_col = info.row_table, info.serial

@@ -18,7 +18,7 @@ run).  After auditor-dbinit -r (which keeps the confirmations) the remaining one
 are reported again, from zero.
 """
 
-from .common import num, units
+from .common import Check, num, units
 from ..crypto.hashes import merchant_wire_hash
 
 NAME = "deposits"
@@ -46,14 +46,14 @@ SELECT bd.h_contract_terms, bd.merchant_pub, cd.coin_pub, bd.refund_deadline, bd
 """
 
 
-def run(check):
+def run(check: Check) -> None:
     check.load_progress(PROGRESS_KEYS)
     check.add(B_MISSED, 0)
     confirmations = check.aud.execute(_CONFIRMATIONS).fetchall()
     if not confirmations:
         return
-    found = set()
-    wire_hashes = {}
+    found: set[tuple[bytes, bytes, bytes, int, bytes]] = set()
+    wire_hashes: dict[tuple[str, bytes], bytes] = {}
     for rows in check.stream(_DEPOSITS, {
             "contracts": list({bytes(c[1]) for c in confirmations}),
             "hi_batch": check.hi("batch_deposits"), "hi_coin": check.hi("coin_deposits")}):

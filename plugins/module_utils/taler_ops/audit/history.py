@@ -17,11 +17,16 @@ The auditor database of whoever else fills Taler's tables (Taler's own helpers)
 has no rows here; the report then says so.
 """
 
+import datetime
 import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypedDict
 
 from psycopg import sql
 
 from . import report_spec as spec
+from .common import Conn, one_row, scalar
 from ..schema.auditor_schema import AUDIT_RUNS
 
 MERGE_SECONDS = 60
@@ -33,7 +38,18 @@ _STATE = ("findings_open", "findings_suppressed", "open_by_table", "loss_total",
           "at_issue_total", "fee_revenue")
 
 
-def _columns(conn):
+class Figures(TypedDict):
+    """What a history row records of the report's summary (1e-8 units for amounts)."""
+    open_by_table: dict[str, int]
+    findings_open: int
+    findings_suppressed: int
+    loss_total: int
+    risk_total: int
+    at_issue_total: int
+    fee_revenue: int
+
+
+def _columns(conn: Conn) -> dict[str, set[str]]:
     """{table: set(columns)} of schema auditor (pg_catalog: information_schema is slow,
     and this runs with every audit run)."""
     return {table: set(columns) for table, columns in conn.execute(
@@ -43,7 +59,7 @@ def _columns(conn):
         "AND NOT a.attisdropped WHERE c.relkind IN ('r', 'p') GROUP BY 1")}
 
 
-def figures(conn):
+def figures(conn: Conn) -> Figures:
     """The report summary's counts and totals, read from the auditor database now.
 
     Same sections and measures as the report (report_spec), so a history point
@@ -55,21 +71,22 @@ def figures(conn):
         cols = have.get(sec.table, set())
         if not {"suppressed"} <= cols:
             continue
-        sums = {spec.LOSS: [], spec.RISK: [], spec.ISSUE: []}
+        sums: dict[str, list[sql.Composable]] = {spec.LOSS: [], spec.RISK: [], spec.ISSUE: []}
         for m in sec.measures:
             where = sql.SQL(m.where) if m.where else sql.SQL("TRUE")
             sums[m.category].append(sql.SQL(
                 "coalesce(sum({e}) FILTER (WHERE NOT suppressed AND {w}), 0)").format(
                 e=sql.SQL(m.expr), w=where))
-        total = lambda xs: sql.SQL(" + ").join(xs) if xs else sql.SQL("0")
+        total: Callable[[list[sql.Composable]], sql.Composable] = \
+            lambda xs: sql.SQL(" + ").join(xs) if xs else sql.SQL("0")
         parts.append(sql.SQL(
             "SELECT {t}, count(*) FILTER (WHERE NOT suppressed), "
             "count(*) FILTER (WHERE suppressed), ({l})::numeric, ({r})::numeric, ({i})::numeric "
             "FROM {tab}").format(t=sql.Literal(sec.table), l=total(sums[spec.LOSS]),
                                  r=total(sums[spec.RISK]), i=total(sums[spec.ISSUE]),
                                  tab=sql.Identifier("auditor", sec.table)))
-    out = {"open_by_table": {}, "findings_open": 0, "findings_suppressed": 0,
-           "loss_total": 0, "risk_total": 0, "at_issue_total": 0, "fee_revenue": 0}
+    out: Figures = {"open_by_table": {}, "findings_open": 0, "findings_suppressed": 0,
+                    "loss_total": 0, "risk_total": 0, "at_issue_total": 0, "fee_revenue": 0}
     if parts:
         for table, n_open, n_supp, loss, risk, issue in conn.execute(
                 sql.SQL(" UNION ALL ").join(parts)):
@@ -82,9 +99,9 @@ def figures(conn):
             out["at_issue_total"] += int(issue)
     # The report adds the outstanding coins' recoup risk to the risk total.
     if "denom_risk" in have.get("auditor_denomination_pending", set()):
-        out["risk_total"] += int(conn.execute(
-            f"SELECT coalesce(sum({spec.units('denom_risk')}), 0) "
-            "FROM auditor.auditor_denomination_pending").fetchone()[0])
+        out["risk_total"] += int(scalar(
+            conn, f"SELECT coalesce(sum({spec.units('denom_risk')}), 0) "
+            "FROM auditor.auditor_denomination_pending"))
     for key, value in conn.execute(
             f"SELECT balance_key, {spec.units('balance_value')} FROM auditor.auditor_balances "
             "WHERE balance_value IS NOT NULL"):
@@ -93,16 +110,18 @@ def figures(conn):
     return out
 
 
-def sync_seen(ex):
+def sync_seen(ex: Conn) -> tuple[datetime.datetime | None, Decimal | None]:
     """(last copy time, rows beyond the audit's cut) of a safe copy's sync, from the
     run's own snapshot of the exchange database; (None, None) without sync state."""
-    if not ex.execute("SELECT to_regclass('taler_ops.sync_watermarks') IS NOT NULL").fetchone()[0]:
+    if not scalar(ex, "SELECT to_regclass('taler_ops.sync_watermarks') IS NOT NULL"):
         return None, None
-    return ex.execute("SELECT max(updated_tsz), coalesce(sum(greatest(last_serial - "
-                      "complete_serial, 0)), 0) FROM taler_ops.sync_watermarks").fetchone()
+    last_copy, beyond = one_row(ex, "SELECT max(updated_tsz), coalesce(sum(greatest(last_serial "
+                                "- complete_serial, 0)), 0) FROM taler_ops.sync_watermarks")
+    return last_copy, beyond
 
 
-def record(conn, started, rows_examined, sync=(None, None)):
+def record(conn: Conn, started: datetime.datetime, rows_examined: int,
+           sync: tuple[datetime.datetime | None, Decimal | None] = (None, None)) -> str:
     """Add this run to the history, or merge it into the newest row; inside the
     caller's transaction (the audit's last check)."""
     now = figures(conn)
@@ -134,6 +153,7 @@ def record(conn, started, rows_examined, sync=(None, None)):
     return "added"
 
 
-def _same(row, now):
-    return all((dict(v) if isinstance(v, dict) else int(v)) == now[k]
+def _same(row: tuple[Any, ...], now: Figures) -> bool:
+    current: dict[str, object] = dict(now)
+    return all((dict(v) if isinstance(v, dict) else int(v)) == current[k]
                for k, v in zip(_STATE, row))

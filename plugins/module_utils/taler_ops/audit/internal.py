@@ -11,7 +11,7 @@ C4: known_coins.remaining = value - (spent - refunded) (taler_ops.audit_coins).
 A3: batch_deposits.done is true exactly for aggregated batch deposits.
 """
 
-from .common import Units, num, units
+from .common import Check, Units, num, units
 from ..schema.auditor_schema import AUDIT_COINS
 
 NAME = "internal"
@@ -20,7 +20,7 @@ C4_OPERATION = "known_coins.remaining"
 PROGRESS_KEYS = ()
 
 
-def run(check):
+def run(check: Check) -> None:
     recent = _recent(check)
     _reserve_balances(check, recent["reserve"])
     _coin_remaining(check, recent["coin"])
@@ -78,8 +78,9 @@ _RECENT = (
 )
 
 
-def _recent(check):
-    out = {"reserve": set(), "coin": set(), "batch": set()}
+def _recent(check: Check) -> dict[str, set[bytes | int]]:
+    """Reserves and coins (their public keys) and batch deposits (serials) to skip."""
+    out: dict[str, set[bytes | int]] = {"reserve": set(), "coin": set(), "batch": set()}
     if check.bounds is None:
         return out
     for kind, table, query in _RECENT:
@@ -89,7 +90,7 @@ def _recent(check):
     return out
 
 
-def _reserve_balances(check, skip):
+def _reserve_balances(check: Check, skip: set[bytes | int]) -> None:
     audited = {bytes(pub): units(bal) for pub, bal in check.aud.execute(
         f"SELECT reserve_pub, {num('reserve_balance')} FROM auditor.auditor_reserves")}
     seen = {(bytes(pub), units(ex), units(au)) for pub, ex, au in check.aud.execute(
@@ -112,7 +113,7 @@ def _reserve_balances(check, skip):
     check.count("reserves (internal)", examined)
 
 
-def _coin_remaining(check, skip):
+def _coin_remaining(check: Check, skip: set[bytes | int]) -> None:
     audited = {bytes(pub): units(spent) - units(refunded) for pub, spent, refunded in
                check.aud.execute(f"SELECT coin_pub, spent, refunded FROM {AUDIT_COINS}")}
     seen = {(serial, units(ex), units(au)) for serial, ex, au in check.aud.execute(
@@ -139,7 +140,7 @@ def _coin_remaining(check, skip):
     check.count("known_coins (internal)", examined)
 
 
-def _deposits_done(check, skip):
+def _deposits_done(check: Check, skip: set[bytes | int]) -> None:
     seen = {(serial, diag) for serial, diag in check.aud.execute(
         "SELECT problem_row_id, diagnostic FROM auditor.auditor_row_inconsistency "
         "WHERE row_table = 'batch_deposits'")}

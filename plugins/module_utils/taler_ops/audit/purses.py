@@ -26,7 +26,7 @@ not this exchange's purses and are skipped.  The helper's purse_merges and
 account_merges passes feed only those, so their progress keys are not kept.
 """
 
-from .common import Units, num, units
+from .common import Check, Units, num, units
 
 NAME = "purses"
 
@@ -70,25 +70,34 @@ SELECT {num('amount_with_fee')}, purse_expiration FROM exchange.purse_requests
 """
 
 
+class _Purse:
+    """One purse's row of Taler's auditor_purses."""
+    __slots__ = ("balance", "target", "expiration", "stored")
+
+    def __init__(self, balance: int, target: int, expiration: int, stored: bool) -> None:
+        self.balance, self.target, self.expiration = balance, target, expiration
+        self.stored = stored        # the row is in auditor_purses already
+
+
 class _Purses:
     """The purses touched by this increment: state loaded once, written back at the end."""
 
-    def __init__(self, check):
+    def __init__(self, check: Check) -> None:
         self.check = check
-        self.state = {}        # purse_pub -> [balance, target, expiration, stored?]
-        self.gone = set()      # decided: deleted from auditor_purses
+        self.state: dict[bytes, _Purse] = {}     # by purse_pub
+        self.gone: set[bytes] = set()            # decided: deleted from auditor_purses
 
-    def new(self, pub, target, expiration):
-        self.state[pub] = [0, target, expiration, False]
+    def new(self, pub: bytes, target: int, expiration: int) -> None:
+        self.state[pub] = _Purse(0, target, expiration, False)
 
-    def get(self, pub):
+    def get(self, pub: bytes) -> _Purse | None:
         if pub in self.state:
             return self.state[pub]
         row = self.check.aud.execute(
             f"SELECT {num('balance')}, {num('target')}, expiration_date "
             "FROM auditor.auditor_purses WHERE purse_pub = %s FOR UPDATE", (pub,)).fetchone()
         if row is not None:
-            self.state[pub] = [units(row[0]), units(row[1]), row[2], True]
+            self.state[pub] = _Purse(units(row[0]), units(row[1]), row[2], True)
             return self.state[pub]
         row = self.check.ex.execute(_PURSE, (pub,)).fetchone()
         if row is None:
@@ -96,18 +105,18 @@ class _Purses:
         self.new(pub, units(row[0]), row[1])
         return self.state[pub]
 
-    def decided(self, pub):
+    def decided(self, pub: bytes) -> None:
         entry = self.state.pop(pub, None)
-        if entry is not None and entry[3]:
+        if entry is not None and entry.stored:
             self.gone.add(pub)
 
-    def write(self):
+    def write(self) -> None:
         aud = self.check.aud
         if self.gone:
             aud.execute("DELETE FROM auditor.auditor_purses WHERE purse_pub = ANY(%s)",
                         (list(self.gone),))
-        rows = [(pub, *divmod(b, 10**8), *divmod(t, 10**8), e)
-                for pub, (b, t, e, _) in self.state.items()]
+        rows = [(pub, *divmod(p.balance, 10**8), *divmod(p.target, 10**8), p.expiration)
+                for pub, p in self.state.items()]
         if rows:
             with aud.cursor() as cur:
                 cur.executemany(
@@ -117,7 +126,7 @@ class _Purses:
                     "SET balance = EXCLUDED.balance", rows)
 
 
-def run(check):
+def run(check: Check) -> None:
     check.load_progress(PROGRESS_KEYS)
     for key in BALANCE_KEYS:
         check.add(key, 0)
@@ -138,7 +147,7 @@ def run(check):
                               diagnostic="purse deposit into an unknown purse" if entry is None
                               else "purse deposit of a coin of unknown denomination")
                 continue
-            entry[0] += max(units(net), 0)
+            entry.balance += max(units(net), 0)
             check.add(B_GLOBAL, max(units(net), 0))
         check.count("purse_deposits", len(rows))
         check.processed(P_DEPOSIT, rows[-1][0])
@@ -151,7 +160,7 @@ def run(check):
                 check.finding("row_inconsistency", row_table="purse_decision",
                               problem_row_id=serial, diagnostic="decision on an unknown purse")
                 continue
-            balance, target = entry[0], entry[1]
+            balance, target = entry.balance, entry.target
             if not refunded and balance < target:
                 check.finding("amount_arithmetic_inconsistency", _table="purse_decision",
                               problem_row_id=serial, operation="purse-decision: merge",
@@ -165,7 +174,7 @@ def run(check):
     _not_closed(check)
 
 
-def _not_closed(check):
+def _not_closed(check: Check) -> None:
     """Undecided purses past their expiration, each reported once."""
     rows = check.aud.execute(
         f"SELECT p.purse_pub, {num('p.balance')}, p.expiration_date "
@@ -173,7 +182,7 @@ def _not_closed(check):
         "  SELECT 1 FROM auditor.auditor_purse_not_closed_inconsistencies n "
         "   WHERE n.purse_pub = p.purse_pub) ORDER BY p.auditor_purses_rowid",
         (check.now_us,)).fetchall()
-    serials = {}
+    serials: dict[bytes, int] = {}
     if rows:
         serials = dict(check.ex.execute(
             "SELECT purse_pub, purse_requests_serial_id FROM exchange.purse_requests "

@@ -13,19 +13,38 @@ lost), a risk (money that may still be lost), or an amount at issue (money whose
 books disagree, without a loss being established).
 """
 
-from collections import namedtuple
-
-Col = namedtuple("Col", "name kind label")
-Measure = namedtuple("Measure", "name label expr where category")
-Section = namedtuple("Section", "table title helper what columns measures")
+from typing import NamedTuple
 
 
-def units(col):
+class Col(NamedTuple):
+    name: str
+    kind: str
+    label: str
+
+
+class Measure(NamedTuple):
+    name: str
+    label: str
+    expr: str               # SQL summed over the table's rows
+    where: str | None       # SQL: which rows count (None: all)
+    category: str           # LOSS, RISK or ISSUE
+
+
+class Section(NamedTuple):
+    table: str
+    title: str
+    helper: str
+    what: str
+    columns: tuple[Col, ...]
+    measures: tuple[Measure, ...]
+
+
+def units(col: str) -> str:
     """SQL: a taler_amount column as numeric units of 1e-8."""
     return f"(({col}).val::numeric * 100000000 + ({col}).frac)"
 
 
-def delta(a, b):
+def delta(a: str, b: str) -> str:
     return f"abs({units(a)} - {units(b)})"
 
 
@@ -178,7 +197,7 @@ SECTIONS = (
 )
 
 # Progress keys (facts §7.4): helper and the exchange table whose serials they count.
-PROGRESS_TABLES = {
+PROGRESS_TABLES: dict[str, tuple[str, str | None]] = {
     "aggregation_last_wire_out_serial_id": ("aggregation", "wire_out"),
     "coins_withdraw_serial_id": ("coins", "reserves_out"),
     "coins_deposit_serial_id": ("coins", "coin_deposits"),
@@ -231,7 +250,7 @@ HELPER_PREFIXES = (("aggregation_", "aggregation"), ("coins_", "coins"), ("coin_
                    ("wire-", "wire"), ("wire_", "transfer"), ("signatures_", "signatures"))
 
 
-def progress_table(key):
+def progress_table(key: str) -> str | None:
     """The exchange table a progress key walks, or None."""
     if key in PROGRESS_TABLES:
         return PROGRESS_TABLES[key][1]
@@ -244,7 +263,7 @@ def progress_table(key):
     return None
 
 
-def helper_of(key):
+def helper_of(key: str) -> str:
     if key in PROGRESS_TABLES:
         return PROGRESS_TABLES[key][0]
     if key in BALANCE_HELPERS:
@@ -255,7 +274,7 @@ def helper_of(key):
     return "-"
 
 
-def balance_category(key):
+def balance_category(key: str) -> str:
     """How the summary reads an auditor_balances key: by the words Taler's names use."""
     k = key.lower()
     if "revenue" in k:

@@ -17,7 +17,11 @@ serial; the shortfall is booked as loss and the balance stays at zero, as in
 Taler's helper.
 """
 
-from .common import Units, num, units
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from .common import Check, Conn, Units, num, units
 
 NAME = "reserves"
 CACHE_LIMIT = 200_000      # reserves held in memory before their state is written out
@@ -168,8 +172,10 @@ class _Reserve:
     __slots__ = ("balance", "loss", "withdraw_fee", "close_fee", "purse_fee", "open_fee",
                  "history_fee", "expiration", "origin", "initial", "dirty")
 
-    def __init__(self, balance=0, loss=0, withdraw_fee=0, close_fee=0, purse_fee=0,
-                 open_fee=0, history_fee=0, expiration=0, origin=None, new=True):
+    def __init__(self, balance: int = 0, loss: int = 0, withdraw_fee: int = 0,
+                 close_fee: int = 0, purse_fee: int = 0, open_fee: int = 0,
+                 history_fee: int = 0, expiration: int = 0, origin: str | None = None,
+                 new: bool = True) -> None:
         self.balance, self.loss = balance, loss
         self.withdraw_fee, self.close_fee = withdraw_fee, close_fee
         self.purse_fee, self.open_fee, self.history_fee = purse_fee, open_fee, history_fee
@@ -181,11 +187,11 @@ class _Reserve:
 class _Reserves:
     """Running state of the reserves touched in this increment, loaded on demand."""
 
-    def __init__(self, aud):
+    def __init__(self, aud: Conn) -> None:
         self.aud = aud
-        self.known = {}
+        self.known: dict[bytes, _Reserve] = {}
 
-    def load(self, pubs):
+    def load(self, pubs: Iterable[bytes | None]) -> None:
         want = [bytes(p) for p in set(pubs) if p is not None and bytes(p) not in self.known]
         if not want:
             return
@@ -201,7 +207,7 @@ class _Reserves:
                                               units(cfee), units(pfee), units(ofee),
                                               units(hfee), exp, origin, new=False)
 
-    def get(self, pub):
+    def get(self, pub: bytes) -> _Reserve:
         pub = bytes(pub)
         res = self.known.get(pub)
         if res is None:
@@ -209,14 +215,15 @@ class _Reserves:
         res.dirty = True
         return res
 
-    def trim(self, check):
+    def trim(self, check: Check) -> None:
         """Bound memory on a large backlog: store and forget (same transaction)."""
         if len(self.known) > CACHE_LIMIT:
             self.write(check)
             self.known.clear()
 
-    def write(self, check):
-        rows, delta = [], 0
+    def write(self, check: Check) -> None:
+        rows: list[tuple[Any, ...]] = []
+        delta = 0
         for pub, r in self.known.items():
             if not r.dirty:
                 continue
@@ -253,11 +260,11 @@ class _Reserves:
                      origin_account = EXCLUDED.origin_account""", rows)
 
 
-def _amt(amount):
+def _amt(amount: int) -> tuple[int, int]:
     return divmod(amount, 100_000_000)
 
 
-def run(check):
+def run(check: Check) -> None:
     check.load_progress(PROGRESS_KEYS)
     for key in BALANCE_KEYS:
         check.add(key, 0)
@@ -269,7 +276,7 @@ def run(check):
     _not_closed(check)
 
 
-def _reserve_rows(check, state):
+def _reserve_rows(check: Check, state: _Reserves) -> None:
     """New reserves: their expiration date, which R3 needs."""
     for rows in check.stream(
             "SELECT reserve_uuid, reserve_pub, expiration_date FROM exchange.reserves "
@@ -283,12 +290,12 @@ def _reserve_rows(check, state):
         state.trim(check)
 
 
-def _missing_reserve(check, table, serial):
+def _missing_reserve(check: Check, table: str, serial: int) -> None:
     check.finding("row_inconsistency", row_table=table, problem_row_id=serial,
                   diagnostic="the reserve (or the row that names it) does not exist")
 
 
-def _credits(check, state):
+def _credits(check: Check, state: _Reserves) -> None:
     for key, table, _, query in _CREDITS:
         for rows in check.stream(query + " ORDER BY 1",
                                  {"p": check.next_serial(key), "hi": check.hi(table)}):
@@ -315,8 +322,8 @@ def _credits(check, state):
             state.trim(check)
 
 
-def _debits(check, state):
-    params = {}
+def _debits(check: Check, state: _Reserves) -> None:
+    params: dict[str, int] = {}
     for _, table, key in _DEBIT_TABLES:
         short = _DEBIT_PARAM[table]
         params[f"p_{short}"] = check.next_serial(key)
@@ -371,8 +378,9 @@ def _debits(check, state):
         state.trim(check)
 
 
-def _check_close(check, serial, ts, res, fee, target, request_row, request_payto,
-                 due, method, wired):
+def _check_close(check: Check, serial: int, ts: int, res: _Reserve, fee: int,
+                 target: str | None, request_row: int, request_payto: str | None,
+                 due: Decimal | None, method: str | None, wired: Decimal | None) -> None:
     """A close pays the reserve's origin account (or the account of the close request
     that asked for it) and charges the closing fee of that account's wire method at
     the close time, as Taler's reserves helper checks (handle_reserve_closed)."""
@@ -394,16 +402,17 @@ def _check_close(check, serial, ts, res, fee, target, request_row, request_payto
         check.finding("row_inconsistency", row_table="closing-fee", problem_row_id=ts,
                       diagnostic=f"closing fee for `{method}' unavailable at {ts}")
         return
-    due = units(due)
+    due_units = units(due)
     # The exchange's closer takes the whole balance as fee when it is below the
     # closing fee (nothing is wired then): not an inconsistency.
-    if fee != due and not (units(wired) == 0 and fee < due):
+    if fee != due_units and not (units(wired) == 0 and fee < due_units):
         check.finding("amount_arithmetic_inconsistency", operation="closing aggregation fee",
                       _table="reserves_close", problem_row_id=serial,
-                      exchange_amount=Units(fee), auditor_amount=Units(due), profitable=True)
+                      exchange_amount=Units(fee), auditor_amount=Units(due_units),
+                      profitable=True)
 
 
-def _not_closed(check):
+def _not_closed(check: Check) -> None:
     """R3, as Taler's reserves helper: a reserve is "not closed" once it is expired by
     more than CLOSING_GRACE_US and its balance exceeds the closing fee of its origin
     account's wire method at the expiration date; reported once per reserve.
@@ -429,7 +438,7 @@ def _not_closed(check):
         (cutoff,)).fetchall()
     if not candidates:
         return
-    info = {}
+    info: dict[bytes, tuple[Any, ...]] = {}
     for row in check.ex.execute(
             """SELECT r.reserve_pub, r.reserve_uuid, r.expiration_date,
                       EXISTS (SELECT 1 FROM exchange.reserves_close c
@@ -482,7 +491,7 @@ def _not_closed(check):
                             "WHERE reserve_pub = %s", redated)
 
 
-def _closing_fee(check, origin, when):
+def _closing_fee(check: Check, origin: str | None, when: int) -> int | None:
     """The closing fee for the wire method of the payto URI ``origin`` at ``when``."""
     if not origin or "://" not in origin:
         return None

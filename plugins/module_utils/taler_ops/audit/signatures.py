@@ -17,9 +17,14 @@ passes a ``crypto.context.SignatureContext`` (``check.signatures``); without
 one the check is skipped (its progress does not move) and the CLI says why.
 """
 
-from .common import Units
+from typing import TYPE_CHECKING
+
+from .common import Check, Units
 from ..crypto import batch, catalog
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..crypto.context import SignatureContext
 
 NAME = "signatures"
 KIND = "bad_sig_loss"
@@ -30,7 +35,7 @@ WORKERS = None
 ZERO_PUB = bytes(32)        # operation_specific_pub when the row names no usable key
 
 
-def _amt(expr):
+def _amt(expr: str) -> str:
     return f"({expr}).val, ({expr}).frac"
 
 
@@ -175,7 +180,7 @@ COLUMNS = tuple(c for c in catalog.COLUMNS if c.kind != catalog.NONE)
 OPERATIONS = {name: op for name, (op, _) in _LOSS.items()}
 
 
-def progress_key(spec):
+def progress_key(spec: catalog.SignatureColumn) -> str:
     """The column's progress point: the next serial to verify."""
     return f"signatures_{spec.table}_{spec.column}_serial_id"
 
@@ -183,8 +188,8 @@ def progress_key(spec):
 PROGRESS_KEYS = tuple(progress_key(c) for c in COLUMNS)
 
 
-def run(check):
-    ctx = getattr(check, "signatures", None)
+def run(check: Check) -> None:
+    ctx = check.signatures
     if ctx is None:
         # Without the master public key nothing can be verified: skipped, and
         # the progress points stay where they are (a later run with the key
@@ -200,13 +205,14 @@ def run(check):
             raise ConfigError(f"signatures check: {exc}") from None
 
 
-def _check_column(check, spec, ctx):
+def _check_column(check: Check, spec: catalog.SignatureColumn, ctx: "SignatureContext") -> None:
     key = progress_key(spec)
     upto = check.hi(spec.table)
     after = check.next_serial(key) - 1
     query = spec.query("exchange")
     while after < upto:
         cur = check.ex.execute(query, {"after": after, "limit": FETCH})
+        assert cur.description is not None, "a SELECT describes its columns"
         names = [d.name for d in cur.description]
         rows = [catalog.row_from_db(names, values) for values in cur.fetchall()]
         rows = [r for r in rows if r["serial"] <= upto]
@@ -223,7 +229,8 @@ def _check_column(check, spec, ctx):
             break
 
 
-def _report(check, spec, ctx, serials):
+def _report(check: Check, spec: catalog.SignatureColumn, ctx: "SignatureContext",
+            serials: list[int]) -> None:
     operation, sql = _LOSS[spec.name]
     found = {serial: (val, frac, pub) for serial, val, frac, pub in check.ex.execute(
         sql.format(s="exchange"), {"serials": serials})}

@@ -8,30 +8,33 @@ docs/operations.md.
 import datetime
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from .status import StatusReport
 
 # Parts a report can cover; several writers (the sync daemon, a scheduled
 # `status -a`, `status -p`) may share one node_exporter textfile directory.
 PARTS = ("publisher", "ingres", "safe_copy", "audit")
 
 
-def _gauge(reg, name, doc, labels=()):
+def _gauge(reg: CollectorRegistry, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
     return Gauge(name, doc, labels, registry=reg)
 
 
 class _Families:
     """A collector of ready-made metric families (a counter read from the database)."""
 
-    def __init__(self, *families):
+    def __init__(self, *families: Metric) -> None:
         self.families = families
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         return self.families
 
 
-def registry_from(report):
+def registry_from(report: StatusReport) -> CollectorRegistry:
     reg = CollectorRegistry()
     up = _gauge(reg, "taler_ops_instance_up", "1 if the PostgreSQL instance answers", ["instance"])
     for part in ("publisher", "ingres", "safe_copy"):
@@ -112,9 +115,10 @@ def registry_from(report):
                 lrows.labels(table).set(row["lag_rows"])
                 lsecs.labels(table).set(row["lag_seconds"] or 0)
         reg.register(_Families(copied))
-        if sync.get("last_pass") is not None:
+        last_pass = sync.get("last_pass")
+        if last_pass is not None:
             _gauge(reg, "taler_ops_sync_last_pass_timestamp_seconds",
-                   "when a watermark last moved").set(sync["last_pass"].timestamp())
+                   "when a watermark last moved").set(last_pass.timestamp())
 
     audit = report.get("audit", {})
     if "progress" in audit:
@@ -139,11 +143,11 @@ def registry_from(report):
     return reg
 
 
-def render(report):
+def render(report: StatusReport) -> str:
     return generate_latest(registry_from(report)).decode()
 
 
-def write_textfile(report, path):
+def write_textfile(report: StatusReport, path: str) -> None:
     """Atomically replace ``path`` so node_exporter never reads half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".taler-ops-", suffix=".prom")

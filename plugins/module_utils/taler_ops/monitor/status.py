@@ -11,6 +11,8 @@ operator's threshold.
 """
 
 import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -22,17 +24,92 @@ from ..errors import DatabaseNotReady
 
 SLOT_BAD = ("lost", "unreserved")
 
+# The instance, slot, subscription and WAL receiver dicts are ingres.replication's
+# (rows of PostgreSQL's views, with their keys; status adds the ages): read here only.
+Instance = Mapping[str, Any]
+ViewRow = Mapping[str, Any]
 
-def _now():
+
+class PublisherPart(TypedDict):
+    instance: Instance
+    problems: list[str]
+    slots: NotRequired[Sequence[ViewRow]]
+
+
+class IngresPart(TypedDict):
+    instance: Instance
+    problems: list[str]
+    mode: NotRequired[str]                  # "logical" or "streaming"
+    subscriptions: NotRequired[Sequence[ViewRow]]
+    standby: NotRequired[ViewRow]
+
+
+class SafeCopyPart(TypedDict):
+    instance: Instance
+    problems: list[str]
+
+
+class SyncTable(TypedDict):
+    watermark: int
+    rows_copied: int
+    # serials missing below the watermark that a later pass still looks into
+    open_holes: int
+    oldest_hole_seconds: float | None
+    # with the ingres copy readable:
+    source_max: NotRequired[int]
+    lag_rows: NotRequired[int]
+    lag_seconds: NotRequired[float | None]
+
+
+class SyncPart(TypedDict):
+    problems: list[str]
+    tables: dict[str, SyncTable]
+    # with the safe copy's sync state readable:
+    halted: NotRequired[bool]
+    halt: NotRequired[ViewRow | None]       # the newest open halt (taler_ops.sync_halts)
+    open_holes: NotRequired[int]
+    last_pass: NotRequired[datetime.datetime | None]
+    # with the ingres copy readable too:
+    lag_rows: NotRequired[int]
+    lag_seconds: NotRequired[float]
+
+
+class AuditPart(TypedDict):
+    problems: list[str]
+    progress: NotRequired[dict[str, int]]
+    findings: NotRequired[dict[str, int]]   # unsuppressed rows per report table
+
+
+class Parts(TypedDict, total=False):
+    """The parts a report covers: those its caller named databases for."""
+    publisher: PublisherPart
+    ingres: IngresPart
+    safe_copy: SafeCopyPart
+    sync: SyncPart
+    audit: AuditPart
+
+
+class StatusReport(Parts):
+    time: str
+    problems: list[str]                     # every part's, in the order above
+    healthy: bool
+
+
+def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _age(ts, now):
+def _age(ts: datetime.datetime | None, now: datetime.datetime) -> float | None:
     return None if ts is None else max(0.0, (now - ts).total_seconds())
 
 
-def publisher(uri, slot_name=None):
-    part = {"instance": replication.instance(uri, "exchange database"), "problems": []}
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def publisher(uri: str, slot_name: str | None = None) -> PublisherPart:
+    part: PublisherPart = {"instance": replication.instance(uri, "exchange database"),
+                           "problems": []}
     if not part["instance"]["up"]:
         part["problems"].append("exchange database is down")
         return part
@@ -49,9 +126,9 @@ def publisher(uri, slot_name=None):
     return part
 
 
-def ingres(uri):
+def ingres(uri: str) -> IngresPart:
     """The ingres copy: a logical subscriber, or a hot standby (pg_is_in_recovery())."""
-    part = {"instance": replication.instance(uri, "ingres database"), "problems": []}
+    part: IngresPart = {"instance": replication.instance(uri, "ingres database"), "problems": []}
     if not part["instance"]["up"]:
         part["problems"].append("ingres database is down")
         return part
@@ -64,7 +141,7 @@ def ingres(uri):
             subs = replication.subscriptions(conn)
     except psycopg.Error as exc:
         # e.g. the sync's role may read the exchange tables but not every catalog
-        part["problems"].append(f"cannot read the subscriptions: {' '.join(str(exc).split())}")
+        part["problems"].append(f"cannot read the subscriptions: {_one_line(exc)}")
         return part
     for sub in subs:
         sub["last_msg_age_seconds"] = _age(sub["last_msg_receipt_time"], now)
@@ -78,13 +155,13 @@ def ingres(uri):
     return part
 
 
-def _standby(uri, part):
+def _standby(uri: str, part: IngresPart) -> IngresPart:
     now = _now()
     try:
         with connect(uri, "ingres database", autocommit=True) as conn:
             rx = replication.wal_receiver(conn)
     except psycopg.Error as exc:
-        part["problems"].append(f"cannot read the WAL receiver: {' '.join(str(exc).split())}")
+        part["problems"].append(f"cannot read the WAL receiver: {_one_line(exc)}")
         return part
     rx["last_msg_age_seconds"] = _age(rx["last_msg_receipt_time"], now)
     rx["last_replay_age_seconds"] = _age(rx["last_replay_time"], now)
@@ -99,7 +176,13 @@ def _standby(uri, part):
     return part
 
 
-def _max_serials(conn):
+def _exists(conn: psycopg.Connection[Any], relation: str) -> bool:
+    """Whether ``relation`` (schema-qualified) exists."""
+    row = conn.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(relation))).fetchone()
+    return bool(row and row[0])
+
+
+def _max_serials(conn: psycopg.Connection[Any]) -> dict[str, int]:
     query = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {}, (SELECT max({}) FROM {})").format(
             sql.Literal(e.name), sql.Identifier(e.serial), sql.Identifier("exchange", e.name))
@@ -107,9 +190,10 @@ def _max_serials(conn):
     return {name: value or 0 for name, value in conn.execute(query).fetchall()}
 
 
-def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
+def sync(source_uri: str, dest_uri: str, max_lag_rows: int | None = None,
+         max_lag_seconds: float | None = None) -> SyncPart:
     """Per-table watermark vs ingres max, lag in rows and seconds, and the halt if any."""
-    part = {"problems": [], "tables": {}}
+    part: SyncPart = {"problems": [], "tables": {}}
     now = _now()
     try:
         with connect(dest_uri, "safe copy", autocommit=True) as dst:
@@ -117,13 +201,13 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
             marks = {r["table_name"]: r for r in cur.execute(
                 "SELECT table_name, last_serial, rows_copied, updated_tsz "
                 "FROM taler_ops.sync_watermarks")}
-            holes = {}
-            if dst.execute("SELECT to_regclass('taler_ops.sync_holes')").fetchone()[0]:
+            holes: dict[str, ViewRow] = {}
+            if _exists(dst, "taler_ops.sync_holes"):
                 holes = {r["table_name"]: r for r in cur.execute(
                     "SELECT table_name, count(*) AS open_holes, min(seen_tsz) AS oldest "
                     "FROM taler_ops.sync_holes WHERE expired_tsz IS NULL GROUP BY 1")}
-            halts = []
-            if dst.execute("SELECT to_regclass('taler_ops.sync_halts')").fetchone()[0]:
+            halts: list[ViewRow] = []
+            if _exists(dst, "taler_ops.sync_halts"):
                 halts = cur.execute(
                     "SELECT table_name, serial, rule, message, halted_tsz FROM taler_ops.sync_halts "
                     "WHERE cleared_tsz IS NULL ORDER BY halt_id DESC LIMIT 1").fetchall()
@@ -131,7 +215,7 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
         part["problems"].append(str(exc))
         return part
     except psycopg.Error as exc:
-        part["problems"].append(f"safe copy has no sync state: {' '.join(str(exc).split())}")
+        part["problems"].append(f"safe copy has no sync state: {_one_line(exc)}")
         return part
     part["halted"] = bool(halts)
     part["halt"] = halts[0] if halts else None
@@ -151,10 +235,9 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
         mark = marks.get(entry.name)
         watermark = mark["last_serial"] if mark else 0
         hole = holes.get(entry.name)
-        row = {"watermark": watermark, "rows_copied": mark["rows_copied"] if mark else 0,
-               # serials missing below the watermark that a later pass still looks into
-               "open_holes": hole["open_holes"] if hole else 0,
-               "oldest_hole_seconds": _age(hole["oldest"], now) if hole else None}
+        row: SyncTable = {"watermark": watermark, "rows_copied": mark["rows_copied"] if mark else 0,
+                          "open_holes": hole["open_holes"] if hole else 0,
+                          "oldest_hole_seconds": _age(hole["oldest"], now) if hole else None}
         if maxima is not None:
             row["source_max"] = maxima[entry.name]
             row["lag_rows"] = max(0, maxima[entry.name] - watermark)
@@ -173,8 +256,8 @@ def sync(source_uri, dest_uri, max_lag_rows=None, max_lag_seconds=None):
     return part
 
 
-def audit(auditor_uri):
-    part = {"problems": []}
+def audit(auditor_uri: str) -> AuditPart:
+    part: AuditPart = {"problems": []}
     try:
         with connect(auditor_uri, "auditor database", autocommit=True) as conn:
             part["progress"] = dict(conn.execute(
@@ -188,27 +271,31 @@ def audit(auditor_uri):
     except DatabaseNotReady as exc:
         part["problems"].append(str(exc))
     except psycopg.Error as exc:
-        part["problems"].append(f"auditor database unreadable: {' '.join(str(exc).split())}")
+        part["problems"].append(f"auditor database unreadable: {_one_line(exc)}")
     return part
 
 
-def collect(publisher_uri=None, slot_name=None, ingres_uri=None, safe_uri=None,
-            auditor_uri=None, max_lag_rows=None, max_lag_seconds=None):
-    report = {"time": _now().isoformat()}
+def collect(publisher_uri: str | None = None, slot_name: str | None = None,
+            ingres_uri: str | None = None, safe_uri: str | None = None,
+            auditor_uri: str | None = None, max_lag_rows: int | None = None,
+            max_lag_seconds: float | None = None) -> StatusReport:
+    time = _now().isoformat()
+    parts: Parts = {}
     if publisher_uri:
-        report["publisher"] = publisher(publisher_uri, slot_name)
+        parts["publisher"] = publisher(publisher_uri, slot_name)
     if ingres_uri:
-        report["ingres"] = ingres(ingres_uri)
+        parts["ingres"] = ingres(ingres_uri)
     if safe_uri:
-        report["safe_copy"] = {"instance": replication.instance(safe_uri, "safe copy"),
-                               "problems": []}
-        if not report["safe_copy"]["instance"]["up"]:
-            report["safe_copy"]["problems"].append("safe copy database is down")
+        safe: SafeCopyPart = {"instance": replication.instance(safe_uri, "safe copy"),
+                              "problems": []}
+        parts["safe_copy"] = safe
+        if not safe["instance"]["up"]:
+            safe["problems"].append("safe copy database is down")
         elif ingres_uri:
-            report["sync"] = sync(ingres_uri, safe_uri, max_lag_rows, max_lag_seconds)
+            parts["sync"] = sync(ingres_uri, safe_uri, max_lag_rows, max_lag_seconds)
     if auditor_uri:
-        report["audit"] = audit(auditor_uri)
-    report["problems"] = [p for part in report.values() if isinstance(part, dict)
-                          for p in part.get("problems", [])]
-    report["healthy"] = not report["problems"]
-    return report
+        parts["audit"] = audit(auditor_uri)
+    problems = [p for part in (parts.get("publisher"), parts.get("ingres"),
+                               parts.get("safe_copy"), parts.get("sync"), parts.get("audit"))
+                if part is not None for p in part["problems"]]
+    return {"time": time, **parts, "problems": problems, "healthy": not problems}
