@@ -156,7 +156,9 @@ class Audit:
         self.ex.read_only = True
         assert_auditor_current(self.aud)
         # Both write the same Taler tables; the report says which one this is.
-        self.auditor_flavour: str = auditor_flavour(self.aud)
+        flavour = auditor_flavour(self.aud)
+        assert flavour is not None, "assert_auditor_current found the auditor schema"
+        self.auditor_flavour: str = flavour
         if not locks.try_hold(self.aud, locks.AUDIT):
             raise TalerOpsError("another audit is running against this auditor database "
                                 f"({self.auditor}); refusing to run a second one")

@@ -239,7 +239,7 @@ def sync_part(exchange_uri: str) -> SyncState:
     try:
         with connect(exchange_uri, "safe copy") as conn:
             conn.read_only = True
-            have = dict(conn.execute(
+            have: dict[str, list[str]] = dict(conn.execute(
                 "SELECT c.relname, array_agg(a.attname::text) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'taler_ops' "
                 "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "

@@ -57,7 +57,7 @@ def _handle(args: argparse.Namespace) -> int:
         log.info("signal %s: stopping after the current check", signum)
         stop["now"] = True
 
-    def on_report(report: Mapping[str, Any]) -> None:
+    def on_report(report: audit.RunReport) -> None:
         if args.report:
             _write_report(args.report, report)
         if args.report != "-" and (args.test or report["progress_moved"] or report["findings"]):

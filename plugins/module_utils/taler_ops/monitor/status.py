@@ -206,7 +206,7 @@ def sync(source_uri: str, dest_uri: str, max_lag_rows: int | None = None,
                 holes = {r["table_name"]: r for r in cur.execute(
                     "SELECT table_name, count(*) AS open_holes, min(seen_tsz) AS oldest "
                     "FROM taler_ops.sync_holes WHERE expired_tsz IS NULL GROUP BY 1")}
-            halts: list[ViewRow] = []
+            halts: Sequence[ViewRow] = []
             if _exists(dst, "taler_ops.sync_halts"):
                 halts = cur.execute(
                     "SELECT table_name, serial, rule, message, halted_tsz FROM taler_ops.sync_halts "
