@@ -5,6 +5,9 @@ import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# What every scenario shares, merged under its molecule.yml.  Molecule finds it by itself at
+# the root of a git checkout; named here so that a tree without .git tests the same.
+BASE_CONFIG = os.path.join(ROOT, ".config", "molecule", "config.yml")
 # Only what crosses hosts: the auditor host's local services use peer authentication.
 PASSWORD_NAMES = ["replication"]
 
@@ -21,7 +24,7 @@ def scenario_env(secrets=None):
 
 def molecule(action, scenario, env, timeout=1800):
     """Run ``molecule ACTION -s SCENARIO``; returns (returncode, stdout + stderr)."""
-    proc = subprocess.run([os.path.join(VENV_BIN, "molecule"), action, "-s", scenario],
+    proc = subprocess.run([os.path.join(VENV_BIN, "molecule"), "-c", BASE_CONFIG, action, "-s", scenario],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
 

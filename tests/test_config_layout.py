@@ -213,5 +213,9 @@ def test_the_local_inventory_names_the_generators_master_key():
     with open(os.path.join(ROOT, "inventories", "local", "group_vars", "all.yml")) as fh:
         inv = yaml.safe_load(fh)
     assert inv["taler_exchange_master_public_key"] == _master_key(inv["taler_exchange_master_seed"])
+    # The wiring hands it to the role that writes [exchange] MASTER_PUBLIC_KEY.
+    with open(os.path.join(ROOT, "playbooks", "group_vars", "all", "wiring.yml")) as fh:
+        wiring = yaml.safe_load(fh)
+    assert wiring["safe_copy_exchange_master_public_key"] == "{{ taler_exchange_master_public_key }}"
     with open(os.path.join(ROOT, "scripts", "demo.sh")) as fh:
         assert f"--master-seed {inv['taler_exchange_master_seed']}" in fh.read()
