@@ -24,6 +24,14 @@ The degradation check is a ratio inside this one run: each stage's rate on the
 last increment (database at N rows) over its rate on the first (at N/steps);
 sync RSS likewise.  Disk: pg_database_size of each copy per million rows.
 
+Wall time on a shared machine moves with everything else running, so each stage
+is also measured in CPU seconds of this bench and everything it starts (its
+three clusters' servers and backends, autovacuum included, and the sync
+subprocess): the bench runs in a cgroup of its own (cgroup v1 cpuacct or v2
+cpu.stat) when it may create one, i.e. as root.  Rows per CPU second is the
+figure that other load does not move; time spent waiting for the disk is not in
+it, so both ratios are printed.
+
 Generation is unsigned by default (``workload.bulk(signed=False)``: random bytes
 of the right layouts, ten times faster), so the audit runs WITHOUT the
 signatures check (no master key); ``--signed`` for real signatures and checks.
@@ -35,6 +43,7 @@ Not part of ``make test``.  Noisy on a shared machine: compare ratios of one run
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -79,6 +88,52 @@ def _wait(predicate, timeout, poll=0.2):
         time.sleep(poll)
 
 
+class CpuMeter:
+    """CPU seconds used by this process and all it starts afterwards, from a cgroup
+    of its own; ``None`` readings when no cgroup can be made (not root, no cgroupfs)."""
+
+    V1 = "/sys/fs/cgroup/cpuacct"
+    V2 = "/sys/fs/cgroup"
+
+    def __init__(self):
+        self.path = self.usage = None
+        name = f"taler-ops-bench-{os.getpid()}"
+        for base, usage, v2 in ((self.V1, "cpuacct.usage", False), (self.V2, "cpu.stat", True)):
+            if not os.path.exists(os.path.join(base, "cgroup.procs")):
+                continue
+            path = os.path.join(base, name)
+            try:
+                os.mkdir(path)
+                with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+                    fh.write(str(os.getpid()))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+                continue
+            self.path, self.usage, self.base, self.v2 = path, os.path.join(path, usage), base, v2
+            return
+
+    def seconds(self):
+        if self.usage is None:
+            return None
+        with open(self.usage) as fh:
+            if not self.v2:
+                return int(fh.read()) / 1e9
+            for line in fh:
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        return None
+
+    def close(self):
+        """Back to the parent group, and the group removed (the clusters are gone by now)."""
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.base, "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+            os.rmdir(self.path)
+
+
 def db_size(uri):
     with psycopg.connect(uri) as conn:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
@@ -91,7 +146,8 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="bench-scale-")
         self.clusters = []
         self.keys = keyring.Keyring(SEED)
-        self.rows = {}              # stage -> [(increment, rows, seconds)]
+        self.cpu = CpuMeter()       # before any cluster starts: they join its group
+        self.rows = {}              # stage -> [(increment, rows, seconds, cpu seconds)]
         self.rss = []               # (database rows, MiB)
 
     def cluster(self, name):
@@ -136,18 +192,20 @@ class Bench:
         self.src_conf = _conf(os.path.join(self.tmp, "ingres.conf"), self.ingres)
         self.dst_conf = _conf(os.path.join(self.tmp, "safe.conf"), self.safe)
 
-    def note(self, stage, k, rows, seconds, extra=""):
-        self.rows.setdefault(stage, []).append((k, rows, seconds))
+    def note(self, stage, k, rows, seconds, cpu, extra=""):
+        self.rows.setdefault(stage, []).append((k, rows, seconds, cpu))
         rate = rows / seconds if seconds else float("inf")
-        print(f"  {stage:<7} {rows:>11,} rows {seconds:9.2f} s {rate:>11,.0f} rows/s{extra}",
+        on_cpu = (f" {cpu:8.2f} cpu-s {rows / cpu:>10,.0f} rows/cpu-s" if cpu else "")
+        print(f"  {stage:<7} {rows:>11,} rows {seconds:9.2f} s {rate:>11,.0f} rows/s{on_cpu}{extra}",
               flush=True)
 
     def timed(self, stage, k, fn, rows_of=None, extra=None):
-        t0 = time.monotonic()
+        c0, t0 = self.cpu.seconds(), time.monotonic()
         out = fn()
         seconds = time.monotonic() - t0
+        cpu = self.cpu.seconds() - c0 if c0 is not None else None
         rows = rows_of(out) if rows_of else out
-        self.note(stage, k, rows, seconds, extra(out) if extra else "")
+        self.note(stage, k, rows, seconds, cpu, extra(out) if extra else "")
         return out
 
     # -- stages ------------------------------------------------------------------
@@ -171,6 +229,11 @@ class Bench:
                 _wait(lambda: self.applied(conn, ing, lsn), 7200)
         with psycopg.connect(self.ingres, autocommit=True) as ing:
             ing.execute("ALTER SUBSCRIPTION taler_sub DISABLE")
+
+    def analyze(self):
+        """What autovacuum does sooner or later: statistics for the safe copy's grown tables."""
+        with psycopg.connect(self.safe, autocommit=True) as conn:
+            conn.execute("ANALYZE")
 
     def copied(self):
         with psycopg.connect(self.safe) as conn:
@@ -236,7 +299,9 @@ class Bench:
               + f"; {args.rows:,} rows in {args.steps} increments of {step:,}; "
               f"sync batch {args.batch}; generation {'signed' if args.signed else 'unsigned'}, "
               f"audit {signed} the signatures check; {os.cpu_count()} CPUs, "
-              f"load {os.getloadavg()[0]:.2f}", flush=True)
+              f"load {os.getloadavg()[0]:.2f}; CPU seconds "
+              + (f"from cgroup {self.cpu.path}" if self.cpu.path else "not measured (no cgroup)"),
+              flush=True)
         total = 0
         started = self.started
         for k in range(args.steps):
@@ -249,6 +314,8 @@ class Bench:
             _, rss = self.timed("sync", k, self.sync, rows_of=lambda r: r[0],
                                 extra=lambda r: f"  peak RSS {r[1]:.1f} MiB")
             self.rss.append((total, rss))
+            if args.analyze:
+                self.timed("analyze", k, lambda: (self.analyze(), n)[1])
             if full:
                 rep = self.timed("verify", k, lambda: verify.verify(self.ingres, self.safe),
                                  rows_of=lambda r: sum(t["rows_checked"]
@@ -285,10 +352,14 @@ class Bench:
         print(f"\nsummary ({seconds / 60:.1f} min, load {os.getloadavg()[0]:.2f}): rate on the "
               "last increment / rate on the first (target >= 0.8)")
         for stage, runs in self.rows.items():
-            (k0, r0, s0), (k1, r1, s1) = runs[0], runs[-1]
+            (k0, r0, s0, c0), (k1, r1, s1, c1) = runs[0], runs[-1]
             a, b = r0 / s0, r1 / s1
-            print(f"  {stage:<7} increment {k0 + 1:>2} {a:>11,.0f} rows/s   increment {k1 + 1:>2} "
-                  f"{b:>11,.0f} rows/s   ratio {b / a:5.2f}")
+            line = (f"  {stage:<7} increment {k0 + 1:>2} {a:>11,.0f} rows/s   increment {k1 + 1:>2} "
+                    f"{b:>11,.0f} rows/s   ratio {b / a:5.2f}")
+            if c0 and c1:
+                line += (f"   per cpu-s {r0 / c0:>10,.0f} -> {r1 / c1:>10,.0f}   "
+                         f"ratio {(r1 / c1) / (r0 / c0):5.2f}")
+            print(line)
         (n0, rss0), (n1, rss1) = self.rss[0], self.rss[-1]
         print(f"  (first: database at {n0:,} rows; last: at {n1:,} rows)")
         print(f"  sync peak RSS at {n0:,} rows {rss0:.1f} MiB, at {n1:,} rows {rss1:.1f} MiB: "
@@ -298,6 +369,7 @@ class Bench:
         for c in self.clusters:
             c.destroy()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self.cpu.close()
 
 
 def main():
@@ -308,6 +380,8 @@ def main():
     ap.add_argument("-P", "--partitions", type=int, default=4,
                     help="partitions of the Taler-built primary (flavour taler; default 4)")
     ap.add_argument("--batch", type=int, default=20000, help="sync -b")
+    ap.add_argument("--analyze", action="store_true",
+                    help="ANALYZE the safe copy after each sync (a stage of its own)")
     ap.add_argument("--signed", action="store_true",
                     help="real signatures, and the audit checks them (10x slower generation)")
     args = ap.parse_args()
