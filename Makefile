@@ -51,7 +51,7 @@ promtool:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	  rc=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
-# Debian's chromium loads the auditor's report headless in tests/test_report.py (its
+# Debian's chromium loads the auditor's report headless in tests/test_report_browser.py (its
 # screenshot is a test artefact).  No recommends; nothing is started.
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && \

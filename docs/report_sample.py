@@ -3,9 +3,9 @@
 
 Builds Taler's auditor schema from Taler's own SQL files (as taler-auditor-dbinit
 does) in a throwaway PostgreSQL cluster, fills it with the findings of
-tests/test_report.py (one or more rows in every report table, some suppressed,
+tests/report_data.py (one or more rows in every report table, some suppressed,
 balances, progress points, denomination revenue), a run history recorded after each
-table's rows (dated six hours apart: ``test_report.fill_with_history``) and a safe
+table's rows (dated six hours apart: ``report_data.fill_with_history``) and a safe
 copy's sync state (an open hole and a halt), and renders the report in its three forms:
 ``OUTDIR/report-sample.html``, ``.json`` and ``.txt``.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
 from taler_build import DEFAULT_SQL_DIR, build_taler_auditor, taler_sql_root  # noqa: E402
-import test_report as sample  # noqa: E402
+import report_data as sample  # noqa: E402
 
 
 def main(outdir):

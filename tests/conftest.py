@@ -8,6 +8,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# The tests' shared modules assert too: rewritten like the tests, their failures say why.
+pytest.register_assert_rewrite("modules_pg_helpers", "report_forms")
 from pgcluster import Cluster  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +53,8 @@ def own_cluster():
 SLOW_FILES = {
     "test_crashloop.py", "test_day2_playbooks.py", "test_ingres_link_role.py",
     "test_link_keeper.py", "test_modules_dbinit.py", "test_modules_drain.py",
-    "test_modules_pg.py", "test_outages.py", "test_pg_bin.py", "test_pg_instance_tls.py",
+    "test_modules_pg.py", "test_modules_pg_roles.py", "test_modules_pg_subscription.py",
+    "test_outages.py", "test_pg_bin.py", "test_pg_instance_tls.py",
     "test_replication.py", "test_soak.py", "test_streaming.py", "test_streaming_roles.py",
     "test_sync_wakeup.py", "test_taler_replication.py", "test_taler_schema_identity.py",
     "test_auditor_schema_identity.py", "test_crypto_db.py", "test_crypto_batch.py",
@@ -98,6 +101,37 @@ def flavour_param(flavour):
             reason="Taler's SQL files are not available: set TALER_SQL_DIR "
                    f"(default {DEFAULT_SQL_DIR})"))
     return flavour
+
+
+@pytest.fixture
+def sql_root():
+    """The root of Taler's SQL files (exchange/, auditor/), or skip saying why."""
+    from taler_build import require_taler_sql
+    return require_taler_sql()
+
+
+# The sync tests' template databases and synced pair (tests/test_sync.py and
+# tests/test_sync_halts.py): built once a session per flavour, cloned per test.
+# test_sync_trust.py and test_verify.py build templates of their own under these names.
+@pytest.fixture(scope="session", params=[flavour_param(f) for f in FLAVOURS])
+def templates(cluster, request):
+    """Template databases of one flavour: the built-in model, or built by Taler's SQL."""
+    from sync_helpers import BASE_ROWS, make_template
+    from taler_ops import sync
+    flavour = request.param
+    names = {k: f"sync_tpl_{k}_{flavour}" for k in ("src", "empty", "synced")}
+    src = make_template(cluster, names["src"], "ingres", rows=BASE_ROWS, flavour=flavour)
+    make_template(cluster, names["empty"], "safe-copy", flavour=flavour)
+    synced = make_template(cluster, names["synced"], "safe-copy", flavour=flavour)
+    sync.sync_once(src, synced)
+    return dict(names, flavour=flavour)
+
+
+@pytest.fixture
+def pair(cluster, templates):
+    """(source, destination): a source with BASE_ROWS rows per table, destination in sync."""
+    from sync_helpers import clone
+    return clone(cluster, templates["src"], "sync_src"), clone(cluster, templates["synced"], "sync_dst")
 
 
 @pytest.fixture

@@ -9,6 +9,12 @@ from taler_ops.schema import dbinit, registry
 import sync_data
 from taler_build import build_taler_exchange, require_taler_sql
 
+# The templates of tests/test_sync.py and tests/test_sync_halts.py (tests/conftest.py).
+BASE_ROWS = 20          # rows per table in the templates
+NEW = (21, 30)          # rows appended before each tamper test: serials 21..50
+BAD = 46                # the tampered serial
+BATCH = 10              # so 21..30 and 31..40 commit before the bad batch 41..50
+
 _names = itertools.count(1)
 
 

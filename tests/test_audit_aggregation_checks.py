@@ -6,12 +6,11 @@ both flavours (exchange and auditor databases of the model, or built from Taler'
 import json
 import os
 
-
+from audit_helpers import xdbs, xhist  # noqa: F401 (fixtures)
+from audit_helpers import GEN_NOW, NOW, _conf, all_findings, found, progress, q, run
 from audit_history import DAY, T0
 from taler_build import require_taler_sql
 from taler_ops.schema import auditor_schema, dbinit
-from test_audit import (GEN_NOW, NOW, _conf, all_findings, found, progress, q,  # noqa: F401
-                        run, xdbs, xhist)
 
 
 def wire_out(h, batches, amount, target, when=T0 + DAY):

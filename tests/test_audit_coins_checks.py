@@ -10,9 +10,9 @@ import json
 import os
 import time
 
-import psycopg
 import pytest
 
+from audit_helpers import GEN_NOW, q
 from audit_history import History
 from conftest import FLAVOURS, flavour_param
 from taler_build import build_taler_auditor, build_taler_exchange, require_taler_sql
@@ -21,7 +21,6 @@ from taler_ops.schema import dbinit
 from taler_ops.sim import workload
 from taler_ops.crypto import crockford
 
-GEN_NOW = 1_760_000_000_000_000
 SEED = 21
 TABLES = {"emergency": "auditor_emergency", "emergency_by_count": "auditor_emergency_by_count",
           "refresh_hanging": "auditor_refreshes_hanging",
@@ -47,12 +46,6 @@ def restart(aud, flavour):
     """auditor-dbinit -r (from Taler's files for a Taler-built auditor database)."""
     sql_dir = os.path.join(require_taler_sql(), "auditor") if flavour == "taler" else None
     assert dbinit.auditor_dbinit(aud, restart=True, sql_dir=sql_dir)["restarted"]
-
-
-def q(uri, query, params=None):
-    with psycopg.connect(uri, autocommit=True) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else None
 
 
 def active_auditor(ex):

@@ -11,6 +11,8 @@ import time
 import psycopg
 import pytest
 
+from audit_helpers import auditor_flavour, dbs  # noqa: F401 (fixtures)
+from audit_helpers import GEN_NOW, NOW, q
 from conftest import FLAVOURS, flavour_param
 from taler_build import build_taler_exchange, require_taler_sql
 from taler_ops import audit
@@ -19,7 +21,6 @@ from taler_ops.schema import dbinit
 from taler_ops.sim import inject, workload
 from taler_ops.crypto import catalog, crockford, keyring
 
-GEN_NOW = 1_760_000_000_000_000
 SEED = 11
 
 
@@ -282,3 +283,21 @@ def test_unsigned_history_audits_clean_without_the_check_and_forged_with_it(clus
     bad = _bad_sigs(aud_sig)
     # Every withdrawal's reserve signature and every coin's denomination signature at least.
     assert len(bad) >= _count(safe, "reserves_out") + _count(safe, "known_coins")
+
+
+def test_a_check_writes_bad_sig_losses_through_the_common_interface(dbs):
+    """Check.finding(kind, **Taler's columns) is what a signature check plugs into."""
+    from taler_ops.audit.common import Check, Units
+    with psycopg.connect(dbs[1], autocommit=True) as aud:
+        check = Check("signatures", None, aud, NOW, "KUDOS")
+        with aud.transaction():
+            check.finding("bad_sig_loss", problem_row_id=7, operation="deposit",
+                          loss=Units(150_000_000), operation_specific_pub=b"\x05" * 32)
+            check.write()
+        entry = check.report_findings()[0]
+        assert (entry["taler_table"], entry["table"], entry["serial"], entry["loss"]) == (
+            "auditor_bad_sig_losses", "deposit", 7, "KUDOS:1.5")
+        assert audit.open_findings_by_kind(aud) == {"bad_sig_loss": 1}
+    assert q(dbs[1], "SELECT problem_row_id, operation, (loss).val, (loss).frac, "
+                     "operation_specific_pub, suppressed FROM auditor.auditor_bad_sig_losses") == [
+        (7, "deposit", 1, 50_000_000, b"\x05" * 32, False)]

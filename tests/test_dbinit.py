@@ -211,7 +211,7 @@ def test_bad_arguments_exit_2(cli, exconf):
     assert cli("exchange-dbinit", "-c", path, "-P", "-1").returncode == 2
     assert cli("exchange-dbinit", "-c", path, "--role", "boss").returncode == 2
     assert cli("exchange-dbinit", "--bogus").returncode == 2
-    # without -c: Taler's default taler-exchange.conf search (tests/test_config.py), not a usage error
+    # without -c: Taler's default taler-exchange.conf search (tests/test_config_locations.py), not a usage error
 
 
 def test_config_expansion_and_inline(cli, tmp_path, fresh_db, monkeypatch):

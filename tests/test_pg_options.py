@@ -2,7 +2,7 @@
 
 The modules build their statements with plugins/module_utils/taler_pg_options.py from the
 task's parameters and the connected server's server_version_num; these tests render them
-without a server.  tests/test_modules_pg.py runs the modules against the real server here.
+without a server.  tests/test_modules_pg*.py run the modules against the real server here.
 """
 
 import os

@@ -6,14 +6,9 @@ import shutil
 import psycopg
 import pytest
 
-from taler_build import build_taler_auditor, build_taler_exchange, require_taler_sql
+from taler_build import build_taler_auditor, build_taler_exchange
 
 EXCHANGE_PATCHES = [f"exchange-{n:04d}" for n in range(1, 8)]
-
-
-@pytest.fixture
-def sql_root():
-    return require_taler_sql()
 
 
 def _one(uri, query, params=None):
