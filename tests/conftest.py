@@ -225,6 +225,15 @@ def subscribe(ingres_uri, publisher, dbname, timeout=120):
         ).fetchone()[0], timeout=timeout)
 
 
+def caught_up(exchange_uri, timeout=120):
+    """Wait until subscription ``taler_sub`` has confirmed every change the exchange wrote so far."""
+    import psycopg
+    from taler_ops.ingres import replication
+    with psycopg.connect(exchange_uri, autocommit=True) as conn:
+        lsn = replication.current_wal_lsn(conn)
+        wait_for(lambda: replication.slot_confirmed(conn, "taler_sub", lsn), timeout=timeout)
+
+
 @pytest.fixture
 def replication_pair(cluster, request):
     """An exchange primary (session cluster) replicating into an ingres (own cluster).

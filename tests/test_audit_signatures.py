@@ -2,7 +2,8 @@
 signatures from the generator audit clean, every forged-signature kind of
 ``gen --inject`` gives exactly its row in auditor_bad_sig_losses, on the model
 and on a database built from Taler's own SQL files; incremental progress;
-the CLI with and without [exchange] MASTER_PUBLIC_KEY."""
+the CLI with and without [exchange] MASTER_PUBLIC_KEY; the common Check interface a
+signature check writes its findings through."""
 
 import json
 import os

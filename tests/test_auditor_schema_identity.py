@@ -22,12 +22,8 @@ TALER_ONLY_TABLES = ("auditor_tables",)
 TALER_ONLY_FUNCTIONS = ("comment_partitioned_column", "comment_partitioned_table",
                         "create_partitioned_table", "do_create_tables")
 
-needs_taler = pytest.mark.usefixtures("taler_sql")
-
-
-@pytest.fixture
-def taler_sql():
-    return taler_build.require_taler_sql()
+# Taler's SQL files, or skip saying why (conftest.py's sql_root).
+needs_taler = pytest.mark.usefixtures("sql_root")
 
 
 def _indexes(conn):
@@ -120,11 +116,11 @@ def test_model_auditor_schema_equals_taler(cluster):
 
 
 @needs_taler
-def test_restart_clears_what_taler_restart_sql_clears(cluster, taler_sql):
+def test_restart_clears_what_taler_restart_sql_clears(cluster, sql_root):
     """Taler's restart.sql names exactly the model's RESTART_CLEARS."""
     import os
     import re
-    with open(os.path.join(taler_sql, "auditor", "restart.sql")) as f:
+    with open(os.path.join(sql_root, "auditor", "restart.sql")) as f:
         named = sorted(re.findall(r"DELETE FROM (\w+);", f.read()))
     assert named == sorted(auditor_schema.RESTART_CLEARS)
 

@@ -17,7 +17,7 @@ import threading
 
 import psycopg
 
-from conftest import ROOT, publish_replicated_tables, wait_for
+from conftest import ROOT, caught_up, publish_replicated_tables, wait_for
 from consistency import same_tables
 from pgcluster import Cluster
 from tcpproxy import Proxy
@@ -117,12 +117,6 @@ def _topology(own_cluster, tmp_path, conf, tag):
     return ex, ing, exchange, ingres, proxy, ingres_conf
 
 
-def _caught_up(exchange, timeout=120):
-    with psycopg.connect(exchange, autocommit=True) as conn:
-        lsn = replication.current_wal_lsn(conn)
-        wait_for(lambda: replication.slot_confirmed(conn, SUB, lsn), timeout=timeout)
-
-
 def _resumed(ingres, after_origin, timeout=60):
     """Replication applies transactions again: enabled, and the origin moved past ``after_origin``."""
     def moving():
@@ -159,7 +153,7 @@ def test_cuts_and_exchange_restarts_under_traffic_heal_without_loss(own_cluster,
                 ex.start_existing()
                 _resumed(ingres, before["origin"])
         assert traffic.committed >= 6, traffic.errors
-        _caught_up(exchange)
+        caught_up(exchange)
         final = _sub(ingres)
         assert final["subenabled"] and final["errors"] >= 3
         assert same_tables(exchange, ingres) is None       # no row lost
@@ -182,7 +176,7 @@ def test_a_planted_apply_error_stays_stopped_and_reported(own_cluster, tmp_path,
     try:
         wait_for(_phase(state, "healthy"))
         workload.bulk(exchange, 500, seed=1)
-        _caught_up(exchange)
+        caught_up(exchange)
         # The ingres copy refuses every new reserve: a deterministic apply error.
         with psycopg.connect(ingres, autocommit=True) as conn:
             conn.execute("ALTER TABLE exchange.reserves ADD CONSTRAINT planted CHECK (false) "
@@ -208,7 +202,7 @@ def test_a_planted_apply_error_stays_stopped_and_reported(own_cluster, tmp_path,
         with psycopg.connect(ingres, autocommit=True) as conn:
             conn.execute("ALTER TABLE exchange.reserves DROP CONSTRAINT planted")
             conn.execute(f"ALTER SUBSCRIPTION {SUB} ENABLE")
-        _caught_up(exchange)
+        caught_up(exchange)
         assert same_tables(exchange, ingres) is None
         wait_for(_phase(state, "healthy"))
     finally:
@@ -233,7 +227,7 @@ def test_an_operator_disabled_subscription_is_left_alone(own_cluster, tmp_path, 
             conn.execute(f"ALTER SUBSCRIPTION {SUB} ENABLE")
         wait_for(_phase(state, "healthy"))
         workload.bulk(exchange, 300, seed=3)
-        _caught_up(exchange)
+        caught_up(exchange)
         assert same_tables(exchange, ingres) is None
     finally:
         proxy.cut()
@@ -313,7 +307,7 @@ def test_once_with_its_state_heals_a_cut_seen_between_runs(own_cluster, tmp_path
         assert again.returncode == 0, again.stderr
         assert "action=enabled" in again.stderr
         _resumed(ingres, before["origin"])
-        _caught_up(exchange)
+        caught_up(exchange)
         assert same_tables(exchange, ingres) is None
     finally:
         proxy.cut()

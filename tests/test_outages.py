@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import ROOT, publish_replicated_tables, wait_for
+from conftest import ROOT, caught_up, publish_replicated_tables, wait_for
 from consistency import prefix_problems, same_tables
 from tcpproxy import Proxy
 from taler_ops.ingres import replication
@@ -73,12 +73,6 @@ def _subscribe(ingres_uri, host, port, dbname, **options):
     return tables
 
 
-def _caught_up(exchange_uri, timeout=120):
-    with psycopg.connect(exchange_uri, autocommit=True) as conn:
-        lsn = replication.current_wal_lsn(conn)
-        wait_for(lambda: replication.slot_confirmed(conn, "taler_sub", lsn), timeout=timeout)
-
-
 def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
     ex, ing = own_cluster("cut-exchange"), own_cluster("cut-ingres")
     exchange, ingres = ex.createdb("exchange"), ing.createdb("ingres")
@@ -91,7 +85,7 @@ def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
     try:
         _subscribe(ingres, "127.0.0.1", link.port, "exchange")
         workload.bulk(exchange, 5000, seed=1)
-        _caught_up(exchange)
+        caught_up(exchange)
         src = conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}})
         dst = conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}})
         pub = conf("p.conf", {"exchangedb-postgres": {"CONFIG": exchange}})
@@ -114,7 +108,7 @@ def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
         # No link keeper runs here (tests/test_link_keeper.py has it): the runbook's one step.
         with psycopg.connect(ingres, autocommit=True) as conn:
             conn.execute("ALTER SUBSCRIPTION taler_sub ENABLE")
-        _caught_up(exchange)
+        caught_up(exchange)
         assert _sync(src, dst).returncode == 0
         assert same_tables(exchange, safe) is None
         report = json.loads(cli("status", "-p", pub, "-s", src, "-d", dst, "--json").stdout)
@@ -136,7 +130,7 @@ def test_slot_invalidated_by_max_slot_wal_keep_size(own_cluster, cluster, conf, 
     publish_replicated_tables(exchange)
     _subscribe(ingres, ex.sockets, ex.port, "exchange")
     workload.bulk(exchange, 3000, seed=1)
-    _caught_up(exchange)
+    caught_up(exchange)
     src = conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}})
     dst = conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}})
     pub = conf("p.conf", {"exchangedb-postgres": {"CONFIG": exchange}})
@@ -163,7 +157,7 @@ def test_slot_invalidated_by_max_slot_wal_keep_size(own_cluster, cluster, conf, 
     with psycopg.connect(exchange, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot('taler_sub')")
     _subscribe(ingres, ex.sockets, ex.port, "exchange")
-    _caught_up(exchange)
+    caught_up(exchange)
 
     assert _sync(src, dst).returncode == 0
     assert same_tables(exchange, safe) is None

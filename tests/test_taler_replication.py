@@ -12,11 +12,10 @@ import json
 import psycopg
 import pytest
 
-from conftest import publish_replicated_tables, subscribe, wait_for
+from conftest import caught_up, publish_replicated_tables, subscribe
 from consistency import same_tables
 from pgcluster import Cluster
 from taler_build import build_taler_exchange, require_taler_sql
-from taler_ops.ingres import replication
 from taler_ops.schema import dbinit, registry
 from taler_ops.sim import workload
 
@@ -44,12 +43,6 @@ def taler_topology(cluster):
                          "WHERE slot_name = 'taler_sub'")
 
 
-def _caught_up(primary):
-    with psycopg.connect(primary, autocommit=True) as conn:
-        lsn = replication.current_wal_lsn(conn)
-        wait_for(lambda: replication.slot_confirmed(conn, "taler_sub", lsn), timeout=120)
-
-
 def _counts(uri):
     with psycopg.connect(uri) as conn:
         return {e.name: conn.execute(f"SELECT count(*) FROM {e.qualified}").fetchone()[0]
@@ -69,7 +62,7 @@ def _sync(conf, cli, ingres, safe):
 def test_talers_updates_and_gc_run_under_the_publication(taler_topology, conf, cli):
     primary, ingres, safe = taler_topology
     workload.bulk(primary, 3000, seed=11)
-    _caught_up(primary)
+    caught_up(primary)
     assert _sync(conf, cli, ingres, safe) == []
     inserted = _counts(primary)
     assert inserted["reserves_out"] > 0 and inserted["legitimization_measures"] > 0
@@ -111,7 +104,7 @@ def test_talers_updates_and_gc_run_under_the_publication(taler_topology, conf, c
     assert after_gc["reserves_out"] < inserted["reserves_out"]
     assert after_gc["reserves"] < inserted["reserves"]
 
-    _caught_up(primary)
+    caught_up(primary)
     # The ingres copy lost nothing the exchange collected and got the new credit.
     on_ingres = _counts(ingres)
     assert on_ingres["reserves_out"] == inserted["reserves_out"]

@@ -20,13 +20,8 @@ from taler_ops.schema.exchange_tables import TABLES
 # Differences kept on purpose (docs/taler-schema.md); empty: none.
 KEPT_DIFFERENCES = ()
 
-needs_taler = pytest.mark.usefixtures("taler_sql")
-
-
-@pytest.fixture
-def taler_sql():
-    """Taler's SQL directory, or skip saying why (tests/taler_build.py)."""
-    return taler_build.require_taler_sql()
+# Taler's SQL files, or skip saying why (conftest.py's sql_root).
+needs_taler = pytest.mark.usefixtures("sql_root")
 
 
 def _describe_all(uri):
