@@ -8,7 +8,7 @@ runs apply every patch once and both succeed.  ``check`` only reads.
 import psycopg
 from psycopg import sql
 
-from . import auditor_schema, bookkeeping, exchange_schema, gc, registry, taler_sql, versioning
+from . import analyze, auditor_schema, bookkeeping, exchange_schema, gc, registry, taler_sql, versioning
 from ..db import connect
 from ..errors import CreateError, DatabaseNotReady, TalerOpsError, UsageError
 from .state import (AUDITOR_WHAT, EXCHANGE_WHAT, auditor_flavour, exchange_flavour, legacy_model, read_setup,
@@ -119,6 +119,7 @@ def exchange_dbinit(uri, check=False, reset=False, run_gc=False, partitions=None
             with conn.transaction():
                 bookkeeping.create(conn, role, partitions, foreign_keys)
                 serial_indexes(conn, role)
+                analyze.create(conn, role)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
         result["patches_after"] = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
@@ -153,6 +154,7 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
         return _checked(result, setup, partitions, role, reset)
     if reset:
         with conn.transaction():
+            analyze.drop(conn)
             bookkeeping.drop(conn)
             if flavour in ("model", "legacy"):
                 _drop_exchange_model(conn)
@@ -189,6 +191,7 @@ def _taler_exchange_dbinit(conn, sql_dir, flavour, check, reset, run_gc, partiti
             "with Taler's files ([exchangedb-postgres] SQL_DIR) or taler-exchange-dbinit first")
     with conn.transaction():
         bookkeeping.create(conn, role, partitions, foreign_keys)
+        analyze.create(conn, role)
     if run_gc:
         result["gc"] = gc.collect(conn, now_us=now_us)
     result["pending"] = []
@@ -251,6 +254,7 @@ def _refuse_changed_layout(setup, partitions, role):
 
 def _drop_exchange(conn):
     with conn.transaction():
+        analyze.drop(conn)
         bookkeeping.drop(conn)
         _drop_exchange_model(conn)
 
