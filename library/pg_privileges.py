@@ -1,17 +1,18 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # GNU Affero General Public License v3.0+
-"""Ansible module: a role's privileges on tables of one schema, the schema and the database."""
+"""Ansible module: a role's privileges on tables and functions of one schema, the schema,
+the database and configuration parameters."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: pg_privileges
-short_description: Grant or revoke a role's privileges on tables, a schema, a database and parameters
+short_description: Grant or revoke a role's privileges on tables, functions, a schema, a database and parameters
 description:
   - Converges the privileges that one role holds directly (its own ACL entries, not those
-    inherited through role membership or granted to C(PUBLIC)) on tables of one schema,
-    on that schema, on the connected database and on configuration parameters.
+    inherited through role membership or granted to C(PUBLIC)) on tables and functions of
+    one schema, on that schema, on the connected database and on configuration parameters.
   - With O(exclusive=true) privileges of the role that are not listed are revoked, for each
     kind of object the task names — least privilege for a replication or sync role.
   - Every identifier is quoted. Statements are grouped, one C(GRANT) or C(REVOKE) per set of
@@ -25,7 +26,7 @@ options:
     type: str
     required: true
   schema:
-    description: Schema of O(tables), and the object of O(schema_privileges).
+    description: Schema of O(tables) and O(functions), and the object of O(schema_privileges).
     type: str
     default: public
   tables:
@@ -43,6 +44,20 @@ options:
     type: list
     elements: str
     default: []
+  functions:
+    description:
+      - Functions in O(schema), by name (not procedures or aggregates); a name covers every
+        overload of it. The objects of O(function_privileges).
+    type: list
+    elements: str
+    default: []
+  function_privileges:
+    description:
+      - Privileges on O(functions), C(EXECUTE) (or C(ALL)). Needed with O(functions).
+      - C(EXECUTE) granted to C(PUBLIC) (PostgreSQL's default for a new function) is not the
+        role's own; revoke it where the function is created.
+    type: list
+    elements: str
   schema_privileges:
     description: Privileges on O(schema), C(USAGE) and/or C(CREATE). Omit to leave them alone.
     type: list
@@ -77,8 +92,8 @@ options:
   exclusive:
     description:
       - With O(state=present), also revoke the role's other privileges on O(tables), on
-        O(parameters), and, when O(schema_privileges) or O(database_privileges) are given, on
-        the schema or database.
+        O(functions), on O(parameters), and, when O(schema_privileges) or
+        O(database_privileges) are given, on the schema or database.
       - Privileges granted to C(PUBLIC) are not the role's own and stay.
     type: bool
     default: false
@@ -87,8 +102,8 @@ attributes:
     support: full
     description:
       - Reports the statements that would run, without running them.
-      - A missing role, schema or table is a warning in check mode (an earlier task would create
-        it), an error otherwise. An unknown parameter is always an error.
+      - A missing role, schema, table or function is a warning in check mode (an earlier task
+        would create it), an error otherwise. An unknown parameter is always an error.
   diff_mode:
     support: full
     description: Shows the role's privileges on the named objects before and after.
@@ -119,6 +134,17 @@ EXAMPLES = r"""
     privileges: [SELECT, INSERT]
     exclusive: true
 
+- name: The sync may ask the safe copy's owner to ANALYZE a replicated table
+  pg_privileges:
+    login_host: /run/taler-ops/production
+    login_port: 5443
+    login_db: taler-auditor
+    role: taler-sync
+    schema: taler_ops
+    functions: [analyze_exchange_table]
+    function_privileges: [EXECUTE]
+    exclusive: true
+
 - name: The sync may switch triggers off for its own session on the safe copy (PostgreSQL 15)
   pg_privileges:
     login_host: /run/taler-ops/production
@@ -137,6 +163,7 @@ privileges:
   type: dict
   sample:
     tables: {exchange.reserves: [SELECT], exchange.reserves_in: [SELECT]}
+    functions: {}
     schema: [USAGE]
     database: [CONNECT]
     parameters: {session_replication_role: [SET]}
@@ -155,6 +182,7 @@ TABLE_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
 SCHEMA_PRIVILEGES = ["USAGE", "CREATE"]
 DATABASE_PRIVILEGES = ["CONNECT", "CREATE", "TEMPORARY"]
 PARAMETER_PRIVILEGES = ["SET", "ALTER SYSTEM"]
+FUNCTION_PRIVILEGES = ["EXECUTE"]
 ALIASES = {"TEMP": "TEMPORARY", "ALTER_SYSTEM": "ALTER SYSTEM"}
 
 
@@ -187,6 +215,17 @@ TABLE_ACL = (
     "acldefault('r', o.relowner))) a WHERE a.grantee = %(roleoid)s) AS privs "
     "FROM pg_class o JOIN pg_namespace n ON n.oid = o.relnamespace "
     "WHERE n.nspname = %(schema)s AND o.relkind IN ('r', 'p', 'v', 'm', 'f')")
+
+
+# Functions by the signature GRANT takes, every part quoted by the server (%% escapes
+# psycopg's placeholders); a NULL ACL is the owner's defaults (EXECUTE to PUBLIC).
+FUNCTION_ACL = (
+    "SELECT format('%%I.%%I(%%s)', n.nspname, o.proname, "
+    "pg_get_function_identity_arguments(o.oid)) AS signature, o.proname, "
+    "ARRAY(SELECT a.privilege_type FROM aclexplode(coalesce(o.proacl, "
+    "acldefault('f', o.proowner))) a WHERE a.grantee = %(roleoid)s) AS privs "
+    "FROM pg_proc o JOIN pg_namespace n ON n.oid = o.pronamespace "
+    "WHERE n.nspname = %(schema)s AND o.proname = ANY(%(functions)s) AND o.prokind = 'f'")
 
 
 # A parameter with no pg_parameter_acl row has no grants at all (only superusers may
@@ -234,6 +273,8 @@ def main():
         privileges=dict(type="list", elements="str", default=[]),
         schema_privileges=dict(type="list", elements="str"),
         database_privileges=dict(type="list", elements="str"),
+        functions=dict(type="list", elements="str", default=[]),
+        function_privileges=dict(type="list", elements="str"),
         parameters=dict(type="list", elements="str", default=[]),
         parameter_privileges=dict(type="list", elements="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -248,6 +289,9 @@ def main():
     want_schema = normalise(module, p["schema_privileges"], SCHEMA_PRIVILEGES, "schema")
     want_db = normalise(module, p["database_privileges"], DATABASE_PRIVILEGES, "database")
     want_params = normalise(module, p["parameter_privileges"], PARAMETER_PRIVILEGES, "parameter")
+    want_funcs = normalise(module, p["function_privileges"], FUNCTION_PRIVILEGES, "function")
+    if (want_funcs is None) != (not p["functions"]):
+        module.fail_json(msg="functions and function_privileges go together")
     if (want_params is None) != (not p["parameters"]):
         module.fail_json(msg="parameters and parameter_privileges go together")
     parameters = []
@@ -268,7 +312,7 @@ def main():
     args = {"roleoid": role_row["oid"] if role_row else None, "schema": schema}
     schema_row = session.row(acl_query("n", "pg_namespace", "nspacl", "nspowner",
                                        "o.nspname = %(schema)s", "nspname"), args)
-    if schema_row is None and (p["tables"] or want_schema is not None):
+    if schema_row is None and (p["tables"] or p["functions"] or want_schema is not None):
         session.missing(f"schema {schema!r} does not exist in database {p['login_db']!r}")
 
     # Current table privileges: {table: set}
@@ -284,6 +328,15 @@ def main():
                 session.missing("no such table in schema %r of database %r: %s" % (
                     schema, p["login_db"], ", ".join(missing)))
             have_tables = {t: existing.get(t, set()) for t in p["tables"]}
+    # Current function privileges: {signature: set}
+    have_funcs = {}
+    if p["functions"]:
+        rows = session.rows(FUNCTION_ACL, dict(args, functions=p["functions"]))
+        missing = [f for f in p["functions"] if f not in {r["proname"] for r in rows}]
+        if missing:
+            session.missing("no such function in schema %r of database %r: %s" % (
+                schema, p["login_db"], ", ".join(missing)))
+        have_funcs = {r["signature"]: set(r["privs"]) for r in rows}
     have_schema = set(schema_row["privs"]) if schema_row else set()
     db_row = session.row(acl_query("d", "pg_database", "datacl", "datdba",
                                    "o.datname = current_database()", "datname"), args)
@@ -321,6 +374,20 @@ def main():
     stmts += plan(revokes, False, TABLE_PRIVILEGES, "TABLE", table_sql, role)
     stmts += plan(grants, True, TABLE_PRIVILEGES, "TABLE", table_sql, role)
 
+    after_funcs = {}
+    if want_funcs is not None:
+        grants, revokes = {}, {}
+        for signature, have in have_funcs.items():
+            if present:
+                grants[signature] = want_funcs - have
+                revokes[signature] = (have - want_funcs) if exclusive else set()
+            else:
+                grants[signature], revokes[signature] = set(), have & want_funcs
+            after_funcs[signature] = (have | grants[signature]) - revokes[signature]
+        # The signature is the server's own quoting (FUNCTION_ACL), not the task's text.
+        stmts += plan(revokes, False, FUNCTION_PRIVILEGES, "FUNCTION", sql.SQL, role)
+        stmts += plan(grants, True, FUNCTION_PRIVILEGES, "FUNCTION", sql.SQL, role)
+
     after_params = {}
     if want_params is not None:
         grants, revokes = {}, {}
@@ -353,15 +420,17 @@ def main():
     for stmt in stmts:
         session.execute(stmt)
 
-    def view(tables, schema_privs, db_privs, params):
+    def view(tables, funcs, schema_privs, db_privs, params):
         return {"tables": {qualified_text(schema, t): ordered(v, TABLE_PRIVILEGES)
                            for t, v in sorted(tables.items())},
+                "functions": {f: ordered(v, FUNCTION_PRIVILEGES) for f, v in sorted(funcs.items())},
                 "schema": ordered(schema_privs, SCHEMA_PRIVILEGES),
                 "database": ordered(db_privs, DATABASE_PRIVILEGES),
                 "parameters": {n: ordered(v, PARAMETER_PRIVILEGES) for n, v in sorted(params.items())}}
 
-    before = view(have_tables, have_schema, have_db, have_params)
-    after = view(after_tables, after_schema, after_db, after_params or have_params)
+    before = view(have_tables, have_funcs, have_schema, have_db, have_params)
+    after = view(after_tables, after_funcs or have_funcs, after_schema, after_db,
+                 after_params or have_params)
     result = dict(changed=bool(session.queries), privileges=after, queries=session.queries)
     if module._diff:
         result["diff"] = dict(before=before, after=after)

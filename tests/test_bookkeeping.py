@@ -54,6 +54,8 @@ def test_an_older_layout_is_moved_with_its_rows(cluster):
     # What an older taler-ops left: the same tables inside schema exchange.
     for name in bookkeeping.TABLES:
         execute(uri, f"ALTER TABLE taler_ops.{name} SET SCHEMA exchange")
+    # ... and no function for the sync's ANALYZE yet (schema/analyze.py).
+    execute(uri, "DROP FUNCTION taler_ops.analyze_exchange_table(text)")
     execute(uri, "DROP SCHEMA taler_ops")
     with psycopg.connect(uri) as conn:
         assert bookkeeping.read_setup(conn) == ("safe-copy", None, True)
@@ -61,3 +63,5 @@ def test_an_older_layout_is_moved_with_its_rows(cluster):
     assert execute(uri, "SELECT last_serial FROM taler_ops.sync_watermarks "
                         "WHERE table_name = 'reserves'") == [(42,)]
     assert execute(uri, "SELECT to_regclass('exchange.sync_watermarks')") == [(None,)]
+    assert execute(uri, "SELECT to_regprocedure('taler_ops.analyze_exchange_table(text)') "
+                        "IS NOT NULL") == [(True,)]

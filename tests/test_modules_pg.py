@@ -6,10 +6,81 @@ tests/test_modules_pg_subscription.py.
 
 import os
 
+import psycopg
+import pytest
+
 from ansible_runner import run_module, run_tasks
 from conftest import wait_for
 from modules_pg_helpers import pg  # noqa: F401 (fixture)
 from modules_pg_helpers import login, one
+
+
+def test_privileges_on_functions(pg):
+    """EXECUTE on a function (every overload of the name): what the sync needs on the safe
+    copy's taler_ops.analyze_exchange_table; EXECUTE granted to PUBLIC is not the role's own."""
+    publisher, _ = pg
+    publisher.psql("exch", "CREATE ROLE caller LOGIN")
+    publisher.psql("exch", "CREATE FUNCTION exchange.analyze_it(t text) RETURNS void "
+                           "LANGUAGE sql AS 'SELECT'")
+    publisher.psql("exch", "CREATE FUNCTION exchange.analyze_it(t text, n int) RETURNS void "
+                           "LANGUAGE sql AS 'SELECT'")
+    publisher.psql("exch", 'CREATE FUNCTION exchange."Odd name"() RETURNS int '
+                           "LANGUAGE sql AS 'SELECT 1'")
+    publisher.psql("exch", "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA exchange FROM PUBLIC")
+    publisher.psql("exch", "GRANT USAGE ON SCHEMA exchange TO caller")
+    base = dict(login(publisher, "exch"), role="caller", schema="exchange")
+    args = dict(base, functions=["analyze_it"], function_privileges=["execute"], exclusive=True)
+
+    def may_call(signature="exchange.analyze_it(text)"):
+        return one(publisher, "exch", "SELECT has_function_privilege('caller', %s, 'EXECUTE')",
+                   (signature,))
+
+    check = run_module("pg_privileges", args, check=True, diff=True)
+    assert check.ok and check.result["changed"], check
+    assert check.result["queries"] == [
+        'GRANT EXECUTE ON FUNCTION exchange.analyze_it(t text), '
+        'exchange.analyze_it(t text, n integer) TO "caller"']
+    assert check.result["diff"]["before"]["functions"] == {
+        "exchange.analyze_it(t text)": [], "exchange.analyze_it(t text, n integer)": []}
+    assert not may_call()
+
+    run = run_tasks([{"pg_privileges": args}, {"pg_privileges": args}], diff=True)
+    assert run.ok, run
+    first, second = run.results
+    assert first["changed"] and first["privileges"]["functions"] == {
+        "exchange.analyze_it(t text)": ["EXECUTE"],
+        "exchange.analyze_it(t text, n integer)": ["EXECUTE"]}
+    assert first["privileges"]["tables"] == {}
+    assert not second["changed"] and second["queries"] == [], second
+    assert may_call() and may_call("exchange.analyze_it(text, int)")
+    with psycopg.connect(publisher.uri("exch", user="caller"), autocommit=True) as conn:
+        conn.execute("SELECT exchange.analyze_it('reserves')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute('SELECT exchange."Odd name"()')
+
+    # A name that needs quoting is quoted by the server; absent revokes.
+    odd = run_module("pg_privileges", dict(base, functions=["Odd name"],
+                                           function_privileges=["ALL"]))
+    assert odd.ok and odd.result["queries"] == [
+        'GRANT EXECUTE ON FUNCTION exchange."Odd name"() TO "caller"'], odd
+    gone = run_tasks([{"pg_privileges": dict(args, state="absent", exclusive=False)},
+                      {"pg_privileges": dict(args, state="absent", exclusive=False)}])
+    assert [r["changed"] for r in gone.results] == [True, False], gone
+    assert not may_call()
+
+    missing = run_module("pg_privileges", dict(base, functions=["analyze_it", "nope"],
+                                               function_privileges=["EXECUTE"]))
+    assert not missing.ok
+    assert "no such function in schema 'exchange' of database 'exch': nope" in \
+        missing.result["msg"]
+    later = run_module("pg_privileges", dict(base, functions=["nope"],
+                                             function_privileges=["EXECUTE"]), check=True)
+    assert later.ok and not later.result["changed"] and len(later.result["warnings"]) == 1
+    bad = run_module("pg_privileges", dict(base, functions=["analyze_it"],
+                                           function_privileges=["USAGE"]))
+    assert not bad.ok and "unknown function privilege 'USAGE'" in bad.result["msg"]
+    lonely = run_module("pg_privileges", dict(base, functions=["analyze_it"]))
+    assert not lonely.ok and "function_privileges" in lonely.result["msg"]
 
 
 # --- pg_publication --------------------------------------------------------

@@ -155,6 +155,8 @@ def test_reset_runs_talers_drop_and_taler_drop_keeps_bookkeeping(fresh_db, conf,
     from taler_build import psql_file
     psql_file(fresh_db, os.path.join(sql_dir, "drop.sql"))
     assert _one(fresh_db, "SELECT role FROM taler_ops.database_setup") == "safe-copy"
+    analyze_function = "SELECT to_regprocedure('taler_ops.analyze_exchange_table(text)') IS NOT NULL"
+    assert _one(fresh_db, analyze_function)      # the sync's ANALYZE, on a safe copy only
     assert _patches(fresh_db) == []
     assert cli("exchange-dbinit", "-c", cfg).returncode == 0   # rebuilt, role kept
     assert _patches(fresh_db) == EXCHANGE_PATCHES
@@ -162,6 +164,7 @@ def test_reset_runs_talers_drop_and_taler_drop_keeps_bookkeeping(fresh_db, conf,
     done = cli("exchange-dbinit", "-c", cfg, "-r", "--role", "primary")
     assert done.returncode == 0, done.stderr
     assert _one(fresh_db, "SELECT role FROM taler_ops.database_setup") == "primary"
+    assert not _one(fresh_db, analyze_function)
     assert _one(fresh_db, "SELECT count(*) FROM exchange.exchange_sign_keys") == 0
     assert _one(fresh_db, "SELECT to_regnamespace('_v') IS NOT NULL")
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import psycopg
 from psycopg import sql
 
-from . import auditor_schema, bookkeeping, exchange_schema, gc, registry, taler_sql, versioning
+from . import analyze, auditor_schema, bookkeeping, exchange_schema, gc, registry, taler_sql, versioning
 from ..db import connect, one_row
 from ..errors import CreateError, DatabaseNotReady, TalerOpsError, UsageError
 from .bookkeeping import Role, Setup
@@ -169,6 +169,7 @@ def exchange_dbinit(uri: str, check: bool = False, reset: bool = False, run_gc: 
             with conn.transaction():
                 bookkeeping.create(conn, role, partitions, foreign_keys)
                 serial_indexes(conn, role)
+                analyze.create(conn, role)
         if run_gc:
             result["gc"] = gc.collect(conn, now_us=now_us)
         result["patches_after"] = versioning.applied(conn, exchange_schema.PATCH_PREFIX)
@@ -206,6 +207,7 @@ def _taler_exchange_dbinit(conn: psycopg.Connection[Any], sql_dir: str | None, f
         return _checked(result, setup, partitions, role, reset)
     if reset:
         with conn.transaction():
+            analyze.drop(conn)
             bookkeeping.drop(conn)
             if flavour in ("model", "legacy"):
                 _drop_exchange_model(conn)
@@ -243,6 +245,7 @@ def _taler_exchange_dbinit(conn: psycopg.Connection[Any], sql_dir: str | None, f
             "with Taler's files ([exchangedb-postgres] SQL_DIR) or taler-exchange-dbinit first")
     with conn.transaction():
         bookkeeping.create(conn, role, partitions, foreign_keys)
+        analyze.create(conn, role)
     if run_gc:
         result["gc"] = gc.collect(conn, now_us=now_us)
     result["pending"] = []
@@ -306,6 +309,7 @@ def _refuse_changed_layout(setup: Setup, partitions: int | None, role: Role | No
 
 def _drop_exchange(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
+        analyze.drop(conn)
         bookkeeping.drop(conn)
         _drop_exchange_model(conn)
 

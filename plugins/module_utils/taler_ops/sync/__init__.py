@@ -21,7 +21,10 @@ copies comes from one snapshot).  For every registry table in copy order:
 
 At the end of a complete pass, holes whose horizon passed expire, the pass's
 cut is recorded, and ``complete_serial`` moves to the newest cut that no open
-or since-filled hole makes inconsistent (``watermarks.end_pass``).
+or since-filled hole makes inconsistent (``watermarks.end_pass``).  Then the
+tables the pass's copies took over autovacuum's threshold are analyzed on the
+safe copy (through a function dbinit created there: the sync's role does not
+own them).
 
 Any violation halts: the batch is rolled back, the first offending serial and
 rule are diagnosed on the destination (the batch streamed again, in the same
@@ -39,6 +42,7 @@ imports this facade):
 - connections: the two sessions, the sync's lock, trigger-free inserts
 - preflight:   patch levels, roles, columns and types, hiding places
 - batch:       one batch: stream, check, commit or diagnose
+- statistics:  the safe copy's planner statistics after passes that copied rows
 - syncer:      Syncer, one pass over the tables
 - wakeup:      the ingres' wake-up trigger and the daemon's LISTEN (WakeHints)
 - daemon:      sync_once (-t, the Ansible module) and run_daemon

@@ -14,6 +14,7 @@ import psycopg
 
 from ..errors import TalerOpsError
 from .failures import ConnectionLost, connection_problem, one_line
+from .statistics import Keeper
 from .syncer import DEFAULT_BATCH, DEFAULT_HOLE_HORIZON, PassResult, Progress, Syncer
 from .wakeup import WakeHints
 
@@ -41,6 +42,7 @@ class SyncTotals(TypedDict):
     open_holes: int | None
     holes_filled: int
     stopped: bool
+    analyzed: list[str]         # tables whose planner statistics the run renewed
 
 
 class DaemonTotals(TypedDict):
@@ -62,7 +64,8 @@ def sync_once(src_uri: str, dst_uri: str, batch_size: int = DEFAULT_BATCH, dry_r
     times with backoff; a database unreachable at the start fails at once.
     """
     totals: SyncTotals = {"tables": {}, "copied": 0, "passes": 0, "dry_run": dry_run,
-                          "warnings": [], "open_holes": None, "holes_filled": 0, "stopped": False}
+                          "warnings": [], "open_holes": None, "holes_filled": 0, "stopped": False,
+                          "analyzed": []}
     syncer = Syncer(src_uri, dst_uri, batch_size, dry_run, progress, stop,
                     trigger_free=trigger_free, hole_horizon=hole_horizon).open()
     backoff = 1.0
@@ -82,9 +85,12 @@ def sync_once(src_uri: str, dst_uri: str, batch_size: int = DEFAULT_BATCH, dry_r
                 continue
             totals["passes"] += 1
             totals["copied"] += result["copied"]
-            totals["warnings"] = result["warnings"]
+            # Distinct, in order: a pass repeats the preflight's, the statistics' come once.
+            totals["warnings"] += [w for w in result["warnings"] if w not in totals["warnings"]]
             totals["open_holes"] = result.get("open_holes", totals["open_holes"])
             totals["holes_filled"] += result["holes_filled"]
+            totals["analyzed"] += [t for t in result.get("analyzed", [])
+                                   if t not in totals["analyzed"]]
             for name, info in result["tables"].items():
                 agg = totals["tables"].setdefault(name, {"copied": 0, "watermark": 0,
                                                          "source_max": None})
@@ -135,12 +141,13 @@ def run_daemon(src_uri: str, dst_uri: str, batch_size: int = DEFAULT_BATCH,
     woken = False
     futile = 0
     passes = copied = 0
+    keeper = Keeper()
     try:
         while not stop.is_set():
             try:
                 if syncer is None:
                     syncer = Syncer(src_uri, dst_uri, batch_size, progress=progress,
-                                    stop=stop, hole_horizon=hole_horizon).open()
+                                    stop=stop, hole_horizon=hole_horizon, keeper=keeper).open()
                     log.info("event=connected")
                 if hints is not None:
                     hints.pending()     # hints up to now are answered by this pass

@@ -2,7 +2,9 @@
 
 A pass reads the source in one REPEATABLE READ, READ ONLY transaction and goes
 over the registry tables in copy order (parents first): holes first, then the
-new rows in batches (batch.py), then, if it completed, the cut (watermarks.py).
+new rows in batches (batch.py), then, if it completed, the cut (watermarks.py),
+and the safe copy's planner statistics where the copies made them stale
+(statistics.py).
 """
 
 import contextlib
@@ -17,7 +19,7 @@ import psycopg
 
 from ..errors import TalerOpsError
 from ..schema import registry
-from . import batch, holes, preflight, validate, watermarks
+from . import batch, holes, preflight, statistics, validate, watermarks
 from .connections import Connections, open_connections
 from .holes import Hole
 from .preflight import SafeCopySetup
@@ -50,6 +52,7 @@ class PassResult(TypedDict):
     holes_filled: int
     open_holes: NotRequired[int]    # only after a complete pass
     source_clock: NotRequired[datetime | None]
+    analyzed: NotRequired[list[str]]   # tables whose statistics the pass renewed
     seconds: NotRequired[float]
 
 
@@ -74,7 +77,8 @@ class Syncer:
                  dry_run: bool = False, progress: Progress | None = None,
                  stop: threading.Event | None = None, tables: Collection[str] | None = None,
                  trigger_free: bool | None = None,
-                 hole_horizon: float = DEFAULT_HOLE_HORIZON) -> None:
+                 hole_horizon: float = DEFAULT_HOLE_HORIZON,
+                 keeper: statistics.Keeper | None = None) -> None:
         if batch_size < 1:
             raise TalerOpsError("the batch size (-b) must be at least 1", exit_code=2)
         if hole_horizon < 0:
@@ -94,6 +98,8 @@ class Syncer:
         # Of the current pass (set at its start): what new holes remember.
         self.clock = holes.SourceClock(None, 0, 0)
         self.pass_id = 0
+        # The daemon passes its own across reconnections: a warning once per process.
+        self.statistics = keeper or statistics.Keeper()
 
     # -- connections -----------------------------------------------------------
     def open(self) -> Self:
@@ -139,6 +145,12 @@ class Syncer:
                     conns.src.rollback()
                 except psycopg.Error:
                     pass
+        if not self.dry_run and not result["stopped"]:
+            # After the pass's last commit, outside its snapshot; a stopped pass leaves
+            # it to the next one (or autovacuum): stopping must not wait for ANALYZE.
+            result["analyzed"] = self.statistics.after_pass(
+                conns.dst, {name: info["copied"] for name, info in result["tables"].items()},
+                result["warnings"])
         result["seconds"] = round(time.monotonic() - started, 3)
         return result
 
