@@ -10,8 +10,7 @@ import subprocess
 import jinja2
 import yaml
 
-from taler_ops import config
-from taler_ops.cli import main as cli
+from taler_ops import cli, config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLE = os.path.join(ROOT, "roles", "ingres")
