@@ -147,3 +147,53 @@ def test_systemd_analyze_verify_catches_what_the_test_relies_on(tmp_path):
     proc = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no", str(unit)],
                           capture_output=True, text=True, timeout=120)
     assert "Unknown key" in proc.stderr and unit.name in proc.stderr
+
+
+# --- the sync's grants on the safe copy, by the role's own tasks -----------------------------
+
+def test_the_roles_grants_let_the_sync_analyze_through_the_owners_function(cluster):
+    """privileges.yml of roles/sync_service against real databases laid out as roles/safe_copy
+    makes them (a non-login owner ran dbinit): the sync's role gets EXECUTE on
+    taler_ops.analyze_exchange_table, converged idempotently, and a sync as that role has
+    the tables it filled analyzed."""
+    import psycopg
+    from ansible_runner import run_tasks
+    from sync_helpers import execute, make_template, new_name
+    from taler_ops import sync
+    from taler_ops.schema import analyze
+    from taler_ops.sync import statistics
+    import sync_data
+
+    tag = str(os.getpid())
+    owner, role = f"tpl_owner_{tag}", f"tpl_sync_{tag}"
+    execute(cluster.uri(), f'CREATE ROLE "{owner}" NOLOGIN', f'CREATE ROLE "{role}" LOGIN')
+    src_db, dst_db = new_name("tpl_ingres"), new_name("tpl_safe")
+    src = make_template(cluster, src_db, "ingres", rows=20)
+    dst = cluster.createdb(dst_db)
+    execute(dst, f'GRANT CONNECT, CREATE ON DATABASE "{dst_db}" TO "{owner}"')
+    from taler_ops.schema import dbinit
+    dbinit.exchange_dbinit(dst + f"&options=-c%20role%3D{owner}", role="safe-copy")
+
+    side = {"socket_dir": cluster.sockets, "port": cluster.port, "admin": cluster.superuser}
+    extra = {"sync_service_venv": os.path.join(ROOT, ".venv"), "sync_service_role": role,
+             "sync_service_replica_role": False, "sync_service_ingres_db": src_db,
+             "sync_service_production_db": dst_db}
+    for name in ("ingres", "production"):
+        extra.update({f"sync_service_{name}_{k}": v for k, v in side.items()})
+    tasks = [{"ansible.builtin.include_role": {"name": "sync_service",
+                                               "tasks_from": "privileges.yml"}}]
+    run = run_tasks(tasks, extra_vars=extra)
+    assert run.ok, run
+    again = run_tasks(tasks, extra_vars=extra)
+    assert again.ok and not [r for r in again.results if r.get("changed")], again
+
+    with psycopg.connect(dst) as conn:
+        assert conn.execute(
+            "SELECT has_function_privilege(%s, %s, 'EXECUTE'), "
+            "has_function_privilege('public', %s, 'EXECUTE')",
+            (role, analyze.SIGNATURE, analyze.SIGNATURE)).fetchone() == (True, False)
+    rows = statistics.MIN_ROWS + 100
+    sync_data.populate(src, rows, start=21, tables=["reserves"])
+    result = sync.sync_once(cluster.uri(src_db, user=role), cluster.uri(dst_db, user=role))
+    assert result["tables"]["reserves"]["copied"] == rows + 20
+    assert result["analyzed"] == ["reserves"] and not result["warnings"], result
