@@ -20,7 +20,9 @@ _db_counter = itertools.count(1)
 def cluster():
     c = Cluster("pytest").start()
     yield c
-    c.destroy()
+    # By the end of a session it holds a thousand databases, a few hundred thousand files:
+    # unlinking them took 27 to 124 s of `make unit`'s 7 min, after the last result was in.
+    c.destroy(background=True)
 
 
 @pytest.fixture
@@ -58,18 +60,42 @@ SLOW_FILES = {
     "test_replication.py", "test_soak.py", "test_streaming.py", "test_streaming_roles.py",
     "test_sync_wakeup.py", "test_taler_replication.py", "test_taler_schema_identity.py",
     "test_auditor_schema_identity.py", "test_crypto_db.py", "test_crypto_batch.py",
+    "test_config_layout.py",
 }
 # A cluster of the test's own, a replication pair, an ansible-playbook run per call.
 SLOW_FIXTURES = {"own_cluster", "replication_pair", "module_runner"}
-# The slowest of the rest in a `pytest --durations` run (playbooks, a browser, 100k-row
-# generations: each several times the median test).
+# The slowest of the rest in a `pytest --durations=0` run of the fast tier (playbooks, a
+# browser, daemons followed for seconds, standbys, live generation at a rate, 100k-row
+# generations): each took 2.5 s or more, several times the median test.  tests/test_tiers.py
+# checks that every name here is still a test.
 SLOW_TESTS = {
-    "test_bulk_100k_fills_every_replicated_table_consistently",
-    "test_equal_seeds_give_identical_databases", "test_partitioned_schema_and_continued_runs",
-    "test_monitoring_role_installs_checked_rules_and_the_dashboard",
-    "test_internal_audit_playbook", "test_the_report_playbook_renders_on_the_host_and_fetches",
-    "test_a_headless_browser_loads_the_report_without_console_errors",
-    "test_cli_gen_and_audit_with_the_configured_master_key",
+    "test_generator.py::test_bulk_100k_fills_every_replicated_table_consistently",
+    "test_generator.py::test_equal_seeds_give_identical_databases",
+    "test_generator.py::test_partitioned_schema_and_continued_runs",
+    "test_monitoring.py::test_monitoring_role_installs_checked_rules_and_the_dashboard",
+    "test_audit_cli.py::test_internal_audit_playbook",
+    "test_report_playbook.py::test_the_report_playbook_renders_on_the_host_and_fetches",
+    "test_report_browser.py::test_a_headless_browser_loads_the_report_without_console_errors",
+    "test_audit_signatures.py::test_cli_gen_and_audit_with_the_configured_master_key",
+    # measured 2026-12-02, 2.5 to 12.6 s each
+    "test_sync.py::test_daemon_follows_new_rows_reconnects_and_holds_the_lock",
+    "test_sync.py::test_a_hot_standby_works_as_the_source",
+    "test_sync.py::test_kill_9_mid_pass_then_rerun_leaves_no_duplicate_and_no_gap",
+    "test_sync_service_templates.py::test_the_roles_grants_let_the_sync_analyze_through_the_owners_function",
+    "test_sync_service_templates.py::test_every_unit_is_sandboxed_and_passes_systemd_analyze_verify",
+    "test_sync_trust.py::test_a_stalled_standby_keeps_holes_open_while_the_daemon_runs",
+    "test_report_end_to_end.py::test_audit_runs_are_the_history_the_report_charts",
+    "test_report_end_to_end.py::test_generated_misbehaviour_audited_then_reported",
+    "test_status.py::test_sync_daemon_writes_metrics_and_exports_its_halt",
+    "test_generator.py::test_cli",
+    "test_generator.py::test_live_mode_plants_and_records_every_kind",
+    "test_generator.py::test_live_mode_updates_mutable_columns_at_the_asked_rate",
+    "test_taler_release_upgrade.py::test_next_release_copies_known_columns_and_names_the_rest",
+    "test_taler_release_upgrade.py::test_a_new_column_the_safe_copy_cannot_default_stops_the_sync",
+    "test_sync_statistics.py::test_a_pass_that_copied_many_rows_analyzes_those_tables_only",
+    "test_sync_statistics.py::test_a_non_owner_sync_role_analyzes_through_the_owners_function",
+    "test_audit_progress.py::test_internal_with_settle_skips_what_committed_during_the_wait",
+    "test_audit_progress.py::test_settle_waits_for_rows_in_flight",
 }
 
 
@@ -82,7 +108,7 @@ def pytest_collection_modifyitems(config, items):
             continue
         params = getattr(item, "callspec", None)
         built_by_taler = params is not None and "taler" in params.params.values()
-        if (name in SLOW_FILES or item.originalname in SLOW_TESTS
+        if (name in SLOW_FILES or f"{name}::{item.originalname}" in SLOW_TESTS
                 or SLOW_FIXTURES & set(item.fixturenames) or built_by_taler):
             item.add_marker(pytest.mark.slow)
 

@@ -115,9 +115,16 @@ class Cluster:
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
             self._pg("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
 
-    def destroy(self):
+    def destroy(self, background=False):
+        """Stop the server and remove its files; ``background``: leave the removal to a
+        detached ``rm`` (the directory is disposable and nothing waits on it)."""
         self.stop("immediate")
-        shutil.rmtree(self.base, ignore_errors=True)
+        if background:
+            subprocess.Popen(["rm", "-rf", "--", self.base], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def uri(self, dbname="postgres", user=None):
         user = user or self.superuser

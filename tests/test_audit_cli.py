@@ -13,6 +13,7 @@ import psycopg
 from audit_helpers import auditor_flavour, dbs, hist  # noqa: F401 (fixtures)
 from audit_helpers import NOW, _conf, all_findings, found, progress, q, run, stored
 from audit_history import T0, YEAR
+from conftest import wait_for
 from taler_build import require_taler_sql
 from taler_ops import audit
 
@@ -67,14 +68,9 @@ def test_crash_mid_run_leaves_progress_and_findings_consistent(dbs, hist, cluste
                              _conf(conf, dbs), "-t", "--now", str(NOW)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            waiting = q(cluster.uri(), "SELECT count(*) FROM pg_stat_activity WHERE "
-                        "application_name = 'taler-ops' AND wait_event_type = 'Lock'")[0][0]
-            if waiting:
-                break
-            time.sleep(0.05)
-        assert waiting, "the audit never reached the coins findings"
+        wait_for(lambda: q(cluster.uri(), "SELECT count(*) FROM pg_stat_activity WHERE "
+                           "application_name = 'taler-ops' AND wait_event_type = 'Lock'")[0][0],
+                 timeout=60, interval=0.05, what="the audit waiting on the coins findings' lock")
         # The reserves check has committed; the coins check is mid-transaction.
         assert q(dbs[1], "SELECT count(*) FROM "
                          "auditor.auditor_reserve_balance_insufficient_inconsistency") == [(1,)]
@@ -104,17 +100,12 @@ def test_daemon_picks_up_new_data_and_stops_on_sigterm(dbs, hist, conf, tmp_path
                              "--now", str(NOW)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def wait_for(pred):
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if pred():
-                    return True
-                time.sleep(0.1)
-            return False
-        assert wait_for(lambda: "reserves_reserve_in_serial_id" in progress(dbs[1]))
+        wait_for(lambda: "reserves_reserve_in_serial_id" in progress(dbs[1]), timeout=60,
+                 what="the daemon's first pass")
         over = hist.withdraw(uuid, d, "1.01")
-        assert wait_for(lambda: all_findings(dbs[1]) == stored([
-            ("reserve_balance_insufficient", "reserves_out", over)]))
+        wait_for(lambda: all_findings(dbs[1]) == stored([
+            ("reserve_balance_insufficient", "reserves_out", over)]), timeout=60,
+            what="the daemon's finding on the new withdrawal")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
