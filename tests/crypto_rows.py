@@ -128,12 +128,12 @@ def sample(name, cipher="rsa"):
 
 def signed(name, cipher="rsa"):
     """A sample row with a valid signature in "sig", its key and context."""
-    from taler_ops.crypto import catalog
+    from taler_ops.crypto import catalog, signature_column
     spec = catalog.get(name)
     row, key, ctx = sample(name, cipher)
     if "_sig" in row:
         row["sig"] = row.pop("_sig")
-    elif spec.kind != catalog.NONE:
+    elif spec.kind != signature_column.NONE:
         row["sig"] = spec.sign(row, ctx, key)
     else:
         row["sig"] = rb(64)

@@ -20,7 +20,8 @@ from taler_ops import audit
 from taler_ops.audit import signatures as audit_signatures
 from taler_ops.schema import dbinit
 from taler_ops.sim import inject, workload
-from taler_ops.crypto import catalog, crockford, keyring
+from taler_ops.crypto import crockford, keyring
+from taler_ops.crypto.signature_column import row_from_db
 
 SEED = 11
 
@@ -124,7 +125,7 @@ def test_forged_rows_fail_only_their_own_column(exchange_db):
             cur = conn.execute(spec.query(), {"after": 0, "limit": 10 ** 9})
             names = [d.name for d in cur.description]
             for values in cur:
-                row = catalog.row_from_db(names, values)
+                row = row_from_db(names, values)
                 if spec.verify(row, ctx) is False:
                     bad.setdefault(spec.name, []).append(row["serial"])
     assert sorted(bad) == ["coin_deposits.coin_sig", "known_coins.denom_sig",

@@ -7,6 +7,7 @@ import pytest
 
 from crypto_rows import CTX, MASTER, denom_terms, denomination, rb
 from taler_ops.crypto import batch, catalog, eddsa
+from taler_ops.crypto.signature_column import row_from_db
 
 pytestmark = pytest.mark.usefixtures("exchange_db")
 
@@ -59,7 +60,7 @@ def test_rows_read_back_valid(exchange_db):
             spec = catalog.get(name)
             cur = conn.execute(spec.query(), {"after": 0, "limit": 100})
             names = [d.name for d in cur.description]
-            rows = [catalog.row_from_db(names, r) for r in cur]
+            rows = [row_from_db(names, r) for r in cur]
             verdicts[name] = [(r["serial"], v) for r, v in
                               zip(rows, batch.verify_rows(name, rows, CTX, workers=1))]
     assert verdicts == {

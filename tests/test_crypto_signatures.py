@@ -5,7 +5,7 @@ key, a changed row value), plus the per-kind edge cases.  No database."""
 import pytest
 
 from crypto_rows import MASTER, denomination, rb, sample, signed
-from taler_ops.crypto import blocks, catalog, cs, denom, eddsa, rsa
+from taler_ops.crypto import blocks, catalog, cs, denom, eddsa, rsa, signature_column
 from taler_ops.crypto.encoding import INT64_MAX, u32
 
 # Every signature column of the replicated tables (taler-signatures.md §3.0),
@@ -25,8 +25,8 @@ EXPECTED = {
     "wad_out_entries.purse_sig", "wad_in_entries.reserve_sig", "wad_in_entries.purse_sig",
     "partners.master_sig",
 }
-EDDSA = sorted(c.name for c in catalog.COLUMNS if c.kind == catalog.EDDSA)
-OTHER = (catalog.COIN, catalog.BLIND, catalog.BLIND_FORM)
+EDDSA = sorted(c.name for c in catalog.COLUMNS if c.kind == signature_column.EDDSA)
+OTHER = (signature_column.COIN, signature_column.BLIND, signature_column.BLIND_FORM)
 
 
 def test_catalog_covers_every_signature_column():
@@ -219,7 +219,7 @@ def test_reserves_out_blind_signature_form(cipher):
 
 # --- verdicts other than valid/invalid -----------------------------------------------------------
 
-@pytest.mark.parametrize("name", [c.name for c in catalog.COLUMNS if c.kind == catalog.NONE])
+@pytest.mark.parametrize("name", [c.name for c in catalog.COLUMNS if c.kind == signature_column.NONE])
 def test_unverifiable_columns_say_so(name):
     row, _key, ctx = signed(name)
     assert catalog.get(name).verify(row, ctx) is None
@@ -316,7 +316,7 @@ def test_cs_invalid_points_are_invalid_not_fatal():
 
 
 def test_row_from_db_folds_amounts():
-    row = catalog.row_from_db(["serial", "coin__val", "coin__frac", "x", "fee__val", "fee__frac"],
+    row = signature_column.row_from_db(["serial", "coin__val", "coin__frac", "x", "fee__val", "fee__frac"],
                               [1, 5, 7, memoryview(b"ab"), None, None])
     assert row == {"serial": 1, "coin": (5, 7), "x": b"ab", "fee": None}
 
@@ -324,5 +324,5 @@ def test_row_from_db_folds_amounts():
 def test_missing_base_url_is_an_error_not_a_finding():
     row, _key, ctx = signed("purse_merges.merge_sig")
     no_base = catalog.SignatureContext(ctx.currency, ctx.master_pub)
-    with pytest.raises(catalog.MissingConfiguration):
+    with pytest.raises(signature_column.MissingConfiguration):
         catalog.get("purse_merges.merge_sig").verify(row, no_base)

@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 ENGINE = os.path.join(ROOT, "taler_ops")
 # The simulator's own front-end is the only way into sim/ from outside it.
 SIM_FRONT_ENDS = {"taler_ops.cli.gen"}
-MAX_LINES = 550
+MAX_LINES = 500
 
 
 def modules():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .common import Check, Units
 from ..crypto import batch, catalog
+from ..crypto.signature_column import NONE, MissingConfiguration, SignatureColumn, row_from_db
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -176,11 +177,11 @@ _LOSS = {
 
 # The columns checked, in catalog order; the unverifiable ones (verdict always
 # None: history_requests, wad entries, partners) are not read at all.
-COLUMNS = tuple(c for c in catalog.COLUMNS if c.kind != catalog.NONE)
+COLUMNS = tuple(c for c in catalog.COLUMNS if c.kind != NONE)
 OPERATIONS = {name: op for name, (op, _) in _LOSS.items()}
 
 
-def progress_key(spec: catalog.SignatureColumn) -> str:
+def progress_key(spec: SignatureColumn) -> str:
     """The column's progress point: the next serial to verify."""
     return f"signatures_{spec.table}_{spec.column}_serial_id"
 
@@ -201,11 +202,11 @@ def run(check: Check) -> None:
     for spec in COLUMNS:
         try:
             _check_column(check, spec, ctx)
-        except catalog.MissingConfiguration as exc:
+        except MissingConfiguration as exc:
             raise ConfigError(f"signatures check: {exc}") from None
 
 
-def _check_column(check: Check, spec: catalog.SignatureColumn, ctx: "SignatureContext") -> None:
+def _check_column(check: Check, spec: SignatureColumn, ctx: "SignatureContext") -> None:
     key = progress_key(spec)
     upto = check.hi(spec.table)
     after = check.next_serial(key) - 1
@@ -214,7 +215,7 @@ def _check_column(check: Check, spec: catalog.SignatureColumn, ctx: "SignatureCo
         cur = check.ex.execute(query, {"after": after, "limit": FETCH})
         assert cur.description is not None, "a SELECT describes its columns"
         names = [d.name for d in cur.description]
-        rows = [catalog.row_from_db(names, values) for values in cur.fetchall()]
+        rows = [row_from_db(names, values) for values in cur.fetchall()]
         rows = [r for r in rows if r["serial"] <= upto]
         if not rows:
             break
@@ -229,7 +230,7 @@ def _check_column(check: Check, spec: catalog.SignatureColumn, ctx: "SignatureCo
             break
 
 
-def _report(check: Check, spec: catalog.SignatureColumn, ctx: "SignatureContext",
+def _report(check: Check, spec: SignatureColumn, ctx: "SignatureContext",
             serials: list[int]) -> None:
     operation, sql = _LOSS[spec.name]
     found = {serial: (val, frac, pub) for serial, val, frac, pub in check.ex.execute(

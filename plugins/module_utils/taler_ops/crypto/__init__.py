@@ -11,6 +11,7 @@ Small modules, each one layer:
 - ``cs``         Clause-Schnorr blind signatures on the Ed25519 group, on libsodium
 - ``denom``      the BYTEA layouts of denomination keys and signatures; coin checks
 - ``blocks``     the signed block of every purpose stored in the exchange database
+- ``signature_column``  what a signature column is: its query, verdict and signing
 - ``catalog``    one entry per signature column of the 44 replicated tables
 - ``batch``      verification of many rows over every core
 

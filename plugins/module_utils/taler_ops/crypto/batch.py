@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import catalog
-from .catalog import Row
+from .signature_column import Row, row_from_db
 from .context import SignatureContext
 
 if TYPE_CHECKING:   # imported where a worker first connects (see _connection)
@@ -86,7 +86,7 @@ def verify_range(conninfo: str, name: str, ctx: SignatureContext, after: int, up
         if cur.description is None:     # a SELECT always describes its columns
             raise AssertionError(f"{name}: the catalog's query returned no columns")
         names = [d.name for d in cur.description]
-        rows = [catalog.row_from_db(names, values) for values in cur.fetchall()]
+        rows = [row_from_db(names, values) for values in cur.fetchall()]
         for row in rows:
             verdict = spec.verify(row, ctx)
             if verdict is not True:
