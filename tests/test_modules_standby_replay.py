@@ -1,10 +1,13 @@
 """taler_standby_replay: the upgrade's wait for a streaming ingres to replay the drained WAL,
 against a real primary and a hot standby cloned from it."""
 
+import os
+
 import psycopg
 import pytest
+import yaml
 
-from ansible_runner import run_module
+from ansible_runner import ROOT, run_module, run_tasks
 from conftest import wait_for
 from pgcluster import Cluster
 from taler_ops.ingres import replication
@@ -108,3 +111,42 @@ def test_refuses_a_server_that_is_not_a_standby_and_a_malformed_position(standby
     malformed = run_module("taler_standby_replay", dict(_login(standby), lsn="0/XYZ", timeout=1))
     assert not malformed.ok
     assert "'0/XYZ' is not a WAL position" in malformed.result["msg"]
+
+
+def _upgrade_task(name):
+    """A task of playbooks/upgrade.yml's drain play, as written there."""
+    with open(os.path.join(ROOT, "playbooks", "upgrade.yml")) as fh:
+        plays = yaml.safe_load(fh)
+    [drain] = [p for p in plays if p.get("name", "").startswith("2. Drain")]
+
+    def walk(tasks):
+        for task in tasks:
+            yield task
+            yield from walk(task.get("block", []))
+    [task] = [t for t in walk(drain["tasks"]) if t.get("name") == name]
+    return task
+
+
+def test_upgrade_playbook_waits_with_the_module_for_each_drained_position(standby_pair):
+    """upgrade.yml's replay step, its own text, with the variables its drain play has."""
+    primary, standby = standby_pair
+    task = _upgrade_task("Wait until the standby has replayed it too "
+                         "(streaming; the sync reads what was replayed)")
+    assert "taler_standby_replay" in task
+    target = _write(primary, "upgrade")
+    login = _login(standby)
+    wiring = dict(ingres_socket_dir=login["login_host"], ingres_port=login["login_port"],
+                  taler_ingres_admin=login["login_user"], ingres_database=login["login_db"],
+                  taler_upgrade_drain_timeout=60,
+                  # taler_replication_drain's loop over the exchange hosts: one drained,
+                  # one result without a position (e.g. skipped) that is not waited for.
+                  __upgrade_drained={"results": [{"target_lsn": target, "changed": False},
+                                                 {"skipped": True}]})
+    done = run_tasks([task], extra_vars=dict(wiring, taler_ingres_replication="streaming"))
+    assert done.ok, done
+    [waited] = done.result["results"]
+    assert waited["target_lsn"] == target and not waited["changed"], waited
+    assert _count(standby, "upgrade") == 1
+
+    logical = run_tasks([task], extra_vars=dict(wiring, taler_ingres_replication="logical"))
+    assert logical.ok and all(r.get("skipped") for r in logical.result["results"]), logical
