@@ -3,15 +3,18 @@ and a streaming standby's WAL receiver.
 
 Read-only catalog queries, shared by ``taler-ops status``, the metrics and the
 upgrade playbook's drain step (publisher WAL position confirmed by the
-subscription).
+subscription, then, with a streaming ingres, replayed by the standby:
+the taler_standby_replay module).
 """
 
+import re
+import time
 from typing import Any, NotRequired, TypedDict
 
 import psycopg
 
-from ..db import connect, one_row
-from ..errors import DatabaseNotReady
+from ..db import connect, describe, one_row
+from ..errors import DatabaseNotReady, TalerOpsError, UsageError
 
 
 class Instance(TypedDict):
@@ -122,12 +125,85 @@ def slot_confirmed(conn: psycopg.Connection[Any], slot_name: str, lsn: str) -> b
     return bool(row and row[0])
 
 
+class Replay(TypedDict):
+    """Where a server's WAL replay stands against a primary's position ``target_lsn``."""
+    target_lsn: str
+    in_recovery: bool           # false: a primary (or a promoted standby), which replays nothing
+    replayed_lsn: str | None    # pg_last_wal_replay_lsn(); None on a primary
+    received_lsn: str | None    # pg_last_wal_receive_lsn(): streamed and flushed, maybe not replayed
+    replayed: bool              # replayed_lsn >= target_lsn
+    paused: bool                # replay paused (pg_wal_replay_pause()); never on a primary
+
+
+# pg_is_wal_replay_paused() raises on a server not in recovery: CASE keeps it from
+# being called there.  Every function here is executable by any role.
+_REPLAY = """
+SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text,
+       COALESCE(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %(lsn)s::pg_lsn) >= 0, false),
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END
+"""
+
+# pg_lsn's text form: two hexadecimal numbers of at most 32 bits each.
+_LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
+
+def replay(conn: psycopg.Connection[Any], lsn: str) -> Replay:
+    """One look at the server's WAL replay (run on the standby) against ``lsn``."""
+    if not _LSN.fullmatch(lsn):
+        raise UsageError(f"{lsn!r} is not a WAL position (pg_lsn, e.g. 0/3A2F1C8)")
+    in_recovery, replayed_lsn, received_lsn, replayed, paused = one_row(
+        conn.execute(_REPLAY, {"lsn": lsn}))
+    return {"target_lsn": lsn, "in_recovery": in_recovery, "replayed_lsn": replayed_lsn,
+            "received_lsn": received_lsn, "replayed": replayed, "paused": paused}
+
+
 def standby_replayed(conn: psycopg.Connection[Any], lsn: str) -> bool:
     """Has the hot standby (``conn``) replayed the primary's WAL up to ``lsn``?
 
     What the sync reads on a standby is what was replayed, so this, not the
     slot, tells when a streaming ingres holds everything the primary had at ``lsn``.
     """
-    row = conn.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) >= 0",
-                       (lsn,)).fetchone()
-    return bool(row and row[0])
+    return replay(conn, lsn)["replayed"]
+
+
+class NotReplayed(TalerOpsError):
+    """The standby had not replayed the target position when the wait ended."""
+
+    def __init__(self, message: str, position: Replay, waited: float) -> None:
+        super().__init__(message)
+        self.position = position
+        self.waited = waited
+
+
+def wait_replayed(conn: psycopg.Connection[Any], lsn: str, timeout: float,
+                  interval: float = 0.2) -> tuple[Replay, float]:
+    """Wait until the hot standby (``conn``) has replayed the WAL up to ``lsn``.
+
+    Returns the last look and the seconds waited.  A server not in recovery is
+    refused (UsageError: it replays nothing, so waiting would only time out);
+    NotReplayed when ``timeout`` seconds pass first.  A standby announces its replay
+    progress to nobody but its primary, so polling its functions is the only way.
+    """
+    started = time.monotonic()
+    while True:
+        position = replay(conn, lsn)
+        waited = round(time.monotonic() - started, 2)
+        if not position["in_recovery"]:
+            raise UsageError(
+                f"{describe(conn.info.dsn)} is not a hot standby (pg_is_in_recovery() is false: "
+                "a primary, or a standby that was promoted), so it replays no WAL; give the "
+                "streaming ingres copy's connection")
+        if position["replayed"]:
+            return position, waited
+        if waited >= timeout:
+            raise NotReplayed(_not_replayed(position, waited), position, waited)
+        time.sleep(interval)
+
+
+def _not_replayed(position: Replay, waited: float) -> str:
+    head = (f"the standby replayed only up to {position['replayed_lsn']} of "
+            f"{position['target_lsn']} after {waited:.0f} s")
+    if position["paused"]:
+        return head + ": its WAL replay is paused (SELECT pg_wal_replay_resume() on it resumes it)"
+    return head + (f" (received up to {position['received_lsn']}): is its WAL receiver streaming "
+                   "and replay not held back by a conflict? (taler-ops status on the auditor tells)")
