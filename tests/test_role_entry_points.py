@@ -14,8 +14,9 @@ and fails when
   role's files use (its internals, which it may rename at will);
 - anything outside a role reads (or otherwise names) such a variable: what a caller needs
   from a role is a documented result (e.g. the fact pg_instance_found_bin_dir);
-- a declared entry point has no task file, or a required option has a default somewhere
-  (a placeholder would hide that the caller forgot it).
+- a declared entry point has no task file, or a required option (or suboption) gets a value
+  anyway - a default in the spec, in defaults/main.yml or in vars/main.yml (a placeholder
+  would hide that the caller forgot it).
 """
 
 import ast
@@ -262,20 +263,58 @@ def test_tests_use_only_declared_entry_points_and_no_internals():
     assert not found, "\n".join(found)
 
 
+def required_with_default(options, defaults, role_vars, where=""):
+    """Required options (suboptions of list or dict options included) that get a value
+    anyway: a default in the spec, the role's defaults/main.yml, or its vars/main.yml
+    (which would even override the caller's).  A placeholder there would hide that the
+    caller forgot the option."""
+    found = []
+    for option, opt in (options or {}).items():
+        if not isinstance(opt, dict):
+            continue
+        name = f"{where}{option}"
+        if opt.get("required"):
+            if "default" in opt:
+                found.append(f"required option {name} has a default in the spec")
+            if not where and option in defaults:
+                found.append(f"required option {name} has a default in defaults/main.yml")
+            if not where and option in role_vars:
+                found.append(f"required option {name} is set in vars/main.yml")
+        found += required_with_default(opt.get("options"), {}, {}, f"{name}.")
+    return found
+
+
+def _role_file(role, kind):
+    path = os.path.join(ROLES_DIR, role, kind, "main.yml")
+    return (_load(path) or {}) if os.path.exists(path) else {}
+
+
 def test_declared_entry_points_have_task_files_and_required_options_no_default():
     found = []
     for role in _roles():
-        defaults_path = os.path.join(ROLES_DIR, role, "defaults", "main.yml")
-        defaults = (_load(defaults_path) or {}) if os.path.exists(defaults_path) else {}
+        defaults, role_vars = _role_file(role, "defaults"), _role_file(role, "vars")
         for entry, spec in _entry_points(role).items():
             if not os.path.exists(os.path.join(ROLES_DIR, role, "tasks", f"{entry}.yml")):
                 found.append(f"{role}: entry point {entry} has no tasks/{entry}.yml")
-            for option, opt in (spec.get("options") or {}).items():
+            for option in spec.get("options") or {}:
                 if not option.startswith(f"{role}_"):
                     found.append(f"{role}: entry point {entry} option {option} lacks the role prefix")
-                if opt.get("required") and ("default" in opt or option in defaults):
-                    found.append(f"{role}: required option {option} has a default")
+            found += [f"{role}: entry point {entry}: {p}" for p in
+                      required_with_default(spec.get("options"), defaults, role_vars)]
     assert not found, "\n".join(found)
+
+
+def test_the_required_option_check_finds_placeholders():
+    spec = {"r_host": {"type": "str", "required": True},
+            "r_key": {"type": "str", "required": True, "default": "CHANGEME"},
+            "r_entries": {"type": "list", "elements": "dict", "default": [], "options": {
+                "user": {"type": "str", "required": True, "default": "all"}}}}
+    assert required_with_default(spec, {}, {}) == [
+        "required option r_key has a default in the spec",
+        "required option r_entries.user has a default in the spec"]
+    assert required_with_default({"r_host": spec["r_host"]}, {"r_host": "x"}, {"r_host": "y"}) == [
+        "required option r_host has a default in defaults/main.yml",
+        "required option r_host is set in vars/main.yml"]
 
 
 @pytest.mark.parametrize("snippet,expected", [
