@@ -1,7 +1,9 @@
 """The auditor host's configuration as the roles write it, in Taler's Debian layout.
 
-The roles' own config tasks (safe_copy config.yml, sync_service config.yml, ingres
-link_config.yml) run through Ansible into a temporary /etc/taler-auditor; then the reader,
+The roles' own entry points for their configuration files (safe_copy and sync_service
+``config``, ingres ``link_config``) run through Ansible into a temporary /etc/taler-auditor
+(the whole roles would deploy the instances and services too; the molecule scenarios do
+that); then the reader,
 finding taler-auditor.conf where Taler's tools look for it, gets the values the roles meant,
 each service reads its own secrets, and any other UNIX user reads none of them.
 """
@@ -62,9 +64,9 @@ def _write_tree(root):
         "safe_copy_exchange_master_public_key": master,
         "safe_copy_exchange_currency": CURRENCY, "safe_copy_exchange_base_url": BASE_URL,
     }
-    tasks = [{"ansible.builtin.include_role": {"name": role, "tasks_from": tasks_from}}
-             for role, tasks_from in (("safe_copy", "config.yml"), ("sync_service", "config.yml"),
-                                      ("ingres", "link_config.yml"))]
+    tasks = [{"ansible.builtin.include_role": {"name": "safe_copy", "tasks_from": "config"}},
+             {"ansible.builtin.include_role": {"name": "sync_service", "tasks_from": "config"}},
+             {"ansible.builtin.include_role": {"name": "ingres", "tasks_from": "link_config"}}]
     run = run_tasks(tasks, extra_vars=extra)
     assert run.ok, run
     again = run_tasks(tasks, extra_vars=extra)

@@ -152,7 +152,7 @@ def test_systemd_analyze_verify_catches_what_the_test_relies_on(tmp_path):
 # --- the sync's grants on the safe copy, by the role's own tasks -----------------------------
 
 def test_the_roles_grants_let_the_sync_analyze_through_the_owners_function(cluster):
-    """privileges.yml of roles/sync_service against real databases laid out as roles/safe_copy
+    """The entry point privileges of roles/sync_service against real databases laid out as roles/safe_copy
     makes them (a non-login owner ran dbinit): the sync's role gets EXECUTE on
     taler_ops.analyze_exchange_table, converged idempotently, and a sync as that role has
     the tables it filled analyzed."""
@@ -181,7 +181,7 @@ def test_the_roles_grants_let_the_sync_analyze_through_the_owners_function(clust
     for name in ("ingres", "production"):
         extra.update({f"sync_service_{name}_{k}": v for k, v in side.items()})
     tasks = [{"ansible.builtin.include_role": {"name": "sync_service",
-                                               "tasks_from": "privileges.yml"}}]
+                                               "tasks_from": "privileges"}}]
     run = run_tasks(tasks, extra_vars=extra)
     assert run.ok, run
     again = run_tasks(tasks, extra_vars=extra)
