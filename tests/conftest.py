@@ -60,7 +60,7 @@ SLOW_FILES = {
     "test_replication.py", "test_soak.py", "test_streaming.py", "test_streaming_roles.py",
     "test_sync_wakeup.py", "test_taler_replication.py", "test_taler_schema_identity.py",
     "test_auditor_schema_identity.py", "test_crypto_db.py", "test_crypto_batch.py",
-    "test_config_layout.py",
+    "test_config_layout.py", "test_modules_standby_replay.py",
 }
 # A cluster of the test's own, a replication pair, an ansible-playbook run per call.
 SLOW_FIXTURES = {"own_cluster", "replication_pair", "module_runner"}
