@@ -86,9 +86,11 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ansible-lint --offline
 
-# The fast tier: neither `slow` nor `molecule` (tests/conftest.py assigns the markers).
+# The fast tier: neither `slow` nor `molecule` (tests/conftest.py assigns the markers), one
+# worker per core; a file's tests stay on one worker, so its module fixtures are built once.
+# `make test` stays serial: its scenarios and day-2 tests share fixed ports and paths.
 unit: venv postgresql
-	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest -m "not slow and not molecule and not soak_long" $(PYTEST_ARGS)
+	TALER_OPS_PG_BIN="$(PG_BIN)" $(VENV)/bin/pytest -m "not slow and not molecule and not soak_long" -n auto --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
