@@ -69,7 +69,7 @@ SLOW_TESTS = {
     "test_monitoring_role_installs_checked_rules_and_the_dashboard",
     "test_internal_audit_playbook", "test_the_report_playbook_renders_on_the_host_and_fetches",
     "test_a_headless_browser_loads_the_report_without_console_errors",
-    "test_cli_gen_and_audit_with_the_configured_master_key",
+    "test_cli_generate_and_audit_with_the_configured_master_key",
 }
 
 
