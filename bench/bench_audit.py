@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of ``taler-ops audit`` side by side with the sync, on the same rows.
 
-Generates a history with taler_ops.sim.workload (valid signatures) into an exchange
+Generates a history with taler_ops.sim.generator (valid signatures) into an exchange
 primary of a throwaway local PostgreSQL, syncs it into a safe copy (``sync -t``),
 then audits the safe copy: once without the signatures check (no master key:
 the arithmetic checks only), once with it (every signature column verified on
@@ -30,7 +30,7 @@ from pgcluster import Cluster  # noqa: E402
 from taler_ops import audit, sync  # noqa: E402
 from taler_ops.audit import signatures as audit_signatures  # noqa: E402
 from taler_ops.schema import dbinit  # noqa: E402
-from taler_ops.sim import workload  # noqa: E402
+from taler_ops.sim import generator  # noqa: E402
 from taler_ops.crypto import batch, keyring  # noqa: E402
 
 NOW = 1_760_000_000_000_000
@@ -71,8 +71,8 @@ def main():
             dbinit.auditor_dbinit(uri)
         print(f"{batch.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
               f"signature workers: {batch.cpu_count()}")
-        timed("generate (primary)", lambda: workload.bulk(ex, args.rows, seed=SEED, now_us=NOW,
-                                                          keys=keys))
+        timed("generate (primary)", lambda: generator.bulk(ex, args.rows, seed=SEED, now_us=NOW,
+                                                           keys=keys))
         s_sync, n_sync, _ = timed("sync -t into the safe copy", lambda: sync.sync_once(ex, safe))
         s_plain, n_plain, _ = timed(
             "audit, first run, without signatures",
@@ -95,8 +95,8 @@ def main():
               f"{s_sig1:8.2f} s {n_sig / s_sig1:>10,.0f} sigs/s")
         s_idle, _, _ = timed("audit, no new data", lambda: audit.run(
             safe, aud_sig, currency=ctx.currency, now_us=NOW, signatures=ctx))
-        timed("generate 10 % more", lambda: workload.bulk(ex, args.rows // 10, seed=SEED,
-                                                          now_us=NOW, keys=keys))
+        timed("generate 10 % more", lambda: generator.bulk(ex, args.rows // 10, seed=SEED,
+                                                           now_us=NOW, keys=keys))
         s_isync, n_isync, _ = timed("sync -t, the increment", lambda: sync.sync_once(ex, safe))
         s_inc, n_inc, report = timed("audit with signatures, the increment", lambda: audit.run(
             safe, aud_sig, currency=ctx.currency, now_us=NOW, signatures=ctx))

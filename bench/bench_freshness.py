@@ -4,7 +4,7 @@
 One throwaway topology as the tests build it (tests/pgcluster.py: three local
 clusters, durability off): the exchange primary publishes, the ingres
 subscribes (with the sync's wake-up trigger), and ``taler-ops sync`` runs as a
-daemon (a subprocess) into the safe copy.  For each rate, ``workload.live``
+daemon (a subprocess) into the safe copy.  For each rate, ``generator.live``
 serves exchange traffic for ``--duration`` seconds, one transaction per ``--tick``
 (0.2) s.
 After each commit the bench notes the commit time and every table's highest
@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from conftest import publish_replicated_tables, subscribe  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 from taler_ops.schema import dbinit, registry  # noqa: E402
-from taler_ops.sim import workload  # noqa: E402
+from taler_ops.sim import generator  # noqa: E402
 from taler_ops.sync import wakeup  # noqa: E402
 
 MAX_SERIALS = " UNION ALL ".join(
@@ -125,8 +125,8 @@ def run_rate(exchange, safe_uri, rate, duration, poll, seed, tick=0.2):
             obs.note(now, changed)
     try:
         after_commit(None, 0)
-        stats = workload.live(exchange, rate, duration, seed=seed, progress=after_commit,
-                              tick=tick)
+        stats = generator.live(exchange, rate, duration, seed=seed, progress=after_commit,
+                               tick=tick)
         stopped = time.monotonic()
         deadline = stopped + 120
         while not obs.drained() and time.monotonic() < deadline:

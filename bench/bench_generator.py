@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of ``taler-ops gen``: bulk rows/s into a throwaway local PostgreSQL.
+"""Benchmark of ``taler-ops generate``: bulk rows/s into a throwaway local PostgreSQL.
 
 Prints, per schema layout, the measured wall-clock rate and the CPU seconds
 spent by the generator (Python) and by the server.  "foreign_keys" is a
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from pgcluster import Cluster  # noqa: E402
 from taler_ops.schema import dbinit  # noqa: E402
-from taler_ops.sim import workload  # noqa: E402
+from taler_ops.sim import generator  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -63,7 +63,7 @@ def bench_bulk(cluster, name, rows, fk_check="auto", **layout):
     uri = cluster.createdb(name)
     dbinit.exchange_dbinit(uri, **layout)
     s0, p0, t0 = server_cpu(cluster), time.process_time(), time.monotonic()
-    inserted = workload.bulk(uri, rows, seed=1, fk_check=fk_check)
+    inserted = generator.bulk(uri, rows, seed=1, fk_check=fk_check)
     wall = time.monotonic() - t0
     py, srv = time.process_time() - p0, server_cpu(cluster) - s0
     n = sum(inserted.values())
@@ -74,7 +74,7 @@ def bench_bulk(cluster, name, rows, fk_check="auto", **layout):
 
 
 def bench_live(uri, rate, duration):
-    stats = workload.live(uri, rate, duration, seed=2)
+    stats = generator.live(uri, rate, duration, seed=2)
     print(f"live asked {rate:,} rows/s for {duration:g} s: {stats['rows_per_second']:,} rows/s "
           f"in {stats['transactions']} transactions, "
           f"{sum(stats['updated'].values()):,} rows updated", flush=True)
@@ -88,7 +88,7 @@ def main():
     parser.add_argument("--skip-triggers", action="store_true",
                         help="leave out the run where the server's FK triggers check each row")
     args = parser.parse_args()
-    cluster = Cluster("bench-gen").start()
+    cluster = Cluster("bench-generator").start()
     try:
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
         uri = bench_bulk(cluster, "foreign_keys", args.rows)

@@ -7,18 +7,18 @@ safe copy and the auditor database share the third.  The history grows in
 ``--steps`` equal increments (default 10 of ``--rows``/10).  Each increment runs
 the stages one after the other, so each has the machine to itself:
 
-  gen     ``workload.bulk`` continues the primary's history (the subscription
-          is disabled meanwhile, as if the link were slow);
-  repl    the subscription is enabled; time until its slot confirmed the WAL
-          position the generator ended at (the ingres copy caught up);
-  sync    ``taler-ops sync -t`` as a subprocess: the increment into the safe copy
-          (rows/s, and its peak RSS: VmHWM from /proc, sampled while it runs);
-  audit   ``audit.run`` on the safe copy, incremental (rows examined/s);
+  generate  ``generator.bulk`` continues the primary's history (the subscription
+            is disabled meanwhile, as if the link were slow);
+  repl      the subscription is enabled; time until its slot confirmed the WAL
+            position the generator ended at (the ingres copy caught up);
+  sync      ``taler-ops sync -t`` as a subprocess: the increment into the safe copy
+            (rows/s, and its peak RSS: VmHWM from /proc, sampled while it runs);
+  audit     ``audit.run`` on the safe copy, incremental (rows examined/s);
 
 and, on the first and the last increment only (they read the whole database):
 
-  verify  ``verify.verify`` ingres against safe copy, every row (rows checked/s);
-  gc      ``gc.collect`` on the safe copy (rows of the database per second).
+  verify    ``verify.verify`` ingres against safe copy, every row (rows checked/s);
+  gc        ``gc.collect`` on the safe copy (rows of the database per second).
 
 The degradation check is a ratio inside this one run: each stage's rate on the
 last increment (database at N rows) over its rate on the first (at N/steps);
@@ -32,7 +32,7 @@ cpu.stat) when it may create one, i.e. as root.  Rows per CPU second is the
 figure that other load does not move; time spent waiting for the disk is not in
 it, so both ratios are printed.
 
-Generation is unsigned by default (``workload.bulk(signed=False)``: random bytes
+Generation is unsigned by default (``generator.bulk(signed=False)``: random bytes
 of the right layouts, ten times faster), so the audit runs WITHOUT the
 signatures check (no master key); ``--signed`` for real signatures and checks.
 
@@ -64,7 +64,7 @@ from taler_build import build_taler_exchange, require_taler_sql  # noqa: E402
 from taler_ops import audit, db  # noqa: E402
 from taler_ops.ingres import replication  # noqa: E402
 from taler_ops.schema import dbinit, gc, registry  # noqa: E402
-from taler_ops.sim import workload  # noqa: E402
+from taler_ops.sim import generator  # noqa: E402
 from taler_ops.sync import verify  # noqa: E402
 from taler_ops.crypto import keyring  # noqa: E402
 
@@ -196,7 +196,7 @@ class Bench:
         self.rows.setdefault(stage, []).append((k, rows, seconds, cpu))
         rate = rows / seconds if seconds else float("inf")
         on_cpu = (f" {cpu:8.2f} cpu-s {rows / cpu:>10,.0f} rows/cpu-s" if cpu else "")
-        print(f"  {stage:<7} {rows:>11,} rows {seconds:9.2f} s {rate:>11,.0f} rows/s{on_cpu}{extra}",
+        print(f"  {stage:<8} {rows:>11,} rows {seconds:9.2f} s {rate:>11,.0f} rows/s{on_cpu}{extra}",
               flush=True)
 
     def timed(self, stage, k, fn, rows_of=None, extra=None):
@@ -209,9 +209,9 @@ class Bench:
         return out
 
     # -- stages ------------------------------------------------------------------
-    def gen(self, k, n):
-        written = workload.bulk(self.primary, n, seed=SEED + k, keys=self.keys,
-                                signed=self.args.signed)
+    def generate(self, k, n):
+        written = generator.bulk(self.primary, n, seed=SEED + k, keys=self.keys,
+                                 signed=self.args.signed)
         return sum(written.values())
 
     @staticmethod
@@ -308,7 +308,7 @@ class Bench:
             full = k in (0, args.steps // 2 - 1, args.steps - 1)
             print(f"increment {k + 1}/{args.steps} (load {os.getloadavg()[0]:.2f}, "
                   f"{time.monotonic() - started:.0f} s in)", flush=True)
-            n = self.timed("gen", k, lambda: self.gen(k, step))
+            n = self.timed("generate", k, lambda: self.generate(k, step))
             total += n
             self.timed("repl", k, lambda: (self.repl(k), n)[1])
             _, rss = self.timed("sync", k, self.sync, rows_of=lambda r: r[0],
@@ -354,7 +354,7 @@ class Bench:
         for stage, runs in self.rows.items():
             (k0, r0, s0, c0), (k1, r1, s1, c1) = runs[0], runs[-1]
             a, b = r0 / s0, r1 / s1
-            line = (f"  {stage:<7} increment {k0 + 1:>2} {a:>11,.0f} rows/s   increment {k1 + 1:>2} "
+            line = (f"  {stage:<8} increment {k0 + 1:>2} {a:>11,.0f} rows/s   increment {k1 + 1:>2} "
                     f"{b:>11,.0f} rows/s   ratio {b / a:5.2f}")
             if c0 and c1:
                 line += (f"   per cpu-s {r0 / c0:>10,.0f} -> {r1 / c1:>10,.0f}   "

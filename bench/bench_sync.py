@@ -104,14 +104,14 @@ def fill_source(uri, per_table, start=1):
 
 
 def generate(uri, rows):
-    """The generator's mix when taler_ops.sim.workload exists, else an even spread over the tables."""
+    """The generator's mix when taler_ops.sim.generator exists, else an even spread over the tables."""
     try:
-        from taler_ops.sim import workload
+        from taler_ops.sim import generator
     except ImportError:
-        workload = None
-    if workload is not None and hasattr(workload, "bulk"):
-        workload.bulk(uri, rows, seed=0)
-        mix = "taler_ops.sim.workload.bulk"
+        generator = None
+    if generator is not None and hasattr(generator, "bulk"):
+        generator.bulk(uri, rows, seed=0)
+        mix = "taler_ops.sim.generator.bulk"
     else:
         per = max(1, rows // len(registry.REPLICATED))
         fill_source(uri, per)

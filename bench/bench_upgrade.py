@@ -6,11 +6,15 @@ Uses the molecule/upgrade scenario's deployment (its ports, users and paths):
   1. ``molecule converge -s upgrade``: the previous release deployed from git
      history, live traffic running;
   2. the traffic halted, N rows of history written with the previous release's
-     ``taler-ops gen`` on the exchange, replicated, synced, and audited once
-     (the steady state of an auditor that audits continuously);
-  3. the traffic started again, then playbooks/upgrade.yml runs (as molecule's
-     side effect would, without its deliberately failing first attempt); the
-     playbook itself reports how long the business logic was halted;
+     ``taler-ops gen`` (its name for ``generate``) on the exchange, replicated,
+     synced, and audited once (the steady state of an auditor that audits continuously);
+  3. the previous release's stand-in (service exchange-traffic, its engine's
+     ``taler-ops gen``) replaced by this checkout's generator, installed stopped
+     (molecule/upgrade/replace_stand_in.yml: no engine knows the other's
+     sub-command), then playbooks/upgrade.yml runs (as molecule's side effect
+     would, without its deliberately failing first attempt) and starts the
+     generator in step 8; the playbook itself reports how long the business
+     logic was halted (from its step 1 to its step 8);
   4. ``molecule cleanup -s upgrade`` removes everything.
 
     sudo .venv/bin/python bench/bench_upgrade.py --rows 1000000
@@ -50,7 +54,8 @@ def molecule(action, env):
     return output, time.monotonic() - started
 
 
-def traffic(action):
+def previous_stand_in(action):
+    """The previous release's stand-in business logic (roles/exchange_traffic)."""
     subprocess.run([f"/etc/init.d/{PREFIX}exchange-traffic", action], check=True,
                    capture_output=True)
 
@@ -81,7 +86,7 @@ def main():
     _, took = molecule("converge", env)
     print(f"previous release deployed with live traffic in {took:.0f} s")
 
-    traffic("stop")
+    previous_stand_in("stop")
     started = time.monotonic()
     run_as(f"{PREFIX}exchange-db", TALER_OPS, "gen", "-c", f"{ETC}/traffic/exchange.conf",
            "--rows", str(args.rows))
@@ -95,14 +100,16 @@ def main():
     run_as(f"{PREFIX}auditor", TALER_OPS, "audit", "-t", "-c", f"{ETC}/auditor/auditor.conf")
     print(f"steady-state audit of the history: {time.monotonic() - started:.0f} s")
 
-    traffic("start")
-    time.sleep(10)
+    playbook_env = dict(env, ANSIBLE_PIPELINING="False", ANSIBLE_REMOTE_TMP="/tmp")
+    subprocess.run(
+        [os.path.join(VENV_BIN, "ansible-playbook"), "-i", "inventories/local/hosts.yml",
+         "-e", "@molecule/upgrade/vars/main.yml", "molecule/upgrade/replace_stand_in.yml"],
+        cwd=ROOT, check=True, capture_output=True, env=playbook_env)
     started = time.monotonic()
     proc = subprocess.run(
         [os.path.join(VENV_BIN, "ansible-playbook"), "-i", "inventories/local/hosts.yml",
          "-e", "@molecule/upgrade/vars/main.yml", "playbooks/upgrade.yml"],
-        cwd=ROOT, capture_output=True, text=True,
-        env=dict(env, ANSIBLE_PIPELINING="False", ANSIBLE_REMOTE_TMP="/tmp"))
+        cwd=ROOT, capture_output=True, text=True, env=playbook_env)
     took = time.monotonic() - started
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:

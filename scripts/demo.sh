@@ -61,9 +61,9 @@ printf '[auditordb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=
 
 # --master-seed: the exchange whose MASTER_PUBLIC_KEY the inventory writes into the auditor's
 # configuration (taler_exchange_master_seed), so the audit checks every signature.
-step "Exchange traffic (taler-ops gen --rows $ROWS on the exchange primary)"
-if has_command gen; then
-    "$TALER_OPS" gen -c "$STATE/exchange.conf" --rows "$ROWS" --seed "$(date +%s)" --master-seed 0
+step "Exchange traffic (taler-ops generate --rows $ROWS on the exchange primary)"
+if has_command generate; then
+    "$TALER_OPS" generate -c "$STATE/exchange.conf" --rows "$ROWS" --seed "$(date +%s)" --master-seed 0
 else
     echo "skipped: not implemented yet"
 fi

@@ -16,7 +16,7 @@ from taler_ops.schema import dbinit
 from taler_ops.audit.common import KINDS
 
 NOW = T0 + 10 * DAY
-# The clock of generated histories (taler_ops.sim.workload's now_us, `gen --now`).
+# The clock of generated histories (taler_ops.sim.generator's now_us, `generate --now`).
 GEN_NOW = 1_760_000_000_000_000
 FINDING_OF = {"coin_overspend": "coin_overspent", "reserve_overdraft": "reserve_balance_insufficient",
               "wire_out_mismatch": "wire_out_inconsistency",

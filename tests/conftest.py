@@ -76,7 +76,7 @@ SLOW_TESTS = {
     "test_audit_cli.py::test_internal_audit_playbook",
     "test_report_playbook.py::test_the_report_playbook_renders_on_the_host_and_fetches",
     "test_report_browser.py::test_a_headless_browser_loads_the_report_without_console_errors",
-    "test_audit_signatures.py::test_cli_gen_and_audit_with_the_configured_master_key",
+    "test_audit_signatures.py::test_cli_generate_and_audit_with_the_configured_master_key",
     # measured 2026-12-02, 2.5 to 12.6 s each
     "test_sync.py::test_daemon_follows_new_rows_reconnects_and_holds_the_lock",
     "test_sync.py::test_a_hot_standby_works_as_the_source",

@@ -211,8 +211,8 @@ PLANTED = {
 
 
 def test_generated_clean_history_gives_none_of_these_findings(xdbs):
-    from taler_ops.sim import workload
-    workload.bulk(xdbs[0], 3000, seed=21, now_us=GEN_NOW, auditor_uri=xdbs[1])
+    from taler_ops.sim import generator
+    generator.bulk(xdbs[0], 3000, seed=21, now_us=GEN_NOW, auditor_uri=xdbs[1])
     confirmations = q(xdbs[1], "SELECT count(*) FROM auditor.auditor_deposit_confirmations")
     assert confirmations[0][0] > 10
     report = run(xdbs, now_us=GEN_NOW)
@@ -225,10 +225,10 @@ def test_generated_clean_history_gives_none_of_these_findings(xdbs):
 
 def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, tmp_path,
                                                                           request):
-    from taler_ops.sim import workload
+    from taler_ops.sim import generator
     record_path = tmp_path / "planted.json"
-    workload.bulk(xdbs[0], 3000, seed=22, now_us=GEN_NOW, inject=list(PLANTED),
-                  record_path=str(record_path), auditor_uri=xdbs[1])
+    generator.bulk(xdbs[0], 3000, seed=22, now_us=GEN_NOW, inject=list(PLANTED),
+                   record_path=str(record_path), auditor_uri=xdbs[1])
     record = json.loads(record_path.read_text())
     assert sorted(e["kind"] for e in record) == sorted(PLANTED)
     expected = sorted((PLANTED[e["kind"]][0], e["table"], e["serial"]) for e in record)
@@ -249,14 +249,14 @@ def test_generated_planted_kinds_found_once_each_and_again_after_restart(xdbs, t
     assert all_findings(xdbs[1]) == stored
 
 
-def test_cli_gen_auditor_writes_confirmations_and_the_audit_reports_the_unknown_one(
+def test_cli_generate_auditor_writes_confirmations_and_the_audit_reports_the_unknown_one(
         xdbs, conf, cli, tmp_path):
     path = _conf(conf, xdbs)
-    refused = cli("gen", "-c", path, "--rows", "1500", "--inject",
+    refused = cli("generate", "-c", path, "--rows", "1500", "--inject",
                   "deposit_confirmation_unknown")
     assert refused.returncode == 2 and "--auditor" in refused.stderr
     record = tmp_path / "planted.json"
-    res = cli("gen", "-c", path, "--rows", "1500", "--seed", "5", "--now", GEN_NOW,
+    res = cli("generate", "-c", path, "--rows", "1500", "--seed", "5", "--now", GEN_NOW,
               "--rsa-bits", "1024", "--auditor", "--inject", "deposit_confirmation_unknown",
               "--record", record, "--json")
     assert res.returncode == 0, res.stderr

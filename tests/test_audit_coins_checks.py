@@ -1,7 +1,7 @@
 """The coins check's reports on denominations and melts (audit/coins_checks.py):
 emergencies by value and by count, hanging refreshes, denominations without this
 auditor's signature.  A generated history audits without them; each kind planted
-by ``gen --inject`` gives exactly one row in its Taler table, on the model and on
+by ``generate --inject`` gives exactly one row in its Taler table, on the model and on
 databases built from Taler's own SQL files, and stays one row when later runs
 see the denomination or the melt again; ``auditor-dbinit -r`` clears them as
 Taler's restart.sql does."""
@@ -18,7 +18,7 @@ from conftest import FLAVOURS, flavour_param
 from taler_build import build_taler_auditor, build_taler_exchange, require_taler_sql
 from taler_ops import audit
 from taler_ops.schema import dbinit
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 from taler_ops.crypto import crockford
 
 SEED = 21
@@ -71,7 +71,7 @@ def units(uri, expr, table, where, params):
 @pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
 def test_generated_history_has_none_of_them(cluster, flavour):
     ex, aud = _dbs(cluster, flavour)
-    workload.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW)
+    generator.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW)
     report = run(ex, aud)
     assert report["findings"] == [], report["findings"][:5]
     for kind in TABLES:
@@ -89,8 +89,8 @@ def test_generated_history_has_none_of_them(cluster, flavour):
 def test_each_planted_kind_is_one_row_in_its_taler_table(cluster, flavour, tmp_path):
     ex, aud = _dbs(cluster, flavour)
     record_path = tmp_path / "planted.json"
-    workload.bulk(ex, 4000, seed=SEED, now_us=GEN_NOW, inject=list(TABLES),
-                  record_path=str(record_path))
+    generator.bulk(ex, 4000, seed=SEED, now_us=GEN_NOW, inject=list(TABLES),
+                   record_path=str(record_path))
     record = {e["kind"]: e for e in json.loads(record_path.read_text())}
     assert sorted(record) == sorted(TABLES)
     report = run(ex, aud)
@@ -176,7 +176,7 @@ def test_each_planted_kind_is_one_row_in_its_taler_table(cluster, flavour, tmp_p
 
 def test_without_auditor_key_denominations_are_not_judged(cluster, tmp_path):
     ex, aud = _dbs(cluster, "model")
-    workload.bulk(ex, 2500, seed=SEED, now_us=GEN_NOW, inject=["denomination_without_sigs"])
+    generator.bulk(ex, 2500, seed=SEED, now_us=GEN_NOW, inject=["denomination_without_sigs"])
     assert run(ex, aud, auditor_pub=None)["findings"] == []
     # Taking the key later, the denominations already in use are judged.
     assert [f["kind"] for f in run(ex, aud)["findings"]] == ["denomination_without_sigs"]
@@ -196,7 +196,7 @@ def test_without_auditor_key_denominations_are_not_judged(cluster, tmp_path):
 
 def test_cli_reads_the_auditor_key_and_says_once_when_it_is_missing(cluster, conf, cli):
     ex, aud = _dbs(cluster, "model")
-    workload.bulk(ex, 1500, seed=SEED, now_us=GEN_NOW, inject=["denomination_without_sigs"])
+    generator.bulk(ex, 1500, seed=SEED, now_us=GEN_NOW, inject=["denomination_without_sigs"])
     key = crockford.encode(active_auditor(ex))
     base = {"exchangedb-postgres": {"CONFIG": ex}, "auditordb-postgres": {"CONFIG": aud},
             "exchange": {"CURRENCY": "KUDOS"}}

@@ -1,4 +1,4 @@
-"""Generated histories (taler_ops.sim.workload) audited: clean ones, planted
+"""Generated histories (taler_ops.sim.generator) audited: clean ones, planted
 misbehaviour found by table and serial, new traffic examined alone, and a model- and
 a Taler-built auditor database ending up identical."""
 
@@ -17,18 +17,18 @@ from taler_ops.schema import dbinit
 
 
 def test_generated_history_has_no_findings_even_internal(dbs):
-    from taler_ops.sim import workload
-    workload.bulk(dbs[0], 4000, seed=3, now_us=GEN_NOW)
+    from taler_ops.sim import generator
+    generator.bulk(dbs[0], 4000, seed=3, now_us=GEN_NOW)
     report = run(dbs, now_us=GEN_NOW, internal=True)
     assert report["findings"] == [], report["findings"][:5]
     assert report["rows_examined"] > 4000
 
 
 def test_generated_injections_are_found_with_table_and_serial(dbs, tmp_path):
-    from taler_ops.sim import workload
+    from taler_ops.sim import generator
     record_path = tmp_path / "planted.json"
-    workload.bulk(dbs[0], 4000, seed=4, now_us=GEN_NOW, inject=list(FINDING_OF),
-                  record_path=str(record_path))
+    generator.bulk(dbs[0], 4000, seed=4, now_us=GEN_NOW, inject=list(FINDING_OF),
+                   record_path=str(record_path))
     record = json.loads(record_path.read_text())
     assert sorted(e["kind"] for e in record) == sorted(FINDING_OF)
     expected = sorted((FINDING_OF[e["kind"]], e["table"], e["serial"]) for e in record)
@@ -40,11 +40,11 @@ def test_generated_injections_are_found_with_table_and_serial(dbs, tmp_path):
 
 
 def test_generated_more_traffic_examines_only_the_new_rows(dbs):
-    from taler_ops.sim import workload
-    workload.bulk(dbs[0], 3000, seed=5, now_us=GEN_NOW)
+    from taler_ops.sim import generator
+    generator.bulk(dbs[0], 3000, seed=5, now_us=GEN_NOW)
     first = run(dbs, now_us=GEN_NOW)
     assert first["findings"] == []
-    inserted = workload.bulk(dbs[0], 1500, seed=6, now_us=GEN_NOW)
+    inserted = generator.bulk(dbs[0], 1500, seed=6, now_us=GEN_NOW)
     second = run(dbs, now_us=GEN_NOW)
     assert second["findings"] == []
     for name, check in second["checks"].items():
@@ -60,13 +60,13 @@ def test_model_and_taler_auditor_databases_end_up_identical(cluster, tmp_path):
     """One exchange history audited into a model-built and a Taler-built auditor database:
     every row of every Taler table (row ids aside) and the audit's own state are equal."""
     from taler_ops.schema import auditor_schema
-    from taler_ops.sim import workload
+    from taler_ops.sim import generator
     require_taler_sql()
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     ex = cluster.createdb(f"ie_{tag}")
     dbinit.exchange_dbinit(ex)
-    workload.bulk(ex, 2500, seed=11, now_us=GEN_NOW, inject=list(FINDING_OF),
-                  record_path=str(tmp_path / "planted.json"))
+    generator.bulk(ex, 2500, seed=11, now_us=GEN_NOW, inject=list(FINDING_OF),
+                   record_path=str(tmp_path / "planted.json"))
     auds = {f: make_auditor_db(cluster.createdb(f"ia_{f}_{tag}"), f) for f in FLAVOURS}
     reports = {f: audit.run(ex, uri, now_us=GEN_NOW, internal=True, currency="KUDOS")
                for f, uri in auds.items()}

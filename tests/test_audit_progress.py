@@ -220,9 +220,9 @@ def test_small_state_cache_gives_the_same_results(dbs, cluster, tmp_path, monkey
                                                   auditor_flavour):
     """State written out and reloaded mid-increment (large backlogs) changes nothing."""
     from taler_ops.audit import coins as audit_coins, reserves as audit_reserves
-    from taler_ops.sim import workload
+    from taler_ops.sim import generator
     record_path = tmp_path / "planted.json"
-    workload.bulk(dbs[0], 3000, seed=8, now_us=GEN_NOW, inject=["coin_overspend",
+    generator.bulk(dbs[0], 3000, seed=8, now_us=GEN_NOW, inject=["coin_overspend",
                                                                 "reserve_overdraft"],
                   record_path=str(record_path))
     other = cluster.createdb(f"cache_{os.getpid()}_{time.monotonic_ns() % 10**6}")

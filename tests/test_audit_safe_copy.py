@@ -18,13 +18,13 @@ from taler_ops.schema import dbinit
 
 @pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
 def test_generated_safe_copy_after_sync(cluster, tmp_path, flavour):
-    """gen -> primary, sync -> safe copy, audit the copy; -i is refused there.
+    """generate -> primary, sync -> safe copy, audit the copy; -i is refused there.
 
     On both flavours (exchange and auditor databases built from Taler's own SQL
     files, or the model): the same planted misbehaviour is found.
     """
     from taler_ops import sync
-    from taler_ops.sim import workload
+    from taler_ops.sim import generator
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     primary, safe, aud = (cluster.createdb(f"{n}_{tag}") for n in ("gp", "gs", "ga"))
     if flavour == "taler":
@@ -34,8 +34,8 @@ def test_generated_safe_copy_after_sync(cluster, tmp_path, flavour):
     dbinit.exchange_dbinit(safe, role="safe-copy")
     make_auditor_db(aud, flavour)
     record_path = tmp_path / "planted.json"
-    workload.bulk(primary, 3000, seed=7, now_us=GEN_NOW, inject=list(FINDING_OF),
-                  record_path=str(record_path))
+    generator.bulk(primary, 3000, seed=7, now_us=GEN_NOW, inject=list(FINDING_OF),
+                   record_path=str(record_path))
     sync.sync_once(primary, safe)
     record = json.loads(record_path.read_text())
     report = audit.run(safe, aud, now_us=GEN_NOW)

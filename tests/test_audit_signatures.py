@@ -1,6 +1,6 @@
 """The signatures check (audit/signatures.py) on generated histories: valid
 signatures from the generator audit clean, every forged-signature kind of
-``gen --inject`` gives exactly its row in auditor_bad_sig_losses, on the model
+``generate --inject`` gives exactly its row in auditor_bad_sig_losses, on the model
 and on a database built from Taler's own SQL files; incremental progress;
 the CLI with and without [exchange] MASTER_PUBLIC_KEY; the common Check interface a
 signature check writes its findings through."""
@@ -19,7 +19,7 @@ from taler_build import build_taler_exchange, require_taler_sql
 from taler_ops import audit
 from taler_ops.audit import signatures as audit_signatures
 from taler_ops.schema import dbinit
-from taler_ops.sim import inject, workload
+from taler_ops.sim import generator, inject
 from taler_ops.crypto import crockford, keyring
 from taler_ops.crypto.signature_column import row_from_db
 
@@ -51,7 +51,7 @@ def _bad_sigs(aud):
 @pytest.mark.parametrize("flavour", [flavour_param(f) for f in FLAVOURS])
 def test_generated_signatures_are_valid_and_audit_clean(cluster, flavour):
     ex, aud = _dbs(cluster, flavour)
-    workload.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW)
+    generator.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW)
     report = _run(ex, aud)
     assert report["findings"] == [], report["findings"][:5]
     examined = report["checks"]["signatures"]["rows_examined"]
@@ -76,8 +76,8 @@ def _count(uri, table):
 def test_each_forged_signature_is_found_once(cluster, flavour, tmp_path):
     ex, aud = _dbs(cluster, flavour)
     record_path = tmp_path / "planted.json"
-    workload.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW, inject=list(inject.FORGED),
-                  record_path=str(record_path))
+    generator.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW, inject=list(inject.FORGED),
+                   record_path=str(record_path))
     record = json.loads(record_path.read_text())
     assert sorted(e["kind"] for e in record) == sorted(inject.FORGED)
     expected = sorted((audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"])
@@ -116,8 +116,8 @@ def test_each_forged_signature_is_found_once(cluster, flavour, tmp_path):
 def test_forged_rows_fail_only_their_own_column(exchange_db):
     """Each forged kind makes its column's verdict False on exactly one row and
     leaves every other signature column valid (no collateral findings)."""
-    workload.bulk(exchange_db, 2500, seed=SEED, now_us=GEN_NOW,
-                  inject=["bad_sig_coin", "bad_sig_reveal", "bad_sig_deposit"])
+    generator.bulk(exchange_db, 2500, seed=SEED, now_us=GEN_NOW,
+                   inject=["bad_sig_coin", "bad_sig_reveal", "bad_sig_deposit"])
     ctx = keyring.Keyring(SEED).ctx
     bad = {}
     with psycopg.connect(exchange_db) as conn:
@@ -136,12 +136,12 @@ def test_forged_rows_fail_only_their_own_column(exchange_db):
 def test_new_traffic_is_verified_alone(exchange_db, cluster):
     aud = cluster.createdb(f"si_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.auditor_dbinit(aud)
-    workload.bulk(exchange_db, 1500, seed=SEED, now_us=GEN_NOW)
+    generator.bulk(exchange_db, 1500, seed=SEED, now_us=GEN_NOW)
     first = _run(exchange_db, aud)
     assert first["findings"] == []
     # The same seed continues the database (same master key, new other keys).
-    inserted = workload.bulk(exchange_db, 800, seed=SEED, now_us=GEN_NOW,
-                             inject=["bad_sig_withdraw"])
+    inserted = generator.bulk(exchange_db, 800, seed=SEED, now_us=GEN_NOW,
+                              inject=["bad_sig_withdraw"])
     second = _run(exchange_db, aud)
     assert [(f["table"]) for f in second["findings"]] == ["withdraw"]
     examined = second["checks"]["signatures"]["rows_examined"]
@@ -155,7 +155,7 @@ def test_new_traffic_is_verified_alone(exchange_db, cluster):
 def test_without_master_key_the_check_is_skipped(exchange_db, cluster):
     aud = cluster.createdb(f"sk_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.auditor_dbinit(aud)
-    workload.bulk(exchange_db, 1000, seed=SEED, now_us=GEN_NOW, inject=["bad_sig_withdraw"])
+    generator.bulk(exchange_db, 1000, seed=SEED, now_us=GEN_NOW, inject=["bad_sig_withdraw"])
     report = audit.run(exchange_db, aud, currency="KUDOS", now_us=GEN_NOW)
     assert report["findings"] == []
     assert report["checks"]["signatures"]["progress_after"] == {}
@@ -167,7 +167,7 @@ def test_without_master_key_the_check_is_skipped(exchange_db, cluster):
 def test_another_master_key_makes_every_master_signature_bad(exchange_db, cluster):
     aud = cluster.createdb(f"sm_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.auditor_dbinit(aud)
-    workload.bulk(exchange_db, 600, seed=SEED, now_us=GEN_NOW)
+    generator.bulk(exchange_db, 600, seed=SEED, now_us=GEN_NOW)
     report = _run(exchange_db, aud, seed=SEED + 1)
     ops = {f["table"] for f in report["findings"]}
     # The auditors' signatures bind the master public key too.
@@ -176,12 +176,12 @@ def test_another_master_key_makes_every_master_signature_bad(exchange_db, cluste
                    "auditor-denomination"}
 
 
-def test_cli_gen_and_audit_with_the_configured_master_key(cluster, conf, cli, tmp_path):
+def test_cli_generate_and_audit_with_the_configured_master_key(cluster, conf, cli, tmp_path):
     tag = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
     ex, aud = cluster.createdb(f"cx_{tag}"), cluster.createdb(f"ca_{tag}")
     dbinit.exchange_dbinit(ex)
     dbinit.auditor_dbinit(aud)
-    res = cli("gen", "--show-master-key", "--seed", 7)
+    res = cli("generate", "--show-master-key", "--seed", 7)
     assert res.returncode == 0, res.stderr
     master = res.stdout.strip()
     assert crockford.decode(master, 32) == keyring.Keyring(7).master_pub
@@ -190,9 +190,9 @@ def test_cli_gen_and_audit_with_the_configured_master_key(cluster, conf, cli, tm
                 "exchangedb-postgres": {"CONFIG": ex}, "auditordb-postgres": {"CONFIG": aud}}
     path = conf("ok.conf", sections)
     # A configured key that is not the seed's is refused before anything is written.
-    res = cli("gen", "-c", path, "--rows", 800, "--seed", 8, "--now", GEN_NOW)
+    res = cli("generate", "-c", path, "--rows", 800, "--seed", 8, "--now", GEN_NOW)
     assert res.returncode == 6 and "MASTER_PUBLIC_KEY" in res.stderr
-    res = cli("gen", "-c", path, "--rows", 800, "--seed", 7, "--now", GEN_NOW,
+    res = cli("generate", "-c", path, "--rows", 800, "--seed", 7, "--now", GEN_NOW,
               "--inject", "bad_sig_deposit,bad_sig_merge", "--record", tmp_path / "r.json")
     assert res.returncode == 0, res.stderr
     planted = json.loads((tmp_path / "r.json").read_text())
@@ -203,7 +203,7 @@ def test_cli_gen_and_audit_with_the_configured_master_key(cluster, conf, cli, tm
         (audit_signatures.OPERATIONS[inject.FORGED[e["kind"]]], e["serial"]) for e in planted)
     # More traffic from another seed, signed as the same exchange (--master-seed): no
     # new finding, although every row of it is new.
-    res = cli("gen", "-c", path, "--rows", 400, "--seed", 9, "--master-seed", 7, "--now", GEN_NOW)
+    res = cli("generate", "-c", path, "--rows", 400, "--seed", 9, "--master-seed", 7, "--now", GEN_NOW)
     assert res.returncode == 0, res.stderr
     res = cli("audit", "-c", path, "-t", "--now", GEN_NOW, "--report", tmp_path / "b.json")
     assert res.returncode == 0, res.stderr
@@ -220,13 +220,13 @@ def test_live_traffic_is_signed_and_forgeries_are_found(exchange_db, cluster, tm
     same seed wrote, signs its traffic, and plants forged signatures too."""
     aud = cluster.createdb(f"sl_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.auditor_dbinit(aud)
-    workload.bulk(exchange_db, 800, seed=SEED)
+    generator.bulk(exchange_db, 800, seed=SEED)
     with psycopg.connect(exchange_db) as conn:
         denoms_before = conn.execute("SELECT count(*) FROM exchange.denominations").fetchone()[0]
     record_path = tmp_path / "live.json"
-    stats = workload.live(exchange_db, 300, 1.5, seed=SEED,
-                          inject=["bad_sig_withdraw", "bad_sig_deposit"],
-                          record_path=str(record_path))
+    stats = generator.live(exchange_db, 300, 1.5, seed=SEED,
+                           inject=["bad_sig_withdraw", "bad_sig_deposit"],
+                           record_path=str(record_path))
     assert stats["inserted"]["reserves_out"] > 0
     with psycopg.connect(exchange_db) as conn:
         # The bulk run's denominations were reused: no new generation.
@@ -254,9 +254,9 @@ def test_safe_copy_after_sync_audits_clean_and_finds_forgeries(cluster, tmp_path
     dbinit.exchange_dbinit(safe, role="safe-copy")
     dbinit.auditor_dbinit(aud)
     record_path = tmp_path / "planted.json"
-    workload.bulk(primary, 2500, seed=SEED, now_us=GEN_NOW,
-                  inject=["bad_sig_coin", "bad_sig_merge", "bad_sig_refund"],
-                  record_path=str(record_path))
+    generator.bulk(primary, 2500, seed=SEED, now_us=GEN_NOW,
+                   inject=["bad_sig_coin", "bad_sig_merge", "bad_sig_refund"],
+                   record_path=str(record_path))
     sync.sync_once(primary, safe)
     planted = json.loads(record_path.read_text())
     report = _run(safe, aud)
@@ -267,7 +267,7 @@ def test_safe_copy_after_sync_audits_clean_and_finds_forgeries(cluster, tmp_path
 
 
 def test_unsigned_history_audits_clean_without_the_check_and_forged_with_it(cluster):
-    """workload.bulk(signed=False), for benchmarks at scale (bench/bench_scale.py): the
+    """generator.bulk(signed=False), for benchmarks at scale (bench/bench_scale.py): the
     same layouts, so the sync copies all of it and the arithmetic checks pass, but no
     signature verifies: the signatures check flags them."""
     from taler_ops import sync
@@ -276,7 +276,7 @@ def test_unsigned_history_audits_clean_without_the_check_and_forged_with_it(clus
     _, aud_sig = _dbs(cluster, "model")
     safe = cluster.createdb(f"su_{os.getpid()}_{time.monotonic_ns() % 10**6}")
     dbinit.exchange_dbinit(safe, role="safe-copy")
-    workload.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW, signed=False)
+    generator.bulk(ex, 3000, seed=SEED, now_us=GEN_NOW, signed=False)
     rows = sum(_count(ex, e.name) for e in registry.REPLICATED)
     assert sync.sync_once(ex, safe)["copied"] == rows
     plain = audit.run(safe, aud, currency="KUDOS", now_us=GEN_NOW)

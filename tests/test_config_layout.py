@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 
 
 def _master_key(seed):
-    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "taler-ops"), "gen",
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "taler-ops"), "generate",
                           "--show-master-key", "--master-seed", str(seed)],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()

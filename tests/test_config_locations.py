@@ -206,14 +206,14 @@ def _env(tmp_path, **extra):
     ("exchange-dbinit", "taler-exchange", "exchangedb-postgres"),
     ("auditor-dbinit", "taler-auditor", "auditordb-postgres"),
     ("audit", "taler-auditor", "exchangedb-postgres"),
-    ("gen", "taler-exchange", "exchangedb-postgres"),
+    ("generate", "taler-exchange", "exchangedb-postgres"),
 ])
 def test_cli_without_c_reads_the_projects_default_file(tmp_path, command, project, section):
     xdg = tmp_path / "xdg"
     conf = write(xdg / f"{project}.conf", f"[{section}]\n\nCONFIG = not-a-uri\n")
     other = "taler-auditor" if project == "taler-exchange" else "taler-exchange"
     write(xdg / f"{other}.conf", f"[{section}]\nCONFIG = also-wrong-but-other-file\n")
-    extra = ["--rows", "1"] if command == "gen" else ["-t"] if command == "audit" else ["--check"]
+    extra = ["--rows", "1"] if command == "generate" else ["-t"] if command == "audit" else ["--check"]
     r = _cli([command, *extra], _env(tmp_path, XDG_CONFIG_HOME=str(xdg)), tmp_path)
     assert r.returncode == EXIT_NOTCONFIGURED, r.stderr
     assert f"{conf}:3: option CONFIG in section [{section}] is not a valid libpq" in r.stderr

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 from consistency import prefix_problems, same_tables
 from taler_ops.schema import dbinit
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 
 RUNS = int(os.environ.get("TALER_OPS_CRASH_RUNS", "8"))
 ROWS = int(os.environ.get("TALER_OPS_CRASH_ROWS", "150000"))
@@ -29,7 +29,7 @@ ROWS = int(os.environ.get("TALER_OPS_CRASH_ROWS", "150000"))
 def big_ingres(cluster):
     uri = cluster.createdb("crash_ingres")
     dbinit.exchange_dbinit(uri, role="ingres")
-    workload.bulk(uri, ROWS, seed=3)
+    generator.bulk(uri, ROWS, seed=3)
     return uri
 
 

@@ -1,4 +1,4 @@
-"""The exchange workload generator (taler-ops gen) against real PostgreSQL."""
+"""The generator (taler-ops generate) against real PostgreSQL."""
 
 import hashlib
 import json
@@ -11,7 +11,7 @@ from psycopg import sql
 
 from economics_check import violations
 from taler_ops.schema import dbinit, registry, state
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 from taler_ops.errors import DatabaseNotReady, TalerOpsError, UsageError
 from taler_ops.sim.units import DAY, HOUR, SECOND
 
@@ -51,7 +51,7 @@ def _violations(uri, now=NOW, margin=AUDIT_MARGIN):
 
 
 def test_bulk_100k_fills_every_replicated_table_consistently(exchange_db):
-    inserted = workload.bulk(exchange_db, 100_000, seed=7, now_us=NOW)
+    inserted = generator.bulk(exchange_db, 100_000, seed=7, now_us=NOW)
     counts = _counts(exchange_db)
     empty = [e.name for e in registry.REPLICATED if counts[e.name] == 0]
     assert empty == []
@@ -78,7 +78,7 @@ def test_bulk_100k_fills_every_replicated_table_consistently(exchange_db):
 
 def test_server_checked_foreign_keys_accept_the_history(exchange_db):
     # The per-row foreign-key triggers (not the writer's set-based check) see every row.
-    inserted = workload.bulk(exchange_db, 10_000, seed=8, now_us=NOW, fk_check="triggers")
+    inserted = generator.bulk(exchange_db, 10_000, seed=8, now_us=NOW, fk_check="triggers")
     assert len(inserted) == len(registry.REPLICATED)
     assert _violations(exchange_db) == {}
 
@@ -99,12 +99,12 @@ def test_set_based_foreign_key_check_rejects_a_dangling_reference(exchange_db):
 
 
 def test_equal_seeds_give_identical_databases(cluster):
-    uris = [cluster.createdb(f"gen_seed_{i}") for i in range(3)]
+    uris = [cluster.createdb(f"generator_seed_{i}") for i in range(3)]
     for uri in uris:
         dbinit.exchange_dbinit(uri)
-    workload.bulk(uris[0], 15_000, seed=11, now_us=NOW)
-    workload.bulk(uris[1], 15_000, seed=11, now_us=NOW)
-    workload.bulk(uris[2], 15_000, seed=12, now_us=NOW)
+    generator.bulk(uris[0], 15_000, seed=11, now_us=NOW)
+    generator.bulk(uris[1], 15_000, seed=11, now_us=NOW)
+    generator.bulk(uris[2], 15_000, seed=12, now_us=NOW)
     first, second, other = map(_digest, uris)
     assert first == second
     assert all(first[t] != other[t] for t in ("reserves", "coin_deposits", "wire_targets"))
@@ -112,10 +112,10 @@ def test_equal_seeds_give_identical_databases(cluster):
 
 def test_partitioned_schema_and_continued_runs(fresh_db):
     dbinit.exchange_dbinit(fresh_db, partitions=3)
-    first = workload.bulk(fresh_db, 8_000, seed=1, now_us=NOW)
+    first = generator.bulk(fresh_db, 8_000, seed=1, now_us=NOW)
     # Again with the same seed, then another one: new keys, no collisions.
-    again = workload.bulk(fresh_db, 8_000, seed=1, now_us=NOW)
-    other = workload.bulk(fresh_db, 8_000, seed=2, now_us=NOW)
+    again = generator.bulk(fresh_db, 8_000, seed=1, now_us=NOW)
+    other = generator.bulk(fresh_db, 8_000, seed=2, now_us=NOW)
     counts = _counts(fresh_db)
     for table in ("reserves", "reserves_out", "coin_deposits", "wire_targets"):
         assert counts[table] == first[table] + again[table] + other[table]
@@ -126,8 +126,8 @@ def test_partitioned_schema_and_continued_runs(fresh_db):
 
 def test_injected_misbehaviour_is_planted_and_recorded(exchange_db, tmp_path):
     record_path = tmp_path / "planted.json"
-    workload.bulk(exchange_db, 12_000, seed=3, now_us=NOW, inject=list(ALL_KINDS),
-                  record_path=str(record_path))
+    generator.bulk(exchange_db, 12_000, seed=3, now_us=NOW, inject=list(ALL_KINDS),
+                   record_path=str(record_path))
     record = json.loads(record_path.read_text())
     assert sorted(r["kind"] for r in record) == sorted(ALL_KINDS)
     by_kind = {r["kind"]: r for r in record}
@@ -169,10 +169,10 @@ def test_injected_misbehaviour_is_planted_and_recorded(exchange_db, tmp_path):
 
 
 def test_live_mode_updates_mutable_columns_at_the_asked_rate(exchange_db):
-    workload.bulk(exchange_db, 3_000, seed=1)
+    generator.bulk(exchange_db, 3_000, seed=1)
     before = _counts(exchange_db)
     rate, duration = 400, 3.0
-    stats = workload.live(exchange_db, rate, duration, seed=5, gc_every=1.0)
+    stats = generator.live(exchange_db, rate, duration, seed=5, gc_every=1.0)
     after = _counts(exchange_db)
     inserted = sum(stats["inserted"].values()) - stats["setup_rows"]
     assert 0.6 * rate * duration <= inserted <= 1.5 * rate * duration
@@ -198,8 +198,8 @@ def test_live_mode_updates_mutable_columns_at_the_asked_rate(exchange_db):
 def test_live_mode_plants_and_records_every_kind(exchange_db, tmp_path):
     record_path = tmp_path / "live.json"
     # 4 s: planting waits for the second half and an aggregation with deposits due.
-    stats = workload.live(exchange_db, 300, 4.0, seed=9, inject=",".join(ALL_KINDS),
-                          record_path=str(record_path))
+    stats = generator.live(exchange_db, 300, 4.0, seed=9, inject=",".join(ALL_KINDS),
+                           record_path=str(record_path))
     record = json.loads(record_path.read_text())
     assert record == stats["injected"]
     assert sorted(r["kind"] for r in record) == sorted(ALL_KINDS)
@@ -213,36 +213,36 @@ def test_live_mode_plants_and_records_every_kind(exchange_db, tmp_path):
 
 def test_refusals(fresh_db, cluster):
     with pytest.raises(DatabaseNotReady):
-        workload.bulk(fresh_db, 100)                   # no exchange schema yet
+        generator.bulk(fresh_db, 100)                   # no exchange schema yet
     with pytest.raises(UsageError):
-        workload.bulk(fresh_db, 0)
+        generator.bulk(fresh_db, 0)
     with pytest.raises(UsageError):
-        workload.live(fresh_db, 0, 1)
+        generator.live(fresh_db, 0, 1)
     with pytest.raises(UsageError, match="unknown --inject kind 'bogus'"):
-        workload.bulk(fresh_db, 100, inject=["coin_overspend,bogus"])
-    safe = cluster.createdb("gen_safe_copy")
+        generator.bulk(fresh_db, 100, inject=["coin_overspend,bogus"])
+    safe = cluster.createdb("generator_safe_copy")
     dbinit.exchange_dbinit(safe, role="safe-copy")
     with pytest.raises(TalerOpsError, match="safe copy") as err:
-        workload.bulk(safe, 100)
+        generator.bulk(safe, 100)
     assert err.value.exit_code == 1
-    ingres = cluster.createdb("gen_ingres")
+    ingres = cluster.createdb("generator_ingres")
     dbinit.exchange_dbinit(ingres, role="ingres")
     with pytest.raises(UsageError, match="--gc-every needs the exchange primary"):
-        workload.live(ingres, 100, 1, gc_every=1)
+        generator.live(ingres, 100, 1, gc_every=1)
     assert _counts(safe)["reserves"] == 0 and _counts(ingres)["reserves"] == 0
 
 
 def test_cli(cli, conf, exchange_db, cluster, tmp_path):
     good = conf("good.conf", {"exchangedb-postgres": {"CONFIG": exchange_db}})
     record = tmp_path / "rec.json"
-    r = cli("gen", "-c", good, "--rows", "2000", "--seed", "4", "--now", NOW,
+    r = cli("generate", "-c", good, "--rows", "2000", "--seed", "4", "--now", NOW,
             "--inject", "wire_out_mismatch", "--record", record, "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["reserves"] > 0 and r.stderr == ""   # no progress line off a terminal
     assert [e["kind"] for e in json.loads(record.read_text())] == ["wire_out_mismatch"]
 
-    r = cli("gen", "-c", good, "--rate", "200", "--duration", "1")
+    r = cli("generate", "-c", good, "--rate", "200", "--duration", "1")
     assert r.returncode == 0, r.stderr
     assert "rows/s" in r.stdout
 
@@ -252,31 +252,31 @@ def test_cli(cli, conf, exchange_db, cluster, tmp_path):
                          (("--rows", "0"), "--rows must be a positive"),
                          (("--rows", "10", "--rate", "5", "--duration", "1"), "either --rows"),
                          ((), "either --rows")):
-        r = cli("gen", "-c", good, *args)
+        r = cli("generate", "-c", good, *args)
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr
 
-    empty_db = cluster.createdb("gen_cli_empty")
+    empty_db = cluster.createdb("generator_cli_empty")
     empty = conf("empty.conf", {"exchangedb-postgres": {"CONFIG": empty_db}})
-    r = cli("gen", "-c", empty, "--rows", "10")
+    r = cli("generate", "-c", empty, "--rows", "10")
     assert r.returncode == 5 and "run dbinit first" in r.stderr
 
-    safe = cluster.createdb("gen_cli_safe")
+    safe = cluster.createdb("generator_cli_safe")
     dbinit.exchange_dbinit(safe, role="safe-copy")
-    r = cli("gen", "-c", conf("safe.conf", {"exchangedb-postgres": {"CONFIG": safe}}),
+    r = cli("generate", "-c", conf("safe.conf", {"exchangedb-postgres": {"CONFIG": safe}}),
             "--rows", "10")
     assert r.returncode == 1 and "safe copy" in r.stderr
 
-    r = cli("gen", "-c", tmp_path / "missing.conf", "--rows", "10")
+    r = cli("generate", "-c", tmp_path / "missing.conf", "--rows", "10")
     assert r.returncode == 6
 
 
 def test_progress_on_a_terminal_only():
     import io
-    assert workload.tty_progress(io.StringIO()) is None
+    assert generator.tty_progress(io.StringIO()) is None
     master, slave = os.openpty()
     with os.fdopen(slave, "w") as tty:
-        show = workload.tty_progress(tty)
+        show = generator.tty_progress(tty)
         show({"reserves": 10, "coin_deposits": 30}, 2.0)
         show.done()
         out = os.read(master, 4096).decode()

@@ -7,7 +7,7 @@ import pytest
 import taler_build
 from economics_check import violations
 from taler_ops.schema import hashing, registry
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 from taler_ops.crypto import keyring
 from taler_ops.sim.units import DAY, HOUR
 
@@ -66,7 +66,7 @@ def _check_taler_layouts(conn):
 
 
 def test_model_history_is_taler_correct(exchange_db):
-    workload.bulk(exchange_db, 5_000, seed=3, now_us=NOW)
+    generator.bulk(exchange_db, 5_000, seed=3, now_us=NOW)
     with psycopg.connect(exchange_db) as conn:
         _check_taler_layouts(conn)
 
@@ -75,7 +75,7 @@ def test_model_history_is_taler_correct(exchange_db):
 def test_generator_fills_a_taler_built_database(fresh_db, partitions):
     taler_build.build_taler_exchange(fresh_db, partitions)     # skips without Taler's SQL
     # No taler-ops step at all: the generator takes the database as Taler built it.
-    inserted = workload.bulk(fresh_db, 5_000, seed=3, now_us=NOW)
+    inserted = generator.bulk(fresh_db, 5_000, seed=3, now_us=NOW)
     with psycopg.connect(fresh_db) as conn:
         counts = {e.name: conn.execute(f"SELECT count(*) FROM exchange.{e.name}").fetchone()[0]
                   for e in registry.REPLICATED}
@@ -87,8 +87,8 @@ def test_generator_fills_a_taler_built_database(fresh_db, partitions):
 
 def test_live_traffic_on_a_taler_built_database(fresh_db):
     taler_build.build_taler_exchange(fresh_db)                 # skips without Taler's SQL
-    workload.bulk(fresh_db, 2_000, seed=4)
-    stats = workload.live(fresh_db, 200, 1.5, seed=5)
+    generator.bulk(fresh_db, 2_000, seed=4)
+    stats = generator.live(fresh_db, 200, 1.5, seed=5)
     assert stats["inserted"]["reserves_out"] > 0 and stats["updated"]["reserves"] > 0
     with psycopg.connect(fresh_db) as conn:
         _check_taler_layouts(conn)

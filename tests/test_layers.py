@@ -9,7 +9,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "plugins", "module_utils")
 ENGINE = os.path.join(ROOT, "taler_ops")
 # The simulator's own front-end is the only way into sim/ from outside it.
-SIM_FRONT_ENDS = {"taler_ops.cli.gen"}
+SIM_FRONT_ENDS = {"taler_ops.cli.generate"}
 MAX_LINES = 500
 
 

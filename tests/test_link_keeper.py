@@ -23,7 +23,7 @@ from pgcluster import Cluster
 from tcpproxy import Proxy
 from taler_ops.ingres import link, replication
 from taler_ops.schema import dbinit
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 
 SUB = "taler_sub"
 # Quick reconnects of the apply worker / WAL receiver (default 5 s) keep the test short.
@@ -50,7 +50,7 @@ class Traffic:
         while not self.stop.is_set():
             seed += 1
             try:
-                workload.bulk(self.exchange, self.rows, seed=seed)
+                generator.bulk(self.exchange, self.rows, seed=seed)
                 self.committed += 1
             except Exception as exc:   # the exchange is down or restarting
                 self.failed += 1
@@ -175,13 +175,13 @@ def test_a_planted_apply_error_stays_stopped_and_reported(own_cluster, tmp_path,
     keeper = _keeper(ingres_conf, state, "--stuck-retry", "0")
     try:
         wait_for(_phase(state, "healthy"))
-        workload.bulk(exchange, 500, seed=1)
+        generator.bulk(exchange, 500, seed=1)
         caught_up(exchange)
         # The ingres copy refuses every new reserve: a deterministic apply error.
         with psycopg.connect(ingres, autocommit=True) as conn:
             conn.execute("ALTER TABLE exchange.reserves ADD CONSTRAINT planted CHECK (false) "
                          "NOT VALID")
-        workload.bulk(exchange, 500, seed=2)
+        generator.bulk(exchange, 500, seed=2)
         st = wait_for(_phase(state, "stuck"), timeout=60)
         assert st["strikes"] == 3
         sub = _sub(ingres)
@@ -226,7 +226,7 @@ def test_an_operator_disabled_subscription_is_left_alone(own_cluster, tmp_path, 
         with psycopg.connect(ingres, autocommit=True) as conn:
             conn.execute(f"ALTER SUBSCRIPTION {SUB} ENABLE")
         wait_for(_phase(state, "healthy"))
-        workload.bulk(exchange, 300, seed=3)
+        generator.bulk(exchange, 300, seed=3)
         caught_up(exchange)
         assert same_tables(exchange, ingres) is None
     finally:
@@ -297,7 +297,7 @@ def test_once_with_its_state_heals_a_cut_seen_between_runs(own_cluster, tmp_path
         wait_for(lambda: not _sub(ingres)["subenabled"]
                  and _sub(ingres)["errors"] > before["errors"])
         proxy.restore()
-        workload.bulk(exchange, 300, seed=7)
+        generator.bulk(exchange, 300, seed=7)
 
         blind = cli("ingres-link", "-c", ingres_conf, "--once", "--state", str(tmp_path / "new"))
         assert blind.returncode == 0 and "event=unknown" in blind.stderr

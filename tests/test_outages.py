@@ -14,7 +14,7 @@ from consistency import prefix_problems, same_tables
 from tcpproxy import Proxy
 from taler_ops.ingres import replication
 from taler_ops.schema import dbinit, registry
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 
 
 def _sync_cmd(src, dst):
@@ -41,7 +41,7 @@ def test_server_stopped_mid_pass(victim, own_cluster, cluster, conf):
         ingres, safe = cluster.createdb("outage_ingres_b"), down.createdb("safe")
     dbinit.exchange_dbinit(ingres, role="ingres")
     dbinit.exchange_dbinit(safe, role="safe-copy")
-    workload.bulk(ingres, 150_000, seed=5)
+    generator.bulk(ingres, 150_000, seed=5)
     src = conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}})
     dst = conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}})
 
@@ -84,7 +84,7 @@ def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
     link = Proxy("127.0.0.1", ex.port).start()
     try:
         _subscribe(ingres, "127.0.0.1", link.port, "exchange")
-        workload.bulk(exchange, 5000, seed=1)
+        generator.bulk(exchange, 5000, seed=1)
         caught_up(exchange)
         src = conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}})
         dst = conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}})
@@ -92,7 +92,7 @@ def test_replication_link_cut_and_restored(own_cluster, cluster, conf, cli):
         assert _sync(src, dst).returncode == 0
 
         link.cut()
-        workload.bulk(exchange, 5000, seed=2)
+        generator.bulk(exchange, 5000, seed=2)
         with psycopg.connect(exchange, autocommit=True) as conn:
             wait_for(lambda: not replication.publisher_slots(conn, "taler_sub")[0]["active"])
         report = json.loads(cli("status", "-p", pub, "-s", src, "-d", dst, "--json").stdout)
@@ -129,7 +129,7 @@ def test_slot_invalidated_by_max_slot_wal_keep_size(own_cluster, cluster, conf, 
     dbinit.exchange_dbinit(safe, role="safe-copy")
     publish_replicated_tables(exchange)
     _subscribe(ingres, ex.sockets, ex.port, "exchange")
-    workload.bulk(exchange, 3000, seed=1)
+    generator.bulk(exchange, 3000, seed=1)
     caught_up(exchange)
     src = conf("i.conf", {"exchangedb-postgres": {"CONFIG": ingres}})
     dst = conf("s.conf", {"exchangedb-postgres": {"CONFIG": safe}})
@@ -139,7 +139,7 @@ def test_slot_invalidated_by_max_slot_wal_keep_size(own_cluster, cluster, conf, 
     ing.stop()
     with psycopg.connect(exchange, autocommit=True) as conn:
         def lost():
-            workload.bulk(exchange, 20000, seed=int(time.monotonic() * 1000) % 100000)
+            generator.bulk(exchange, 20000, seed=int(time.monotonic() * 1000) % 100000)
             conn.execute("SELECT pg_switch_wal()")
             conn.execute("CHECKPOINT")
             return replication.publisher_slots(conn, "taler_sub")[0]["wal_status"] == "lost"

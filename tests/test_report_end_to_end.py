@@ -1,4 +1,4 @@
-"""Reports of what the audit stored: generated misbehaviour (gen --inject) audited, then
+"""Reports of what the audit stored: generated misbehaviour (generate --inject) audited, then
 reported table by table; audit runs as the history the report charts."""
 
 import json
@@ -15,11 +15,11 @@ from taler_build import require_taler_sql
 
 
 def test_generated_misbehaviour_audited_then_reported(cluster, conf, cli, tmp_path):
-    """gen --inject (economic and forged-signature kinds) -> audit -> report: the report
+    """generate --inject (economic and forged-signature kinds) -> audit -> report: the report
     shows, table by table, exactly the findings the audit stored."""
     from taler_ops.sim import inject
     ex, aud = cluster.createdb("report_e2e_ex"), cluster.createdb("report_e2e_aud")
-    master = cli("gen", "--show-master-key", "--seed", 11).stdout.strip()
+    master = cli("generate", "--show-master-key", "--seed", 11).stdout.strip()
     sections = {"exchange": {"CURRENCY": CUR, "MASTER_PUBLIC_KEY": master,
                              "BASE_URL": "https://exchange.demo.taler.net/"},
                 "exchangedb-postgres": {"CONFIG": ex}, "auditordb-postgres": {"CONFIG": aud}}
@@ -28,7 +28,7 @@ def test_generated_misbehaviour_audited_then_reported(cluster, conf, cli, tmp_pa
         done = cli(*step, "-c", cfg)
         assert done.returncode == 0, done.stderr
     kinds = ",".join(list(inject.KINDS)[:3] + ["bad_sig_deposit", "bad_sig_withdraw"])
-    done = cli("gen", "-c", cfg, "--rows", 3000, "--seed", 11, "--now", GEN_NOW,
+    done = cli("generate", "-c", cfg, "--rows", 3000, "--seed", 11, "--now", GEN_NOW,
                "--inject", kinds, "--record", tmp_path / "planted.json")
     assert done.returncode == 0, done.stderr
     done = cli("audit", "-c", cfg, "-t", "--now", GEN_NOW, "--report", tmp_path / "audit.json")
@@ -73,7 +73,7 @@ def test_audit_runs_are_the_history_the_report_charts(cluster, conf, cli, tmp_pa
         sql_dir = os.path.join(require_taler_sql(), "auditor") + "/"
     ex = cluster.createdb(f"hist_ex_{flavour}")
     aud = cluster.createdb(f"hist_aud_{flavour}")
-    master = cli("gen", "--show-master-key", "--seed", 11).stdout.strip()
+    master = cli("generate", "--show-master-key", "--seed", 11).stdout.strip()
     auditordb = {"CONFIG": aud}
     if flavour == "taler":
         auditordb["SQL_DIR"] = sql_dir
@@ -91,7 +91,7 @@ def test_audit_runs_are_the_history_the_report_charts(cluster, conf, cli, tmp_pa
     expected = []                 # (open per table, suppressed) after each recorded run
     for seed, kinds in ((11, None), (12, "reserve_overdraft"),
                         (13, "bad_sig_deposit,coin_overspend")):
-        args = ["gen", "-c", cfg, "--rows", 1200, "--seed", seed, "--master-seed", 11,
+        args = ["generate", "-c", cfg, "--rows", 1200, "--seed", seed, "--master-seed", 11,
                 "--now", GEN_NOW]
         if kinds:
             args += ["--inject", kinds]

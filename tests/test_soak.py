@@ -1,6 +1,6 @@
 """Soak with faults (issue 20, item 4).
 
-Live exchange traffic (``workload.live``, signed rows) runs for N minutes
+Live exchange traffic (``generator.live``, signed rows) runs for N minutes
 against a local topology this test starts itself: exchange primary ->
 logical replication through a TCP proxy -> ingres (wake-up trigger, link
 keeper ``taler-ops ingres-link``) -> ``taler-ops sync`` daemon under a
@@ -48,7 +48,7 @@ from tcpproxy import Proxy
 from test_link_keeper import _state as keeper_state_of
 from taler_ops import audit
 from taler_ops.schema import dbinit, registry
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 from taler_ops.sync import verify, wakeup
 from taler_ops.crypto import keyring
 
@@ -90,7 +90,7 @@ def _try(fn, *args):
 
 
 class Traffic(threading.Thread):
-    """Sessions of ``workload.live`` until stopped; a failed session (the exchange
+    """Sessions of ``generator.live`` until stopped; a failed session (the exchange
     restarted under it, a GC deadlock) is replaced by a new one with the next seed."""
 
     def __init__(self, exchange, rate, seed):
@@ -104,8 +104,8 @@ class Traffic(threading.Thread):
         while not self.stop.is_set():
             self.seed += 1
             try:
-                stats = workload.live(self.exchange, self.rate, 20, seed=self.seed,
-                                      gc_every=15, keys=keyring.Keyring(self.seed, master=MASTER),
+                stats = generator.live(self.exchange, self.rate, 20, seed=self.seed,
+                                       gc_every=15, keys=keyring.Keyring(self.seed, master=MASTER),
                                       progress=self._progress)
                 self.sessions += 1
                 self.rows += sum(stats["inserted"].values())

@@ -58,11 +58,11 @@ def test_full_sync_copies_every_table_and_keeps_mutable_defaults(cluster, templa
 
 
 def test_a_generated_exchange_history_syncs_completely(cluster, templates):
-    from taler_ops.sim import workload
-    src = clone(cluster, templates["empty"], "gen_src")   # the generator writes any role
+    from taler_ops.sim import generator
+    src = clone(cluster, templates["empty"], "generator_src")   # the generator writes any role
     execute(src, "UPDATE taler_ops.database_setup SET role = 'primary'")
-    dst = clone(cluster, templates["empty"], "gen_dst")
-    inserted = workload.bulk(src, 3000, seed=1)
+    dst = clone(cluster, templates["empty"], "generator_dst")
+    inserted = generator.bulk(src, 3000, seed=1)
     filled = {name for name, n in inserted.items() if n}
     assert filled >= {e.name for e in registry.REPLICATED}, "every replicated table has rows"
     result = sync.sync_once(src, dst, batch_size=500)

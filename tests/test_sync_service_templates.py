@@ -74,8 +74,8 @@ def _render_units(tmp_path):
         "sync_service": ("sync.service.j2", "taler-ops-sync.service",
                          dict(sync_service_venv=venv, sync_service_user="taler-sync",
                               sync_service_run_dir="/run/taler-ops/sync")),
-        "exchange_traffic": ("traffic.service.j2", "taler-exchange-traffic.service",
-                             dict(exchange_traffic_venv=venv)),
+        "exchange_generator": ("generator.service.j2", "taler-exchange-generator.service",
+                               dict(exchange_generator_venv=venv)),
         "ingres": ("link.service.j2", "taler-ops-ingres-link.service",
                    dict(ingres_link_venv=venv)),
         "pg_instance": ("instance.service.j2", "taler-ops-pg-production.service",
@@ -121,7 +121,7 @@ def test_every_unit_is_sandboxed_and_passes_systemd_analyze_verify(tmp_path):
     assert _settings(units["pg_instance"])["ReadWritePaths"] == [
         "/var/lib/taler-ops/production /run/taler-ops/production"]
     assert _settings(units["ingres"])["ReadWritePaths"] == ["/var/lib/taler-ops/ingres-link"]
-    assert "ReadWritePaths" not in _settings(units["exchange_traffic"])
+    assert "ReadWritePaths" not in _settings(units["exchange_generator"])
 
     # systemd-analyze verify works offline (systemd need not run); it reports unknown keys,
     # bad values and missing executables on stderr, some with exit status 0: any line about

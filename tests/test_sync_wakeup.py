@@ -17,7 +17,7 @@ from consistency import same_tables
 from pgcluster import Cluster
 from taler_ops import sync
 from taler_ops.schema import dbinit
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 from taler_ops.sync import wakeup
 
 
@@ -71,13 +71,13 @@ class Daemon:
 
 def test_daemon_wakes_on_replicated_rows_at_once(topology):
     exchange, ingres, safe = topology
-    workload.bulk(exchange, 300, seed=1)
+    generator.bulk(exchange, 300, seed=1)
     with Daemon(ingres, safe, max_delay=120) as daemon:
         wait_for(lambda: same_tables(exchange, safe) is None, timeout=60)
         wait_for(daemon.idle)
         for seed in (2, 3):
             passes = len(daemon.passes)
-            workload.bulk(exchange, 300, seed=seed)
+            generator.bulk(exchange, 300, seed=seed)
             committed = time.monotonic()
             # Polling alone would wait 120 s here.
             wait_for(lambda: same_tables(exchange, safe) is None, timeout=20, interval=0.05)
@@ -92,7 +92,7 @@ def test_polling_remains_when_hints_are_missing_or_fake(topology):
     with psycopg.connect(ingres, autocommit=True) as conn:   # the untrusted side drops them
         conn.execute("DROP FUNCTION taler_ops.wake_sync() CASCADE")
     with Daemon(ingres, safe, max_delay=0.5) as daemon:
-        workload.bulk(exchange, 300, seed=4)
+        generator.bulk(exchange, 300, seed=4)
         wait_for(lambda: same_tables(exchange, safe) is None, timeout=60)
         # Fake hints make passes, never copies of their own.
         with psycopg.connect(ingres, autocommit=True) as conn:
@@ -101,7 +101,7 @@ def test_polling_remains_when_hints_are_missing_or_fake(topology):
         passes = len(daemon.passes)
         wait_for(lambda: len(daemon.passes) > passes + 2)
         assert same_tables(exchange, safe) is None
-        workload.bulk(exchange, 300, seed=5)
+        generator.bulk(exchange, 300, seed=5)
         wait_for(lambda: same_tables(exchange, safe) is None, timeout=60)
     assert daemon.result["passes"] >= 3
 

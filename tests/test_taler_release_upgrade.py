@@ -16,7 +16,7 @@ import pytest
 
 from taler_build import build_taler_exchange, next_release, require_taler_sql
 from taler_ops.schema import dbinit
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def _scalar(uri, query):
 
 def test_next_release_copies_known_columns_and_names_the_rest(taler_pair, conf, cli):
     ingres, safe, nxt = taler_pair
-    workload.bulk(ingres, 600, seed=3)
+    generator.bulk(ingres, 600, seed=3)
     synced, verified = _sync_and_verify(conf, cli, ingres, safe)
     assert synced.returncode == 0, synced.stderr
     assert json.loads(verified.stdout)["not_copied"] == []
@@ -62,7 +62,7 @@ def test_next_release_copies_known_columns_and_names_the_rest(taler_pair, conf, 
     before = _scalar(safe, "SELECT count(*) FROM exchange.reserves_in")
 
     # The exchange of the next release writes the new column; the ingres copy has it.
-    workload.bulk(ingres, 600, seed=4)
+    generator.bulk(ingres, 600, seed=4)
     with psycopg.connect(ingres) as conn:
         conn.execute("UPDATE exchange.reserves_in SET origin_note = 'from the next release'")
     synced, verified = _sync_and_verify(conf, cli, ingres, safe)
@@ -88,7 +88,7 @@ def test_next_release_copies_known_columns_and_names_the_rest(taler_pair, conf, 
 
 def test_a_new_column_the_safe_copy_cannot_default_stops_the_sync(taler_pair, conf, cli):
     ingres, safe, _ = taler_pair
-    workload.bulk(ingres, 300, seed=5)
+    generator.bulk(ingres, 300, seed=5)
     synced, _ = _sync_and_verify(conf, cli, ingres, safe)
     assert synced.returncode == 0, synced.stderr
     for uri in (ingres, safe):
@@ -98,7 +98,7 @@ def test_a_new_column_the_safe_copy_cannot_default_stops_the_sync(taler_pair, co
     # The exchange side fills it (here by its default); the safe copy has none to use.
     with psycopg.connect(safe) as conn:
         conn.execute("ALTER TABLE exchange.reserves_in ALTER COLUMN required_note DROP DEFAULT")
-    workload.bulk(ingres, 300, seed=6)
+    generator.bulk(ingres, 300, seed=6)
     rows = _scalar(safe, "SELECT count(*) FROM exchange.reserves_in")
     synced, _ = _sync_and_verify(conf, cli, ingres, safe)
     assert synced.returncode != 0

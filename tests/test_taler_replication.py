@@ -17,7 +17,7 @@ from consistency import same_tables
 from pgcluster import Cluster
 from taler_build import build_taler_exchange, require_taler_sql
 from taler_ops.schema import dbinit, registry
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 
 FAR_FUTURE = 2 ** 62
 
@@ -61,7 +61,7 @@ def _sync(conf, cli, ingres, safe):
 
 def test_talers_updates_and_gc_run_under_the_publication(taler_topology, conf, cli):
     primary, ingres, safe = taler_topology
-    workload.bulk(primary, 3000, seed=11)
+    generator.bulk(primary, 3000, seed=11)
     caught_up(primary)
     assert _sync(conf, cli, ingres, safe) == []
     inserted = _counts(primary)

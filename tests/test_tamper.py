@@ -16,7 +16,7 @@ from conftest import FLAVOURS, flavour_param
 from sync_helpers import clone, execute, make_template, watermarks
 from tamper_catalogue import CASES, Copied, Halt, Ignored, LateRow, Refused
 from taler_ops.schema import registry
-from taler_ops.sim import workload
+from taler_ops.sim import generator
 from taler_ops.schema.exchange_tables import TABLES
 
 GOLDEN_ROWS = 3000
@@ -58,7 +58,7 @@ def goldens(cluster, request):
                       flavour=flavour)
         make_template(cluster, f"tamper_safe_{tag}", "safe-copy", flavour=flavour)
         ingres, safe = cluster.uri(f"tamper_ingres_{tag}"), cluster.uri(f"tamper_safe_{tag}")
-        workload.bulk(ingres, GOLDEN_ROWS, seed=9)
+        generator.bulk(ingres, GOLDEN_ROWS, seed=9)
         tmp = pathlib.Path(tempfile.mkdtemp())
         out = run_cli("sync", "-s", _conf(tmp, "i", ingres), "-d", _conf(tmp, "s", safe), "-t")
         assert out.returncode == 0, out.stdout + out.stderr

@@ -15,7 +15,7 @@ from typing import NoReturn
 from .. import __version__
 from ..errors import EXIT_FAILURE, TalerOpsError
 
-COMMAND_MODULES = ("dbinit", "gen", "sync", "audit", "status", "report", "link")
+COMMAND_MODULES = ("dbinit", "generate", "sync", "audit", "status", "report", "link")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,6 +1,6 @@
 """The generator's key material, derived deterministically from its seed.
 
-``taler-ops gen`` plays the exchange, its offline master key, its wallets and
+``taler-ops generate`` plays the exchange, its offline master key, its wallets and
 merchants, so it needs their private keys: every key here is derived from
 the generator's ``--seed`` (and, for denominations, the row's serial), so two
 runs with the same seed on equally filled databases write identical rows and
@@ -26,6 +26,8 @@ RSA_E = 65537
 
 
 def _kdf(*parts: bytes | str | int) -> bytes:
+    # The label keeps the CLI's old name (`gen`, now `generate`): changing it would change
+    # every derived key, the inventories' configured MASTER_PUBLIC_KEY included.
     data = b"taler-ops-gen\x00" + b"\x00".join(
         p if isinstance(p, bytes) else str(p).encode() for p in parts)
     return sha512(data)

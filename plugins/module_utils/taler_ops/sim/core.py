@@ -98,7 +98,7 @@ class ExchangeCore:
         self.forger: Forger | None = None       # when signatures are to be forged
         self.forged: dict[str, bytes] = {}      # column -> forged value not yet written
         # Merchants' deposit confirmations (for the auditor database), kept only when
-        # asked for: every eighth batch deposit's (workload.bulk's auditor_uri).
+        # asked for: every eighth batch deposit's (generator.bulk's auditor_uri).
         self.confirmations: list[DepositConfirmation] | None = None
 
     # -- rows and signatures -------------------------------------------------

@@ -1,4 +1,4 @@
-"""Planted exchange misbehaviour (``taler-ops gen --inject``) and its record.
+"""Planted exchange misbehaviour (``taler-ops generate --inject``) and its record.
 
 Each kind breaks exactly one rule of docs/economics.md at one row, so the
 audit's tests can compare its findings with the record: a JSON list of
@@ -54,7 +54,7 @@ KINDS.update({
 
 KINDS["deposit_confirmation_unknown"] = (
     "a merchant's deposit confirmation of a deposit the exchange's database lacks "
-    "(deposit_confirmation_missing; needs the auditor database: gen --auditor)")
+    "(deposit_confirmation_missing; needs the auditor database: generate --auditor)")
 # Planted after the history is written, into the auditor database.
 AT_END = {"deposit_confirmation_unknown"}
 

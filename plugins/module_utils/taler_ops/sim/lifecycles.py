@@ -1,6 +1,6 @@
 """What a bulk history is made of: the exchange's setup (key material, fees,
 partners, merchants) and wallets' lives, each a reserve filled by wire whose
-coins are withdrawn and spent (sim/workload.py runs them, chunk by chunk)."""
+coins are withdrawn and spent (sim/generator.py runs them, chunk by chunk)."""
 
 from typing import Any
 

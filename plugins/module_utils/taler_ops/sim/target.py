@@ -118,4 +118,5 @@ def seed_text(seed: int, writer: CopyWriter) -> str:
     # Continuing a database gives new keys even with the same seed, and equal
     # databases with equal seeds give equal histories.
     base = ",".join(f"{t}={writer.next_serial[t]}" for t in sorted(writer.next_serial))
+    # "gen" (the CLI's old name) stays: another label would change every generated history.
     return f"taler-ops-gen:{seed}:{base}"

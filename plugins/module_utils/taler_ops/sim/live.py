@@ -1,8 +1,8 @@
-"""The exchange at work, for live traffic: its state in memory between
+"""The generator's live mode, the exchange at work: its state in memory between
 transactions (reserves whose wallets still withdraw, coins with value left,
 deposits the aggregator owes), the business of one step, the UPDATEs of
 mutable columns it coalesces per transaction, and the denominations a run uses
-(sim/workload.py paces the transactions)."""
+(sim/generator.py paces the transactions)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +19,7 @@ from .units import (CENT, DAY, HOUR, IDLE_RESERVE_EXPIRATION, LEGAL_RESERVE_EXPI
 PendingDeposit = tuple[Merchant, int, int, int, int]
 
 
-class LiveTraffic:
+class LiveExchange:
     """The exchange's state in memory while it serves traffic."""
 
     def __init__(self, conn: psycopg.Connection[Any], ex: Exchange, gc_every: float | None,

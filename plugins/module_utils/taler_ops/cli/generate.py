@@ -1,10 +1,10 @@
-"""``taler-ops gen``: fill an exchange database with traffic (bulk or live)."""
+"""``taler-ops generate``: fill an exchange database with traffic (bulk or live)."""
 
 import argparse
 import json
 
 from .. import config
-from ..sim import inject, workload
+from ..sim import generator, inject
 from ..crypto import crockford, keyring
 from ..errors import ConfigError, UsageError
 from .args import Subparsers
@@ -50,11 +50,11 @@ def _handler(args: argparse.Namespace) -> int:
     if bulk_mode:
         if args.gc_every is not None:
             raise UsageError("--gc-every belongs to live mode (--rate/--duration)")
-        workload.validate_bulk_args(args.rows, args.seed)
+        generator.validate_bulk_args(args.rows, args.seed)
     else:
         if args.rate is None or args.duration is None:
             raise UsageError("live mode needs both --rate R and --duration S")
-        workload.validate_live_args(args.rate, args.duration, args.gc_every)
+        generator.validate_live_args(args.rate, args.duration, args.gc_every)
     if args.rsa_bits < 1024 or args.rsa_bits % 16:
         raise UsageError(f"--rsa-bits must be a multiple of 16 of at least 1024, not {args.rsa_bits}")
     if args.auditor and not bulk_mode:
@@ -63,18 +63,18 @@ def _handler(args: argparse.Namespace) -> int:
     uri = config.exchangedb_uri(cfg)
     auditor_uri = config.auditordb_uri(cfg) if args.auditor else None
     keys = keyring_for(cfg, args.seed, args.rsa_bits, args.master_seed)
-    progress = None if args.json else workload.tty_progress()
+    progress = None if args.json else generator.tty_progress()
     try:
         if bulk_mode:
-            inserted = workload.bulk(uri, args.rows, seed=args.seed, inject=kinds,
-                                     record_path=args.record, now_us=args.now, progress=progress,
-                                     keys=keys, auditor_uri=auditor_uri)
+            inserted = generator.bulk(uri, args.rows, seed=args.seed, inject=kinds,
+                                      record_path=args.record, now_us=args.now, progress=progress,
+                                      keys=keys, auditor_uri=auditor_uri)
             summary = f"inserted {sum(inserted.values())} rows into {len(inserted)} tables"
             result: object = inserted
         else:
-            stats = workload.live(uri, args.rate, args.duration, seed=args.seed,
-                                  gc_every=args.gc_every, inject=kinds,
-                                  record_path=args.record, progress=progress, keys=keys)
+            stats = generator.live(uri, args.rate, args.duration, seed=args.seed,
+                                   gc_every=args.gc_every, inject=kinds,
+                                   record_path=args.record, progress=progress, keys=keys)
             summary = (f"inserted {sum(stats['inserted'].values())} rows "
                        f"({stats['rows_per_second']} rows/s) in {stats['transactions']} "
                        f"transactions; updated {sum(stats['updated'].values())} rows; "
@@ -93,13 +93,13 @@ def _handler(args: argparse.Namespace) -> int:
 def add_parser(sub: Subparsers) -> None:
     kinds = ", ".join(f"{k} ({v})" for k, v in sorted(inject.KINDS.items()))
     p = sub.add_parser(
-        "gen", help="generate exchange traffic: a bulk history or live business",
+        "generate", help="generate exchange traffic: a bulk history or live business",
         description="Bulk (--rows): write a consistent exchange history touching every "
                     "replicated table, with binary COPY. Live (--rate, --duration): act as "
                     "the exchange at R rows/s, updating balances and GC-ing on request.")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="configuration with [exchangedb-postgres] CONFIG (default: Taler's "
-                        "taler-exchange.conf search; gen acts as the exchange)")
+                        "taler-exchange.conf search; it acts as the exchange)")
     p.add_argument("--rows", type=int, metavar="N", help="bulk: about N rows of history")
     p.add_argument("--rate", type=float, metavar="R", help="live: rows per second")
     p.add_argument("--duration", type=float, metavar="S", help="live: seconds to run")

@@ -1,4 +1,4 @@
-"""Exchange traffic: a bulk history (``bulk``) and live business (``live``).
+"""The generator: exchange traffic as a bulk history (``bulk``) or live business (``live``).
 
 No real Taler exchange runs here, so this is the exchange's stand-in: the
 demo, the sync's and the audit's tests and every benchmark fill exchange
@@ -12,7 +12,7 @@ written with binary COPY in chunks of one transaction each.  Deterministic for
 (seed, now_us, the database's existing serials), so two fresh databases get
 identical contents.
 
-live: the exchange at work (sim/live_traffic.py) at R rows/s in small
+live: the exchange at work (sim/live.py) at R rows/s in small
 transactions: new reserves, withdrawals, deposits, refreshes, refunds and
 aggregation, updating current_balance, remaining and done as the exchange
 does, with optional GC.
@@ -33,7 +33,7 @@ from .copywriter import CopyWriter
 from .exchange_model import Exchange
 from .inject import AT_AGGREGATION, AT_END, Injector, parse_kinds, write_record
 from .lifecycles import FORCED, Lifecycles, setup_history
-from .live_traffic import LiveTraffic, live_denominations
+from .live import LiveExchange, live_denominations
 from .target import (open_exchange, resolve_fk_check, seed_text, use_exchange_search_path,
                      wall_clock_us, write_confirmations)
 from .units import DAY, HISTORY_SPAN, HOUR, SECOND, WEEK, YEAR, Rand
@@ -78,7 +78,7 @@ def bulk(uri: str, rows: int, seed: int = 0, inject: Kinds = (), record_path: st
     kinds = parse_kinds(inject)         # a usage error before touching the database
     if auditor_uri is None and AT_END & set(kinds):
         raise UsageError("--inject " + ", ".join(sorted(AT_END & set(kinds)))
-                         + " writes into the auditor database: give one (gen --auditor)")
+                         + " writes into the auditor database: give one (generate --auditor)")
     conn, has_fks = open_exchange(uri)
     try:
         return bulk_into(conn, has_fks, rows, seed, inject, record_path, now_us,
@@ -219,7 +219,7 @@ def live(uri: str, rate: float, duration: float, seed: int = 0, gc_every: float 
         live_denominations(ex, conn, start_wall, end_wall + WEEK)
         for _ in range(4):
             ex.new_merchant(start_wall - HOUR)
-        state = LiveTraffic(conn, ex, gc_every, end_wall)
+        state = LiveExchange(conn, ex, gc_every, end_wall)
         writer.flush()
         conn.commit()
         setup_rows = sum(writer.written.values())
