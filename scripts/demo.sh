@@ -24,14 +24,17 @@ TALER_AUDITOR_ETC=/etc/taler-ops/taler-auditor
 TALER_OPS=/opt/taler-ops/venv/bin/taler-ops
 ROWS=${DEMO_ROWS:-20000}
 STATE=demo-state
-declare -A PORT=([exchange]=5441 [ingres]=5442 [production]=5443)
-declare -A OWNER=([exchange]=taler-exchange-db [ingres]=taler-ingres [production]=taler-production)
-declare -A DB=([exchange]=taler_exchange [ingres]=taler_exchange [production]=taler_auditor)
+# Each instance's directory name under /run/taler-ops and /var/lib/taler-ops: the safe copy's
+# is "production", the name it has on existing hosts (inventories/local).
+declare -A DIR=([exchange]=exchange [ingres]=ingres [safe_copy]=production)
+declare -A PORT=([exchange]=5441 [ingres]=5442 [safe_copy]=5443)
+declare -A OWNER=([exchange]=taler-exchange-db [ingres]=taler-ingres [safe_copy]=taler-production)
+declare -A DB=([exchange]=taler_exchange [ingres]=taler_exchange [safe_copy]=taler_auditor)
 
 step() { printf '\n== %s\n' "$*"; }
 has_command() { "$TALER_OPS" "$1" --help >/dev/null 2>&1; }
 psql_as_admin() {  # instance, sql -- root is peer-mapped onto each instance's superuser
-    "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$RUN/$1" -p "${PORT[$1]}" -U "${OWNER[$1]}" -d "${DB[$1]}" -c "$2"
+    "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$RUN/${DIR[$1]}" -p "${PORT[$1]}" -U "${OWNER[$1]}" -d "${DB[$1]}" -c "$2"
 }
 replicated_counts() {  # one line per replicated table: name count
     local tables
@@ -50,14 +53,14 @@ TALER_OPS_PY=/opt/taler-ops/venv/bin/python
 
 mkdir -p "$STATE"
 chmod 0700 "$STATE"
-for inst in exchange ingres production; do
+for inst in exchange ingres safe_copy; do
     printf '[exchangedb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=%s\n' \
-        "${DB[$inst]}" "$RUN" "$inst" "${PORT[$inst]}" "${OWNER[$inst]}" > "$STATE/$inst.conf"
+        "${DB[$inst]}" "$RUN" "${DIR[$inst]}" "${PORT[$inst]}" "${OWNER[$inst]}" > "$STATE/$inst.conf"
 done
 # The auditor schema lives in the safe copy's database; root reads it as the owner (the
 # auditor's own role admits only the auditor's UNIX user: peer authentication).
 printf '[auditordb-postgres]\nCONFIG = postgresql:///%s?host=%s/%s&port=%s&user=%s\n' \
-    "${DB[production]}" "$RUN" production "${PORT[production]}" "${OWNER[production]}" >> "$STATE/production.conf"
+    "${DB[safe_copy]}" "$RUN" "${DIR[safe_copy]}" "${PORT[safe_copy]}" "${OWNER[safe_copy]}" >> "$STATE/safe_copy.conf"
 
 # --master-seed: the exchange whose MASTER_PUBLIC_KEY the inventory writes into the auditor's
 # configuration (taler_exchange_master_seed), so the audit checks every signature.
@@ -86,7 +89,7 @@ elif [ -f "$RUN/sync/sync.pid" ] && kill -0 "$(cat "$RUN/sync/sync.pid")" 2>/dev
     # refuse to run; wait for the daemon to catch up instead.
     echo "the sync daemon runs (supervisor pid $(cat "$RUN/sync/sync.pid")); waiting for it to catch up"
     for _ in $(seq 1 240); do
-        copied=$(replicated_counts production | total)
+        copied=$(replicated_counts safe_copy | total)
         [ "$copied" = "$want" ] && break
         sleep 0.5
     done
@@ -105,8 +108,8 @@ fi
 
 step "Status"
 printf '%-11s %-18s %-6s %-8s %s\n' INSTANCE "UNIX USER" PORT PID STATE
-for inst in exchange ingres production; do
-    pid=$(head -n1 "/var/lib/taler-ops/$inst/postmaster.pid" 2>/dev/null || true)
+for inst in exchange ingres safe_copy; do
+    pid=$(head -n1 "/var/lib/taler-ops/${DIR[$inst]}/postmaster.pid" 2>/dev/null || true)
     user=$( [ -n "$pid" ] && ps -o user= -p "$pid" || echo -)
     state=$( [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo running || echo stopped)
     printf '%-11s %-18s %-6s %-8s %s\n' "$inst" "${user:--}" "${PORT[$inst]}" "${pid:--}" "$state"
@@ -120,12 +123,12 @@ psql_as_admin ingres "SELECT format('  subscription %s: enabled=%s worker=%s las
     FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL"
 echo
 echo "replicated rows: exchange $(replicated_counts exchange | total), ingres $(replicated_counts ingres | total)," \
-     "safe copy $(replicated_counts production | total)"
+     "safe copy $(replicated_counts safe_copy | total)"
 if has_command status; then
     echo
     # Without the per-table sync listing, to keep it short.
-    "$TALER_OPS" status -p "$STATE/exchange.conf" -s "$STATE/ingres.conf" -d "$STATE/production.conf" \
-        -a "$STATE/production.conf" --table \
+    "$TALER_OPS" status -p "$STATE/exchange.conf" -s "$STATE/ingres.conf" -d "$STATE/safe_copy.conf" \
+        -a "$STATE/safe_copy.conf" --table \
         | awk '/^  table  /{skip=1; next} skip && /^  [a-z_]+ +[0-9]+ +[0-9]+ +[0-9]+$/{next} {skip=0; print}' || true
 fi
 

@@ -25,7 +25,7 @@ VAULT_PASSWORD = os.path.join(INV, "vault-password.example")
 PLAYBOOKS = ["site.yml", "destroy.yml", "gc.yml", "reset.yml", "status.yml", "internal-audit.yml"]
 # Only what crosses hosts: the auditor host's local services use peer authentication.
 SECRETS = ["replication"]
-LOCAL_SERVICE_SECRETS = ["sync_ingres", "sync_production", "auditor"]
+LOCAL_SERVICE_SECRETS = ["sync_ingres", "sync_safe_copy", "auditor"]
 WIRING = os.path.join(ROOT, "playbooks", "group_vars", "all", "wiring.yml")
 # Every inventory in the repository (molecule/multihost's included).
 INVENTORIES = ["inventories/local", "inventories/production-example", "molecule/multihost/inventory"]
@@ -66,7 +66,7 @@ def test_inventory_lists_two_hosts_with_vault_secrets():
         # No password of a local service role exists, in the vault or beside it.
         assert not [k for k in hv if any(n in k for n in LOCAL_SERVICE_SECRETS) and "password" in k]
         assert not [k for k in hv if k in ("safe_copy_auditor_password", "sync_service_ingres_password",
-                                            "sync_service_production_password")]
+                                            "sync_service_safe_copy_password")]
     auditor = inv["_meta"]["hostvars"]["auditor-db.example.org"]
     assert auditor["taler_auditor_address"] == "203.0.113.20"
     # From the wiring.

@@ -1,10 +1,11 @@
 """taler-ops sync against real PostgreSQL: completeness, preflight, crash safety, daemon,
-lock, the Ansible module, a hot standby as the source.  Halts: tests/test_sync_halts.py.
+lock, one sync with --json, a hot standby as the source.  Halts: tests/test_sync_halts.py.
 
 The template databases and the synced ``pair`` are tests/conftest.py's fixtures, shared
 with tests/test_sync_halts.py.
 """
 
+import json
 import signal
 import subprocess
 import sys
@@ -200,38 +201,43 @@ def test_daemon_follows_new_rows_reconnects_and_holds_the_lock(pair, conf, cli, 
     assert "reconnect" in err or "event=reconnect" in err
 
 
-# -- the Ansible module -----------------------------------------------------------------
+# -- one sync with --json ------------------------------------------------------------------
 
-def test_module_check_mode_then_idempotent_sync_then_halt(pair, conf, module_runner):
+def test_dry_run_then_one_sync_then_nothing_then_a_halt_as_json(pair, conf, cli):
+    """One sync to completion as an operator (or the sync_service role's run_once) runs it:
+    a dry run counts and writes nothing, -t copies it all, a rerun finds nothing, and a
+    halt is exit 1 with the violation as JSON."""
     src, dst = pair
     sync_data.populate(src, 3, start=BASE_ROWS + 1)
     s_conf, d_conf = conf_pair(conf, src, dst)
-    args = {"src_config": s_conf, "dst_config": d_conf, "batch_size": 2}
     before = all_digests(dst)
 
-    result, _ = module_runner("taler_auditor_sync", args, check=True)
-    assert result["changed"] is True, result
+    def sync_json(*mode, returncode=0):
+        proc = cli("sync", "-s", s_conf, "-d", d_conf, "-b", 2, "--json", *mode)
+        assert proc.returncode == returncode, proc.stderr
+        return proc, json.loads(proc.stdout)
+
+    _, result = sync_json("--dry-run")
     assert result["copied"] == 3 * len(registry.REPLICATED)
     assert result["tables"]["reserves"]["copied"] == 3
     assert all_digests(dst) == before
 
-    result, _ = module_runner("taler_auditor_sync", args)
-    assert result["changed"] is True and result["copied"] == 3 * len(registry.REPLICATED), result
+    _, result = sync_json("-t")
+    assert result["copied"] == 3 * len(registry.REPLICATED), result
     assert result["tables"]["reserves"]["watermark"] == BASE_ROWS + 3
     assert all_digests(dst) == all_digests(src)
 
-    result, _ = module_runner("taler_auditor_sync", args)
-    assert result["changed"] is False and result["copied"] == 0, result
-    result, _ = module_runner("taler_auditor_sync", args, check=True)
-    assert result["changed"] is False, result
+    assert sync_json("-t")[1]["copied"] == 0
+    assert sync_json("--dry-run")[1]["copied"] == 0
 
     sync_data.populate(src, NEW[1], start=NEW[0] + 3)
     execute(src, "UPDATE exchange.coin_deposits SET batch_deposit_serial_id = 999999 "
                  "WHERE coin_deposit_serial_id = 40")
-    result, _ = module_runner("taler_auditor_sync", args)
-    assert result.get("failed") is True
-    assert result["msg"].startswith("HALT table=coin_deposits serial=40 rule=parent-missing")
-    assert result["halt"]["rule"] == "parent-missing" and result["exit_code"] == 1
+    proc, result = sync_json("-t", returncode=1)
+    halts = [line for line in proc.stderr.splitlines() if line.startswith("HALT ")]
+    assert len(halts) == 1 and halts[0].startswith("HALT table=coin_deposits serial=40 rule=parent-missing")
+    assert result["halt"]["rule"] == "parent-missing"
+    assert result["halt"]["message"].startswith("HALT table=coin_deposits serial=40")
 
 
 # -- a streaming-replication standby as the source -----------------------------------

@@ -177,8 +177,8 @@ def test_the_roles_grants_let_the_sync_analyze_through_the_owners_function(clust
     side = {"socket_dir": cluster.sockets, "port": cluster.port, "admin": cluster.superuser}
     extra = {"sync_service_venv": os.path.join(ROOT, ".venv"), "sync_service_role": role,
              "sync_service_replica_role": False, "sync_service_ingres_db": src_db,
-             "sync_service_production_db": dst_db}
-    for name in ("ingres", "production"):
+             "sync_service_safe_copy_db": dst_db}
+    for name in ("ingres", "safe_copy"):
         extra.update({f"sync_service_{name}_{k}": v for k, v in side.items()})
     tasks = [{"ansible.builtin.include_role": {"name": "sync_service",
                                                "tasks_from": "privileges"}}]
