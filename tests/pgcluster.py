@@ -97,10 +97,11 @@ class Cluster:
         return self
 
     def start_standby_of(self, primary, slot=None):
-        """Clone ``primary`` with pg_basebackup (-R) and start this cluster as its hot standby."""
+        """Clone ``primary`` with pg_basebackup (-R) and start this cluster as its hot standby;
+        ``slot``: a physical slot pg_basebackup creates on the primary (-C) for it to stream through."""
         self._pg("pg_basebackup", "-h", primary.sockets, "-p", str(primary.port),
                  "-U", primary.superuser, "-D", self.data, "-R", "-X", "stream",
-                 "--checkpoint=fast", *(["-S", slot] if slot else []))
+                 "--checkpoint=fast", *(["-C", "-S", slot] if slot else []))
         with open(os.path.join(self.data, "postgresql.conf"), "a") as fh:
             fh.write(f"\nport = {self.port}\nunix_socket_directories = '{self.sockets}'\n"
                      + (f"primary_slot_name = '{slot}'\n" if slot else ""))

@@ -239,8 +239,6 @@ def test_hot_standby_reconnects_by_itself(own_cluster, tmp_path):
     primary = own_cluster("hs-primary")
     exchange = primary.createdb("exchange")
     dbinit.exchange_dbinit(exchange, role="primary")
-    with psycopg.connect(exchange, autocommit=True) as conn:
-        conn.execute("SELECT pg_create_physical_replication_slot('hs_slot', true)")
     standby = Cluster("hs-standby", settings=FAST_RETRY)
     try:
         standby.start_standby_of(primary, slot="hs_slot")

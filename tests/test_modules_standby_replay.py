@@ -24,7 +24,6 @@ def standby_pair():
         exchange = primary.createdb("taler_exchange")
         with psycopg.connect(exchange, autocommit=True) as conn:
             conn.execute("CREATE TABLE marks (name text)")
-            conn.execute(f"SELECT pg_create_physical_replication_slot('{SLOT}', true)")
         standby.start_standby_of(primary, slot=SLOT)
         yield exchange, standby.uri("taler_exchange")
     finally:

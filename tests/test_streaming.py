@@ -32,7 +32,6 @@ def streaming():
         dbinit.exchange_dbinit(exchange, role="primary")
         safe = primary.createdb("safe")
         dbinit.exchange_dbinit(safe, role="safe-copy")
-        execute(exchange, f"SELECT pg_create_physical_replication_slot('{SLOT}', true)")
         standby.start_standby_of(primary, slot=SLOT)
         yield primary, standby, exchange, standby.uri("taler_exchange"), safe
     finally:
